@@ -1,0 +1,5 @@
+//! skiff: Kubernetes in one small binary.
+
+pub mod apiserver;
+pub mod registry;
+pub mod store;
