@@ -3,3 +3,4 @@
 pub mod apiserver;
 pub mod registry;
 pub mod store;
+pub mod testing;

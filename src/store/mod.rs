@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
-pub use cache::{CacheOptions, Store, Watcher};
+pub use cache::{CacheOptions, ListOptions, Store, Watcher};
 
 /// A cluster-wide revision. Every write takes the next one; 0 means "none yet".
 pub type Revision = i64;

@@ -1,0 +1,4 @@
+//! Helpers shared by the integration tests and the benchmarks: local etcd servers and skiff
+//! processes on ephemeral loopback ports. Not used by the server itself.
+
+pub mod etcd_server;
