@@ -1,0 +1,177 @@
+//! Turns an etcd watch on the key prefix into skiff's [`EventStream`].
+//!
+//! The stream ends after its first error: `TooOld` when etcd cancels the watch for
+//! compaction, `Unavailable` for anything else (a broken connection, a lost leader, the server
+//! closing the stream). Progress notifications and the creation response are skipped.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use etcd_client::{EventType, WatchResponse, WatchStream};
+
+use super::errors;
+use crate::store::{Event, EventKind, EventStream, KeyValue, Revision, StoreError};
+
+struct State {
+    stream: WatchStream,
+    prefix: Vec<u8>,
+    /// The revision the stream was asked to start after.
+    after: Revision,
+    /// The last revision delivered (events at or below it are never repeated).
+    delivered: Revision,
+    compacted: Arc<AtomicI64>,
+}
+
+/// Wraps a created etcd watch (started at `after + 1`) as an event stream.
+pub fn event_stream(
+    stream: WatchStream,
+    prefix: Vec<u8>,
+    after: Revision,
+    compacted: Arc<AtomicI64>,
+) -> EventStream {
+    let state = State {
+        stream,
+        prefix,
+        after,
+        delivered: after,
+        compacted,
+    };
+    Box::pin(futures::stream::unfold(Some(state), |state| async move {
+        let mut state = state?;
+        match state.next_batch().await {
+            Ok(batch) => Some((Ok(batch), Some(state))),
+            Err(e) => Some((Err(e), None)),
+        }
+    }))
+}
+
+impl State {
+    /// Waits for the next response that carries events.
+    async fn next_batch(&mut self) -> Result<Vec<Event>, StoreError> {
+        loop {
+            let resp = match self.stream.message().await {
+                Ok(Some(resp)) => resp,
+                Ok(None) => {
+                    tracing::warn!(delivered = self.delivered, "etcd closed the watch stream");
+                    return Err(StoreError::Unavailable(
+                        "etcd closed the watch stream".into(),
+                    ));
+                }
+                Err(e) => {
+                    let err = errors::map(e, false);
+                    tracing::warn!(delivered = self.delivered, error = %err, "etcd watch failed");
+                    return Err(match err {
+                        StoreError::Unavailable(_) => err,
+                        other => StoreError::Unavailable(other.to_string()),
+                    });
+                }
+            };
+            if resp.canceled() {
+                return Err(self.cancelled(&resp));
+            }
+            let batch = self.convert(&resp);
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+        }
+    }
+
+    fn cancelled(&self, resp: &WatchResponse) -> StoreError {
+        let oldest = resp.compact_revision();
+        if oldest > 0 {
+            self.compacted.fetch_max(oldest, Ordering::Relaxed);
+            tracing::info!(
+                after = self.after,
+                oldest,
+                "etcd watch cancelled by compaction"
+            );
+            return StoreError::TooOld {
+                requested: self.delivered,
+                oldest,
+            };
+        }
+        let reason = resp.cancel_reason();
+        tracing::warn!(
+            delivered = self.delivered,
+            reason,
+            "etcd cancelled the watch"
+        );
+        StoreError::Unavailable(format!("etcd cancelled the watch: {reason}"))
+    }
+
+    /// Maps a response's events, dropping any at or below the last delivered revision.
+    fn convert(&mut self, resp: &WatchResponse) -> Vec<Event> {
+        let mut batch = Vec::with_capacity(resp.events().len());
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            if kv.mod_revision() <= self.delivered {
+                continue;
+            }
+            let prev = ev.prev_kv().map(|p| self.copy(p));
+            let event = match ev.event_type() {
+                EventType::Put => {
+                    let kind = if kv.create_revision() == kv.mod_revision() {
+                        EventKind::Create
+                    } else {
+                        EventKind::Update
+                    };
+                    Event {
+                        kind,
+                        kv: self.copy(kv),
+                        prev: if kind == EventKind::Create {
+                            None
+                        } else {
+                            prev
+                        },
+                    }
+                }
+                EventType::Delete => match prev {
+                    Some(prev) => Event {
+                        kind: EventKind::Delete,
+                        kv: KeyValue {
+                            mod_revision: kv.mod_revision(),
+                            ..prev.clone()
+                        },
+                        prev: Some(prev),
+                    },
+                    None => {
+                        // etcd omits the previous value once it is compacted away.
+                        tracing::warn!(
+                            key = %self.key(kv.key()),
+                            revision = kv.mod_revision(),
+                            "etcd delete event without its previous value"
+                        );
+                        Event {
+                            kind: EventKind::Delete,
+                            kv: KeyValue {
+                                value: Bytes::new(),
+                                ..self.copy(kv)
+                            },
+                            prev: None,
+                        }
+                    }
+                },
+            };
+            batch.push(event);
+        }
+        if let Some(last) = batch.last() {
+            self.delivered = last.revision();
+        }
+        batch
+    }
+
+    fn key(&self, key: &[u8]) -> String {
+        let rest = key.strip_prefix(self.prefix.as_slice()).unwrap_or(key);
+        String::from_utf8_lossy(rest).into_owned()
+    }
+
+    fn copy(&self, kv: &etcd_client::KeyValue) -> KeyValue {
+        KeyValue {
+            key: self.key(kv.key()),
+            value: Bytes::copy_from_slice(kv.value()),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+        }
+    }
+}
