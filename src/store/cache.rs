@@ -1,13 +1,24 @@
-//! (in progress) The watch cache and the Store facade. Interface fixed; body being written.
-#![allow(unused)]
+//! The watch cache and the [`Store`] facade over a backend.
+//!
+//! The cache holds the latest value of every key and a bounded window of recent events. One feed
+//! task applies the backend's events in revision order; reads at the latest revision and watches
+//! are served from memory. Each watcher has a bounded buffer: one that falls too far behind is
+//! ended with [`StoreError::WatcherTooSlow`] instead of slowing writers or other watchers.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, watch};
 
-use super::{Backend, Event, KeyValue, ListPage, Result, Revision, StoreError};
+use super::{Backend, Event, EventKind, KeyValue, ListPage, Result, Revision, StoreError};
 
 /// Sizes of the watch cache.
 #[derive(Clone, Debug)]
@@ -27,7 +38,7 @@ impl Default for CacheOptions {
 /// What to list.
 #[derive(Clone, Debug, Default)]
 pub struct ListOptions {
-    /// Read at this revision (None: the latest, consistently).
+    /// Read at exactly this revision (None: the latest, consistently).
     pub revision: Option<Revision>,
     /// Continue after this key (exclusive).
     pub start_after: Option<String>,
@@ -35,56 +46,460 @@ pub struct ListOptions {
     pub limit: usize,
 }
 
+/// Figures about the cache, for metrics.
+#[derive(Clone, Debug, Default)]
+pub struct CacheStats {
+    pub revision: Revision,
+    /// The oldest revision a watch may start after.
+    pub oldest_watchable: Revision,
+    pub keys: usize,
+    pub window_events: usize,
+    pub watchers: usize,
+}
+
 /// The storage facade everything above the store uses: the watch cache in front of a backend.
-/// Cheap to clone.
+/// Cheap to clone; the feed task stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct Store {
-    backend: Arc<dyn Backend>,
+    inner: Arc<Inner>,
+    _feed: Arc<AbortOnDrop>,
 }
+
+/// How long a write waits for its own event to reach the cache before returning anyway.
+const WRITE_VISIBLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Store {
     /// Loads the cache from the backend and starts following its events.
     pub async fn open(backend: Arc<dyn Backend>, opts: CacheOptions) -> Result<Store> {
-        Err(StoreError::Unavailable("not yet".into()))
+        let (items, revision) = backend.load().await?;
+        let (revision_tx, _) = watch::channel(revision);
+        let inner = Arc::new(Inner {
+            backend,
+            opts,
+            state: RwLock::new(CacheState::new(items, revision)),
+            revision_tx,
+            next_watcher: AtomicU64::new(1),
+        });
+        let feed = tokio::spawn(feed(inner.clone()));
+        tracing::info!(backend = inner.backend.name(), revision, "watch cache loaded");
+        Ok(Store { inner, _feed: Arc::new(AbortOnDrop(feed)) })
     }
+
     pub fn backend_name(&self) -> &'static str {
-        self.backend.name()
+        self.inner.backend.name()
     }
+
+    /// The backend under the cache (for figures such as disk usage).
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
     /// The latest revision the cache has applied.
     pub fn revision(&self) -> Revision {
-        0
+        self.inner.state.read().revision
     }
-    /// A key at the latest revision (None) or at a given one.
+
+    pub fn stats(&self) -> CacheStats {
+        let st = self.inner.state.read();
+        CacheStats {
+            revision: st.revision,
+            oldest_watchable: st.oldest,
+            keys: st.items.len(),
+            window_events: st.window.len(),
+            watchers: st.watchers.len(),
+        }
+    }
+
+    /// A key at the latest revision (None, a consistent read) or at exactly the given one.
     pub async fn get(&self, key: &str, revision: Option<Revision>) -> Result<Option<KeyValue>> {
-        todo!()
+        match revision {
+            None => {
+                self.sync().await?;
+                Ok(self.inner.state.read().items.get(key).cloned())
+            }
+            Some(rev) => {
+                {
+                    let st = self.inner.state.read();
+                    if rev == st.revision {
+                        return Ok(st.items.get(key).cloned());
+                    }
+                }
+                self.inner.backend.get_at(key, rev).await
+            }
+        }
     }
+
+    /// Keys under `prefix` in key order: at the latest revision from the cache, or at an exact
+    /// revision (a continued list) from the cache when it is still current, else the backend.
     pub async fn list(&self, prefix: &str, opts: &ListOptions) -> Result<ListPage> {
-        todo!()
+        let start_after = opts.start_after.as_deref();
+        if let Some(after) = start_after {
+            if !after.starts_with(prefix) {
+                return Err(StoreError::Invalid(format!(
+                    "continue key {after:?} is not under {prefix:?}"
+                )));
+            }
+        }
+        match opts.revision {
+            None => {
+                self.sync().await?;
+                Ok(self.inner.state.read().list(prefix, start_after, opts.limit))
+            }
+            Some(rev) => {
+                {
+                    let st = self.inner.state.read();
+                    if rev == st.revision {
+                        return Ok(st.list(prefix, start_after, opts.limit));
+                    }
+                }
+                self.inner.backend.list_at(prefix, start_after, opts.limit, rev).await
+            }
+        }
     }
+
+    /// Creates a key; the write is durable and visible to reads when this returns.
     pub async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
-        todo!()
+        let kv = self.inner.backend.create(key, value).await?;
+        self.wait_visible(kv.mod_revision).await;
+        Ok(kv)
     }
+
+    /// Replaces a live key's value, if its mod_revision is `expected` (when given).
     pub async fn update(&self, key: &str, value: Bytes, expected: Option<Revision>) -> Result<KeyValue> {
-        todo!()
+        let kv = self.inner.backend.update(key, value, expected).await?;
+        self.wait_visible(kv.mod_revision).await;
+        Ok(kv)
     }
+
+    /// Deletes a live key, if its mod_revision is `expected` (when given). Returns the last value
+    /// with the delete's revision.
     pub async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
-        todo!()
+        let kv = self.inner.backend.delete(key, expected).await?;
+        self.wait_visible(kv.mod_revision).await;
+        Ok(kv)
     }
-    /// Every event under `prefix` with a revision above `after`, then every later one.
+
+    /// Every event under `prefix` with a revision above `after`, in order, then every later
+    /// one. Fails with `TooOld` when `after` is older than the cache's window.
     pub fn watch(&self, prefix: &str, after: Revision) -> Result<Watcher> {
-        todo!()
+        let inner = &self.inner;
+        let mut st = inner.state.write();
+        if after < st.oldest {
+            return Err(StoreError::TooOld { requested: after, oldest: st.oldest });
+        }
+        let backlog: VecDeque<Event> = st
+            .window
+            .iter()
+            .filter(|e| e.revision() > after && e.kv.key.starts_with(prefix))
+            .cloned()
+            .collect();
+        let (tx, rx) = mpsc::channel(inner.opts.watcher_buffer.max(1));
+        let ended = Arc::new(Mutex::new(None));
+        let id = inner.next_watcher.fetch_add(1, Ordering::Relaxed);
+        st.watchers.insert(id, WatcherSlot { prefix: prefix.to_string(), tx, ended: ended.clone() });
+        Ok(Watcher { backlog, rx, ended, after, id, inner: Arc::downgrade(inner), done: false })
     }
+
+    /// Drops the backend's history at and below `revision`.
     pub async fn compact(&self, revision: Revision) -> Result<()> {
-        todo!()
+        self.inner.backend.compact(revision).await
+    }
+
+    /// Waits until the cache holds every write the backend has committed.
+    pub async fn sync(&self) -> Result<()> {
+        let current = self.inner.backend.current_revision().await?;
+        self.wait_for(current, WRITE_VISIBLE_TIMEOUT).await
+    }
+
+    async fn wait_for(&self, revision: Revision, timeout: Duration) -> Result<()> {
+        let mut rx = self.inner.revision_tx.subscribe();
+        let reached = tokio::time::timeout(timeout, async {
+            rx.wait_for(|r| *r >= revision).await.is_ok()
+        })
+        .await;
+        match reached {
+            Ok(true) => Ok(()),
+            _ => Err(StoreError::Unavailable(format!(
+                "watch cache did not reach revision {revision} in time"
+            ))),
+        }
+    }
+
+    async fn wait_visible(&self, revision: Revision) {
+        if let Err(err) = self.wait_for(revision, WRITE_VISIBLE_TIMEOUT).await {
+            // The write is durable; only its visibility in this cache lags.
+            tracing::warn!(revision, error = %err, "write not yet visible in the watch cache");
+        }
     }
 }
 
-/// A stream of events for one watch. Ends with `Err(WatcherTooSlow)` if it fell behind.
-pub struct Watcher {}
+/// A stream of events for one watch. After a failure (too slow, cache rebuilt) it yields that
+/// error once and ends.
+pub struct Watcher {
+    backlog: VecDeque<Event>,
+    rx: mpsc::Receiver<Event>,
+    ended: Arc<Mutex<Option<StoreError>>>,
+    after: Revision,
+    id: u64,
+    inner: Weak<Inner>,
+    done: bool,
+}
 
 impl Stream for Watcher {
     type Item = Result<Event>;
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Poll::Ready(None)
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(ev) = self.backlog.pop_front() {
+            return Poll::Ready(Some(Ok(ev)));
+        }
+        loop {
+            match self.rx.poll_recv(cx) {
+                // A watch that starts ahead of the cache skips what it has already seen.
+                Poll::Ready(Some(ev)) if ev.revision() <= self.after => continue,
+                Poll::Ready(Some(ev)) => return Poll::Ready(Some(Ok(ev))),
+                Poll::Ready(None) => {
+                    self.done = true;
+                    let err = self.ended.lock().take();
+                    return Poll::Ready(err.map(Err));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.state.write().watchers.remove(&self.id);
+        }
+    }
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    opts: CacheOptions,
+    state: RwLock<CacheState>,
+    revision_tx: watch::Sender<Revision>,
+    next_watcher: AtomicU64,
+}
+
+struct WatcherSlot {
+    prefix: String,
+    tx: mpsc::Sender<Event>,
+    ended: Arc<Mutex<Option<StoreError>>>,
+}
+
+impl WatcherSlot {
+    fn end(&self, err: StoreError) {
+        *self.ended.lock() = Some(err);
+    }
+}
+
+struct CacheState {
+    revision: Revision,
+    items: BTreeMap<String, KeyValue>,
+    window: VecDeque<Event>,
+    /// Every event above this revision is in the window.
+    oldest: Revision,
+    watchers: HashMap<u64, WatcherSlot>,
+}
+
+impl CacheState {
+    fn new(items: Vec<KeyValue>, revision: Revision) -> Self {
+        CacheState {
+            revision,
+            items: items.into_iter().map(|kv| (kv.key.clone(), kv)).collect(),
+            window: VecDeque::new(),
+            oldest: revision,
+            watchers: HashMap::new(),
+        }
+    }
+
+    fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> ListPage {
+        let lower = match start_after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Included(prefix),
+        };
+        let mut range = self
+            .items
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix));
+        let mut items = Vec::new();
+        for (_, kv) in range.by_ref() {
+            if limit > 0 && items.len() == limit {
+                return ListPage { items, revision: self.revision, more: true };
+            }
+            items.push(kv.clone());
+        }
+        ListPage { items, revision: self.revision, more: false }
+    }
+
+    fn apply(&mut self, batch: Vec<Event>, window_cap: usize) {
+        for ev in batch {
+            if ev.revision() <= self.revision {
+                continue;
+            }
+            match ev.kind {
+                EventKind::Delete => {
+                    self.items.remove(&ev.kv.key);
+                }
+                EventKind::Create | EventKind::Update => {
+                    self.items.insert(ev.kv.key.clone(), ev.kv.clone());
+                }
+            }
+            self.revision = ev.revision();
+            self.watchers.retain(|_, w| {
+                if !ev.kv.key.starts_with(&w.prefix) {
+                    return true;
+                }
+                match w.tx.try_send(ev.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        w.end(StoreError::WatcherTooSlow);
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                }
+            });
+            self.window.push_back(ev);
+            while self.window.len() > window_cap {
+                if let Some(old) = self.window.pop_front() {
+                    self.oldest = old.revision();
+                }
+            }
+        }
+    }
+
+    /// Replaces everything with a fresh load; every watcher must list again.
+    fn reset(&mut self, items: Vec<KeyValue>, revision: Revision) {
+        for (_, w) in self.watchers.drain() {
+            w.end(StoreError::CacheReset);
+        }
+        *self = CacheState::new(items, revision);
+    }
+}
+
+/// Follows the backend's events into the cache for as long as the store lives. A broken event
+/// stream is resumed from the cache's revision; a compacted one forces a reload.
+async fn feed(inner: Arc<Inner>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let after = inner.state.read().revision;
+        match inner.backend.events(after).await {
+            Ok(mut stream) => {
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(batch) => {
+                            backoff = Duration::from_millis(50);
+                            let revision = {
+                                let mut st = inner.state.write();
+                                st.apply(batch, inner.opts.window_events);
+                                st.revision
+                            };
+                            inner.revision_tx.send_replace(revision);
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, after, "backend event stream failed");
+                            if matches!(err, StoreError::TooOld { .. }) {
+                                reload(&inner).await;
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(StoreError::TooOld { .. }) => reload(&inner).await,
+            Err(err) => tracing::warn!(error = %err, after, "cannot follow backend events"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn reload(inner: &Arc<Inner>) {
+    match inner.backend.load().await {
+        Ok((items, revision)) => {
+            inner.state.write().reset(items, revision);
+            inner.revision_tx.send_replace(revision);
+            tracing::warn!(revision, "watch cache rebuilt from the backend");
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot reload the watch cache"),
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, value: &str, create: Revision, rev: Revision) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Bytes::from(value.to_string()),
+            create_revision: create,
+            mod_revision: rev,
+        }
+    }
+
+    fn put(key: &str, rev: Revision) -> Event {
+        Event { kind: EventKind::Create, kv: kv(key, "v", rev, rev), prev: None }
+    }
+
+    #[test]
+    fn list_pages_by_prefix() {
+        let mut st = CacheState::new(vec![], 0);
+        st.apply((1..=5).map(|i| put(&format!("/a/{i}"), i)).collect(), 100);
+        st.apply(vec![put("/b/1", 6)], 100);
+        let page = st.list("/a/", None, 2);
+        assert_eq!(page.items.len(), 2);
+        assert!(page.more);
+        let rest = st.list("/a/", Some("/a/2"), 0);
+        let keys: Vec<_> = rest.items.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, vec!["/a/3", "/a/4", "/a/5"]);
+        assert!(!rest.more);
+        assert_eq!(rest.revision, 6);
+    }
+
+    #[test]
+    fn window_is_bounded_and_tracks_oldest() {
+        let mut st = CacheState::new(vec![], 0);
+        st.apply((1..=10).map(|i| put(&format!("/k{i}"), i)).collect(), 4);
+        assert_eq!(st.window.len(), 4);
+        assert_eq!(st.oldest, 6);
+        assert_eq!(st.window.front().map(Event::revision), Some(7));
+    }
+
+    #[test]
+    fn duplicate_events_are_ignored() {
+        let mut st = CacheState::new(vec![], 0);
+        st.apply(vec![put("/a", 1), put("/b", 2)], 10);
+        st.apply(vec![put("/b", 2), put("/c", 3)], 10);
+        assert_eq!(st.window.len(), 3);
+        assert_eq!(st.revision, 3);
+    }
+
+    #[test]
+    fn slow_watcher_is_ended_without_blocking() {
+        let mut st = CacheState::new(vec![], 0);
+        let (tx, mut rx) = mpsc::channel(2);
+        let ended = Arc::new(Mutex::new(None));
+        st.watchers.insert(1, WatcherSlot { prefix: "/".into(), tx, ended: ended.clone() });
+        st.apply((1..=5).map(|i| put(&format!("/k{i}"), i)).collect(), 100);
+        assert!(st.watchers.is_empty());
+        assert_eq!(*ended.lock(), Some(StoreError::WatcherTooSlow));
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_err());
     }
 }
