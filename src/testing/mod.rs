@@ -2,3 +2,4 @@
 //! processes on ephemeral loopback ports. Not used by the server itself.
 
 pub mod etcd_server;
+pub mod store_load;
