@@ -6,6 +6,9 @@
 //! multi-threaded runtime or through `tokio::task::spawn_blocking`. Writes are fsynced as in
 //! production (no `--unsafe-no-fsync`), so benchmarks compare durable writes. Dropping the
 //! server kills and reaps the process and removes its data directory.
+//!
+//! [`EtcdServer::start_tls`] serves clients over TLS with client-certificate authentication,
+//! using a throwaway CA and certificates written into the server's directory.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -13,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::store::etcd::EtcdTls;
 
 /// Environment variable naming the etcd binary to run instead of `/usr/bin/etcd`.
 pub const ETCD_ENV: &str = "SKIFF_TEST_ETCD";
@@ -66,6 +71,57 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Writes a throwaway CA, a server certificate for 127.0.0.1/localhost and a client
+/// certificate into `dir` (ca.pem, server.pem, server-key.pem, client.pem, client-key.pem);
+/// returns the client's files.
+fn write_certificates(dir: &Path) -> io::Result<EtcdTls> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let fail = |e: rcgen::Error| io::Error::other(format!("generating test certificates: {e}"));
+    let mut ca_params = CertificateParams::new(Vec::new()).map_err(fail)?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "skiff-test-etcd-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().map_err(fail)?;
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(fail)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |name: &str, sans: Vec<String>, usage| -> io::Result<(String, String)> {
+        let mut params = CertificateParams::new(sans).map_err(fail)?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().map_err(fail)?;
+        let cert = params.signed_by(&key, &issuer).map_err(fail)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    };
+    let sans = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    let (server_cert, server_key) =
+        leaf("skiff-test-etcd", sans, ExtendedKeyUsagePurpose::ServerAuth)?;
+    let (client_cert, client_key) = leaf("skiff", Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)?;
+    let files = [
+        ("ca.pem", ca_cert.pem()),
+        ("server.pem", server_cert),
+        ("server-key.pem", server_key),
+        ("client.pem", client_cert),
+        ("client-key.pem", client_key),
+    ];
+    for (name, pem) in &files {
+        std::fs::write(dir.join(name), pem)?;
+    }
+    Ok(EtcdTls {
+        ca_file: Some(dir.join("ca.pem")),
+        cert_file: Some(dir.join("client.pem")),
+        key_file: Some(dir.join("client-key.pem")),
+    })
+}
+
 /// Picks `n` distinct free loopback ports (holding all listeners until every port is chosen).
 fn free_ports(n: usize) -> io::Result<Vec<u16>> {
     let listeners = (0..n)
@@ -82,11 +138,26 @@ pub struct EtcdServer {
     child: Option<Child>,
     dir: PathBuf,
     client_port: u16,
+    /// Plain-HTTP port serving `/health` (and `/metrics`), in TLS mode too.
+    metrics_port: u16,
+    /// Client TLS files, when the member serves clients over TLS.
+    tls: Option<EtcdTls>,
 }
 
 impl EtcdServer {
-    /// Starts a fresh member and waits until it is healthy. Blocking.
+    /// Starts a fresh member with plain-HTTP client URLs and waits until it is healthy.
+    /// Blocking.
     pub fn start() -> io::Result<EtcdServer> {
+        Self::launch(false)
+    }
+
+    /// Like [`EtcdServer::start`], but clients must use TLS with a client certificate; see
+    /// [`EtcdServer::client_tls`].
+    pub fn start_tls() -> io::Result<EtcdServer> {
+        Self::launch(true)
+    }
+
+    fn launch(tls: bool) -> io::Result<EtcdServer> {
         let binary = etcd_binary().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -95,7 +166,7 @@ impl EtcdServer {
         })?;
         let mut attempt = 1;
         loop {
-            match Self::start_once(&binary) {
+            match Self::start_once(&binary, tls) {
                 Err(e)
                     if attempt < START_ATTEMPTS
                         && e.to_string().contains("address already in use") =>
@@ -108,7 +179,7 @@ impl EtcdServer {
         }
     }
 
-    fn start_once(binary: &Path) -> io::Result<EtcdServer> {
+    fn start_once(binary: &Path, tls: bool) -> io::Result<EtcdServer> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -122,11 +193,15 @@ impl EtcdServer {
             child: None,
             dir,
             client_port: 0,
+            metrics_port: 0,
+            tls: None,
         };
-        let ports = free_ports(2)?;
-        server.client_port = ports[0];
-        let client = format!("http://127.0.0.1:{}", ports[0]);
+        let ports = free_ports(3)?;
+        (server.client_port, server.metrics_port) = (ports[0], ports[2]);
+        let scheme = if tls { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", ports[0]);
         let peer = format!("http://127.0.0.1:{}", ports[1]);
+        let metrics = format!("http://127.0.0.1:{}", ports[2]);
         let log = std::fs::File::create(server.log_path())?;
         let mut cmd = Command::new(binary);
         for (name, _) in std::env::vars_os() {
@@ -140,6 +215,7 @@ impl EtcdServer {
             .arg(format!("--data-dir={}", server.dir.join("data").display()))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-metrics-urls={metrics}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=skiff-test={peer}"))
@@ -154,9 +230,16 @@ impl EtcdServer {
             .arg("--logger=zap")
             .arg("--log-outputs=stderr")
             .arg("--log-level=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+            .stdin(Stdio::null());
+        if tls {
+            server.tls = Some(write_certificates(&server.dir)?);
+            let file = |name: &str| server.dir.join(name).display().to_string();
+            cmd.arg(format!("--trusted-ca-file={}", file("ca.pem")))
+                .arg(format!("--cert-file={}", file("server.pem")))
+                .arg(format!("--key-file={}", file("server-key.pem")))
+                .arg("--client-cert-auth");
+        }
+        cmd.stdout(log.try_clone()?).stderr(log);
         server.child = Some(cmd.spawn().map_err(|e| {
             io::Error::new(e.kind(), format!("cannot run {}: {e}", binary.display()))
         })?);
@@ -194,16 +277,17 @@ impl EtcdServer {
         }
     }
 
-    /// Whether the member answers `GET /health` with `"health":"true"`.
+    /// Whether the member answers `GET /health` (on its plain metrics port) with
+    /// `"health":"true"`.
     pub fn healthy(&self) -> bool {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.client_port));
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.metrics_port));
         let probe = || -> io::Result<String> {
             let mut conn = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
             conn.set_read_timeout(Some(Duration::from_secs(2)))?;
             conn.set_write_timeout(Some(Duration::from_secs(2)))?;
             let request = format!(
                 "GET /health HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
-                self.client_port
+                self.metrics_port
             );
             conn.write_all(request.as_bytes())?;
             let mut response = String::new();
@@ -213,14 +297,23 @@ impl EtcdServer {
         probe().is_ok_and(|r| r.starts_with("HTTP/1.1 200") && r.contains("\"health\":\"true\""))
     }
 
-    /// `etcd://127.0.0.1:PORT`, for [`crate::store::etcd::EtcdBackend::connect`].
+    /// `etcd://127.0.0.1:PORT` (`etcds://` in TLS mode), for
+    /// [`crate::store::etcd::EtcdBackend::connect`].
     pub fn endpoint_url(&self) -> String {
-        format!("etcd://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "etcds" } else { "etcd" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
-    /// `http://127.0.0.1:PORT`, for etcd clients and tools.
+    /// `http://127.0.0.1:PORT` (`https://` in TLS mode), for etcd clients and tools.
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The CA and client certificate files to connect with, in TLS mode;
+    /// `EtcdTls::default()` otherwise.
+    pub fn client_tls(&self) -> EtcdTls {
+        self.tls.clone().unwrap_or_default()
     }
 
     pub fn client_port(&self) -> u16 {
@@ -292,7 +385,7 @@ mod tests {
 
     #[test]
     fn free_ports_are_distinct() {
-        let ports = free_ports(2).unwrap();
-        assert_ne!(ports[0], ports[1]);
+        let ports = free_ports(3).unwrap();
+        assert!(ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2]);
     }
 }

@@ -102,9 +102,39 @@ pub fn load_tls(tls: &EtcdTls) -> Result<etcd_client::TlsOptions> {
     let ca = read("CA certificate", &tls.ca_file)?;
     let cert = read("client certificate", &tls.cert_file)?;
     let key = read("client key", &tls.key_file)?;
+    check_pem("CA certificate", &tls.ca_file, &ca, false)?;
+    check_pem("client certificate", &tls.cert_file, &cert, false)?;
+    check_pem("client key", &tls.key_file, &key, true)?;
     Ok(etcd_client::TlsOptions::new()
         .ca_certificate(etcd_client::Certificate::from_pem(ca))
         .identity(etcd_client::Identity::from_pem(cert, key)))
+}
+
+/// Fails unless `pem` holds at least one certificate (or, with `key`, a private key), so that
+/// a wrong file is reported here rather than as a failed handshake later.
+fn check_pem(what: &str, path: &Option<std::path::PathBuf>, pem: &[u8], key: bool) -> Result<()> {
+    let mut reader = pem;
+    let found = if key {
+        matches!(rustls_pemfile::private_key(&mut reader), Ok(Some(_)))
+    } else {
+        let first = rustls_pemfile::certs(&mut reader).next();
+        matches!(first, Some(Ok(_)))
+    };
+    if found {
+        return Ok(());
+    }
+    let shown = path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let wanted = if key {
+        "a PEM private key"
+    } else {
+        "a PEM certificate"
+    };
+    Err(StoreError::Invalid(format!(
+        "etcd {what} file {shown} does not contain {wanted}"
+    )))
 }
 
 /// Whether any TLS file was given (an error for plain `etcd://` endpoints).
@@ -184,5 +214,24 @@ mod tests {
         };
         let err = load_tls(&tls).unwrap_err();
         assert!(matches!(&err, StoreError::Invalid(m) if m.contains("/nonexistent/ca.pem")));
+    }
+
+    #[test]
+    fn tls_files_must_hold_pem() {
+        let dir = std::env::temp_dir().join(format!("skiff-etcd-pem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let tls = EtcdTls {
+            ca_file: Some(not_pem.clone()),
+            cert_file: Some(not_pem.clone()),
+            key_file: Some(not_pem),
+        };
+        let err = load_tls(&tls).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            matches!(&err, StoreError::Invalid(m) if m.contains("PEM certificate")),
+            "{err}"
+        );
     }
 }
