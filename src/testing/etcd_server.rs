@@ -142,6 +142,9 @@ pub struct EtcdServer {
     metrics_port: u16,
     /// Client TLS files, when the member serves clients over TLS.
     tls: Option<EtcdTls>,
+    binary: PathBuf,
+    /// The member's command line, kept for [`EtcdServer::restart`].
+    args: Vec<String>,
 }
 
 impl EtcdServer {
@@ -195,6 +198,8 @@ impl EtcdServer {
             client_port: 0,
             metrics_port: 0,
             tls: None,
+            binary: binary.to_path_buf(),
+            args: Vec::new(),
         };
         let ports = free_ports(3)?;
         (server.client_port, server.metrics_port) = (ports[0], ports[2]);
@@ -202,8 +207,48 @@ impl EtcdServer {
         let client = format!("{scheme}://127.0.0.1:{}", ports[0]);
         let peer = format!("http://127.0.0.1:{}", ports[1]);
         let metrics = format!("http://127.0.0.1:{}", ports[2]);
-        let log = std::fs::File::create(server.log_path())?;
-        let mut cmd = Command::new(binary);
+        let mut args = vec![
+            "--name=skiff-test".to_string(),
+            format!("--data-dir={}", server.dir.join("data").display()),
+            format!("--listen-client-urls={client}"),
+            format!("--advertise-client-urls={client}"),
+            format!("--listen-metrics-urls={metrics}"),
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster=skiff-test={peer}"),
+            "--initial-cluster-state=new".to_string(),
+            format!(
+                "--initial-cluster-token=skiff-test-{}-{id}",
+                std::process::id()
+            ),
+            format!("--quota-backend-bytes={QUOTA_BACKEND_BYTES}"),
+            format!("--max-request-bytes={MAX_REQUEST_BYTES}"),
+            "--auto-compaction-retention=0".to_string(),
+            "--logger=zap".to_string(),
+            "--log-outputs=stderr".to_string(),
+            "--log-level=warn".to_string(),
+        ];
+        if tls {
+            server.tls = Some(write_certificates(&server.dir)?);
+            let file = |name: &str| server.dir.join(name).display().to_string();
+            args.push(format!("--trusted-ca-file={}", file("ca.pem")));
+            args.push(format!("--cert-file={}", file("server.pem")));
+            args.push(format!("--key-file={}", file("server-key.pem")));
+            args.push("--client-cert-auth".to_string());
+        }
+        server.args = args;
+        server.spawn()?;
+        tracing::debug!(endpoint = %server.client_url(), dir = %server.dir.display(), "etcd started");
+        Ok(server)
+    }
+
+    /// Runs the member process with the recorded arguments and waits until it is healthy.
+    fn spawn(&mut self) -> io::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let mut cmd = Command::new(&self.binary);
         for (name, _) in std::env::vars_os() {
             // Keep the environment from reconfiguring the member (flags win anyway, but etcd
             // refuses to start when a flag and its variable are both set).
@@ -211,41 +256,25 @@ impl EtcdServer {
                 cmd.env_remove(name);
             }
         }
-        cmd.arg("--name=skiff-test")
-            .arg(format!("--data-dir={}", server.dir.join("data").display()))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-metrics-urls={metrics}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=skiff-test={peer}"))
-            .arg("--initial-cluster-state=new")
-            .arg(format!(
-                "--initial-cluster-token=skiff-test-{}-{id}",
-                std::process::id()
-            ))
-            .arg(format!("--quota-backend-bytes={QUOTA_BACKEND_BYTES}"))
-            .arg(format!("--max-request-bytes={MAX_REQUEST_BYTES}"))
-            .arg("--auto-compaction-retention=0")
-            .arg("--logger=zap")
-            .arg("--log-outputs=stderr")
-            .arg("--log-level=warn")
-            .stdin(Stdio::null());
-        if tls {
-            server.tls = Some(write_certificates(&server.dir)?);
-            let file = |name: &str| server.dir.join(name).display().to_string();
-            cmd.arg(format!("--trusted-ca-file={}", file("ca.pem")))
-                .arg(format!("--cert-file={}", file("server.pem")))
-                .arg(format!("--key-file={}", file("server-key.pem")))
-                .arg("--client-cert-auth");
-        }
-        cmd.stdout(log.try_clone()?).stderr(log);
-        server.child = Some(cmd.spawn().map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot run {}: {e}", binary.display()))
-        })?);
-        server.wait_healthy()?;
-        tracing::debug!(endpoint = %server.client_url(), dir = %server.dir.display(), "etcd started");
-        Ok(server)
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = cmd.spawn().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot run {}: {e}", self.binary.display()),
+            )
+        })?;
+        self.child = Some(child);
+        self.wait_healthy()
+    }
+
+    /// Kills the member and starts it again on the same ports and data (to test reconnection
+    /// and durability). Blocking.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.kill()?;
+        self.spawn()
     }
 
     /// Polls `/health` until it reports healthy, the process exits, or the deadline passes.

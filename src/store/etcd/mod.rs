@@ -76,6 +76,8 @@ impl Default for EtcdOptions {
 
 /// A [`Backend`] over an etcd v3 cluster.
 pub struct EtcdBackend {
+    /// Kept alive: it owns the sender of the balanced channel's endpoint set.
+    _client: Client,
     kv: KvClient,
     watch: WatchClient,
     prefix: Vec<u8>,
@@ -134,13 +136,16 @@ impl EtcdBackend {
         if opts.key_prefix.is_empty() {
             tracing::warn!("etcd key prefix is empty; skiff will see every key in the cluster");
         }
+        let kv = client
+            .kv_client()
+            .max_decoding_message_size(MAX_DECODING_MESSAGE);
+        let watch = client
+            .watch_client()
+            .max_decoding_message_size(MAX_DECODING_MESSAGE);
         let backend = EtcdBackend {
-            kv: client
-                .kv_client()
-                .max_decoding_message_size(MAX_DECODING_MESSAGE),
-            watch: client
-                .watch_client()
-                .max_decoding_message_size(MAX_DECODING_MESSAGE),
+            _client: client,
+            kv,
+            watch,
             prefix: opts.key_prefix.as_bytes().to_vec(),
             opts,
             compacted: Arc::new(AtomicI64::new(0)),

@@ -503,6 +503,54 @@ async fn broken_connection_is_unavailable() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn recovers_after_etcd_restarts() {
+    let opts = EtcdOptions {
+        request_timeout: Duration::from_secs(3),
+        ..EtcdOptions::default()
+    };
+    let Some((mut server, be)) = setup(opts).await else {
+        return;
+    };
+    let a = be.create("/r/a", b("1")).await.unwrap();
+    let mut stream = be.events(a.mod_revision).await.unwrap();
+    let server = tokio::task::spawn_blocking(move || server.restart().map(|()| server));
+    let next = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(next, Some(Err(StoreError::Unavailable(_)))),
+        "{next:?}"
+    );
+    let _server = server.await.unwrap().unwrap();
+    // The same backend works again once the channel has reconnected; the write was durable.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        match be.get_at("/r/a", 0).await {
+            Ok(v) => break v,
+            Err(StoreError::Unavailable(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("no recovery: {e}"),
+        }
+    };
+    assert_eq!(got, Some(a.clone()));
+    let mut stream = be.events(a.mod_revision).await.unwrap();
+    let a2 = be
+        .update("/r/a", b("2"), Some(a.mod_revision))
+        .await
+        .unwrap();
+    let events = collect_until(&mut stream, a2.mod_revision).await;
+    assert_eq!(
+        events,
+        vec![Event {
+            kind: EventKind::Update,
+            kv: a2,
+            prev: Some(a)
+        }]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn connect_validates_urls_and_tls() {
     let invalid = |r: super::Result<EtcdBackend>| matches!(r, Err(StoreError::Invalid(_)));
     assert!(invalid(
