@@ -1,1 +1,5 @@
-fn main() {}
+//! The `skiff` binary: see [`skiff::cli`].
+
+fn main() -> std::process::ExitCode {
+    skiff::cli::main()
+}

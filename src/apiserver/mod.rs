@@ -4,11 +4,13 @@
 // The server shell: listener, certificates, who is asking, health and metrics.
 pub mod authn;
 pub mod authz;
+pub mod config;
 pub mod health;
 pub mod kubeconfig;
 pub mod metrics;
 pub mod pki;
 pub mod server;
+pub mod tls;
 pub mod version;
 
 // The API proper: REST verbs over the registry, discovery, OpenAPI.
