@@ -2,4 +2,5 @@
 //! processes on ephemeral loopback ports. Not used by the server itself.
 
 pub mod etcd_server;
+pub mod skiff_server;
 pub mod store_load;
