@@ -1,0 +1,19 @@
+//! One file per resource with its Strategy (defaults, validation, status rules, selectable
+//! fields, table columns) and, where a second served version exists, its conversion.
+
+pub mod configmaps;
+pub mod cronjobs;
+pub mod daemonsets;
+pub mod deployments;
+pub mod events;
+pub mod hpa;
+pub mod ipaddresses;
+pub mod jobs;
+pub mod namespaces;
+pub mod nodes;
+pub mod pods;
+pub mod replicasets;
+pub mod replicationcontrollers;
+pub mod secrets;
+pub mod services;
+pub mod statefulsets;

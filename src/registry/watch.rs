@@ -1,0 +1,327 @@
+//! Watch: optional initial state as synthetic ADDED events, then every change after a revision,
+//! filtered by selectors (an object that stops matching is DELETED for this watcher, one that
+//! starts matching is ADDED), with BOOKMARK events when the client allows them.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::catalog::ResourceInfo;
+use super::generic::{check_field_selector, decode_kv, matches, parse_rv, ListParams, Registry};
+use super::selector::{FieldSelector, LabelSelector};
+use crate::apiserver::status::ApiError;
+use crate::store::{Event, EventKind, Revision, StoreError};
+
+/// The annotation on the bookmark that ends the initial events of a watch-list.
+pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
+/// How often an idle watch that allows bookmarks gets one.
+pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The type of a watch event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+    Bookmark,
+    Error,
+}
+
+impl EventType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+            EventType::Bookmark => "BOOKMARK",
+            EventType::Error => "ERROR",
+        }
+    }
+}
+
+/// One event of a watch (the object in the served version, or a Status for errors).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WatchEvent {
+    pub kind: EventType,
+    pub object: Value,
+}
+
+/// What a watch selects and from where it starts.
+#[derive(Clone, Debug, Default)]
+pub struct WatchParams {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    pub resource_version: Option<String>,
+    pub resource_version_match: Option<String>,
+    pub send_initial_events: Option<bool>,
+    pub allow_bookmarks: bool,
+    /// End the watch after this long.
+    pub timeout: Option<Duration>,
+}
+
+impl Registry {
+    /// Starts a watch. Request-level problems are errors; problems after the watch has started
+    /// (a revision too old to replay) arrive as an ERROR event.
+    pub async fn watch(
+        &self,
+        res: &'static ResourceInfo,
+        namespace: Option<String>,
+        p: WatchParams,
+    ) -> Result<ReceiverStream<WatchEvent>, ApiError> {
+        check_field_selector(res, &p.fields)?;
+        validate_watch_params(&p)?;
+        let rv = p.resource_version.clone().unwrap_or_default();
+        let send_initial = p.send_initial_events.unwrap_or(rv.is_empty() || rv == "0");
+        let mut initial = vec![];
+        let start: Revision = if send_initial {
+            if !rv.is_empty() && rv != "0" {
+                self.wait_for_revision(parse_rv(&rv)?).await?;
+            }
+            let lp = ListParams {
+                labels: p.labels.clone(),
+                fields: p.fields.clone(),
+                ..Default::default()
+            };
+            let list = self.list(res, namespace.as_deref(), &lp).await?;
+            initial = list.items;
+            list.revision
+        } else if rv.is_empty() || rv == "0" {
+            self.store.revision()
+        } else {
+            parse_rv(&rv)?
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let this = self.clone();
+        let task = WatchTask {
+            res,
+            namespace,
+            p,
+            start,
+            initial,
+            tx,
+        };
+        tokio::spawn(async move { task.run(this).await });
+        Ok(ReceiverStream::new(rx))
+    }
+}
+
+/// The bookmark event object: kind, apiVersion and metadata.resourceVersion only.
+pub fn bookmark(res: &ResourceInfo, revision: Revision, initial_events_end: bool) -> Value {
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if initial_events_end {
+        meta["annotations"] = json!({INITIAL_EVENTS_END: "true"});
+    }
+    json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": meta})
+}
+
+fn validate_watch_params(p: &WatchParams) -> Result<(), ApiError> {
+    let mut causes = vec![];
+    let rv_match = p.resource_version_match.as_deref().unwrap_or("");
+    if p.send_initial_events.is_some() {
+        if rv_match != "NotOlderThan" {
+            causes.push(super::validation::forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+    } else if !rv_match.is_empty() {
+        causes.push(super::validation::forbidden(
+            "resourceVersionMatch",
+            "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+        ));
+    }
+    if p.send_initial_events == Some(true) && !p.allow_bookmarks {
+        causes.push(super::validation::forbidden(
+            "allowWatchBookmarks",
+            "allowWatchBookmarks must be set to true when sendInitialEvents is set",
+        ));
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("meta.k8s.io", "ListOptions", "", causes))
+    }
+}
+
+struct WatchTask {
+    res: &'static ResourceInfo,
+    namespace: Option<String>,
+    p: WatchParams,
+    start: Revision,
+    initial: Vec<Value>,
+    tx: mpsc::Sender<WatchEvent>,
+}
+
+impl WatchTask {
+    async fn run(self, registry: Registry) {
+        let WatchTask {
+            res,
+            namespace,
+            p,
+            start,
+            initial,
+            tx,
+        } = self;
+        let send = |kind: EventType, object: Value| {
+            let tx = tx.clone();
+            async move { tx.send(WatchEvent { kind, object }).await.is_ok() }
+        };
+        for obj in initial {
+            if !send(EventType::Added, obj).await {
+                return;
+            }
+        }
+        if p.send_initial_events == Some(true)
+            && p.allow_bookmarks
+            && !send(EventType::Bookmark, bookmark(res, start, true)).await
+        {
+            return;
+        }
+        let prefix = Registry::prefix(res, namespace.as_deref());
+        let mut watcher = match registry.store.watch(&prefix, start) {
+            Ok(w) => w,
+            Err(e) => {
+                send(EventType::Error, error_status(e, start)).await;
+                return;
+            }
+        };
+        let deadline = tokio::time::sleep(p.timeout.unwrap_or(Duration::from_secs(1800)));
+        tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
+        ticker.tick().await;
+        let mut last = start;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                _ = tx.closed() => return,
+                _ = ticker.tick(), if p.allow_bookmarks => {
+                    if !send(EventType::Bookmark, bookmark(res, last, false)).await {
+                        return;
+                    }
+                }
+                next = watcher.next() => match next {
+                    None | Some(Err(StoreError::WatcherTooSlow)) => return,
+                    Some(Err(e)) => {
+                        send(EventType::Error, error_status(e, last)).await;
+                        return;
+                    }
+                    Some(Ok(ev)) => {
+                        last = last.max(ev.revision());
+                        if let Some((kind, obj)) = translate(res, &ev, &p) {
+                            if !send(kind, obj).await {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The watch event (if any) a store event means for a watcher with these selectors.
+fn translate(res: &ResourceInfo, ev: &Event, p: &WatchParams) -> Option<(EventType, Value)> {
+    let cur = decode_kv(res, &ev.kv).ok()?;
+    let cur_matches = matches(res, &cur, &p.labels, &p.fields);
+    match ev.kind {
+        EventKind::Create => cur_matches.then_some((EventType::Added, cur)),
+        EventKind::Delete => cur_matches.then_some((EventType::Deleted, cur)),
+        EventKind::Update => {
+            let prev_matches = ev
+                .prev
+                .as_ref()
+                .and_then(|kv| decode_kv(res, kv).ok())
+                .is_some_and(|prev| matches(res, &prev, &p.labels, &p.fields));
+            match (prev_matches, cur_matches) {
+                (true, true) => Some((EventType::Modified, cur)),
+                (false, true) => Some((EventType::Added, cur)),
+                (true, false) => Some((EventType::Deleted, cur)),
+                (false, false) => None,
+            }
+        }
+    }
+}
+
+fn error_status(e: StoreError, at: Revision) -> Value {
+    let err = match e {
+        StoreError::TooOld { requested, oldest } => {
+            ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
+        }
+        StoreError::CacheReset => {
+            ApiError::gone(format!("too old resource version: {at} ({})", at + 1))
+        }
+        other => ApiError::internal(other.to_string()),
+    };
+    err.to_status()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::catalog::catalog;
+    use crate::store::KeyValue;
+
+    fn kv(labels: Value, rev: Revision) -> KeyValue {
+        let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "d", "labels": labels}});
+        KeyValue {
+            key: "/registry/core/configmaps/d/a".into(),
+            value: serde_json::to_vec(&obj).unwrap().into(),
+            create_revision: 1,
+            mod_revision: rev,
+        }
+    }
+
+    #[test]
+    fn selector_transitions_become_added_and_deleted() {
+        let res = catalog().find("", "v1", "configmaps").unwrap();
+        let p = WatchParams {
+            labels: LabelSelector::parse("app=web").unwrap(),
+            ..Default::default()
+        };
+        let update = |prev: Value, cur: Value| Event {
+            kind: EventKind::Update,
+            kv: kv(cur, 3),
+            prev: Some(kv(prev, 2)),
+        };
+        let t = |ev: &Event| {
+            translate(res, ev, &p).map(|(k, o)| (k, o["metadata"]["resourceVersion"].clone()))
+        };
+        assert_eq!(
+            t(&update(json!({}), json!({"app": "web"}))),
+            Some((EventType::Added, json!("3")))
+        );
+        assert_eq!(
+            t(&update(json!({"app": "web"}), json!({}))).map(|x| x.0),
+            Some(EventType::Deleted)
+        );
+        assert_eq!(
+            t(&update(
+                json!({"app": "web"}),
+                json!({"app": "web", "x": "y"})
+            ))
+            .map(|x| x.0),
+            Some(EventType::Modified)
+        );
+        assert_eq!(t(&update(json!({}), json!({}))), None);
+    }
+
+    #[test]
+    fn watch_params_follow_upstream_rules() {
+        let p = WatchParams {
+            send_initial_events: Some(true),
+            allow_bookmarks: true,
+            ..Default::default()
+        };
+        assert_eq!(validate_watch_params(&p).unwrap_err().code, 422);
+        let ok = WatchParams {
+            resource_version_match: Some("NotOlderThan".into()),
+            ..p
+        };
+        assert!(validate_watch_params(&ok).is_ok());
+        let b = bookmark(catalog().find("", "v1", "pods").unwrap(), 7, true);
+        assert_eq!(b["metadata"]["annotations"][INITIAL_EVENTS_END], "true");
+    }
+}
