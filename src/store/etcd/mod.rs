@@ -6,8 +6,10 @@
 //! [`EtcdBackend::compacted_revision`] asks etcd itself (see there), so it stays right when
 //! another process compacts the cluster.
 
+mod backend;
 mod endpoint;
 mod errors;
+mod keys;
 mod watch;
 
 #[cfg(test)]
@@ -19,15 +21,14 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
-    KvClient, ResponseHeader, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, ResponseHeader, Txn,
+    TxnOpResponse, TxnResponse, WatchClient,
 };
 
-use super::{prefix_end, Backend, EventStream, KeyValue, ListPage, Result, Revision, StoreError};
+use super::{Backend, KeyValue, ListPage, Result, Revision, StoreError};
 pub use endpoint::{parse_endpoints, Endpoints};
+use keys::{range_end, Keys};
 
 /// The key prefix skiff's keys live under unless [`EtcdOptions::key_prefix`] says otherwise.
 pub const DEFAULT_KEY_PREFIX: &str = "/skiff";
@@ -80,7 +81,7 @@ pub struct EtcdBackend {
     _client: Client,
     kv: KvClient,
     watch: WatchClient,
-    prefix: Vec<u8>,
+    keys: Keys,
     opts: EtcdOptions,
     /// The highest compacted revision this process has seen (its own compactions, watch
     /// cancellations, probes). A lower bound of etcd's; never above it.
@@ -146,7 +147,7 @@ impl EtcdBackend {
             _client: client,
             kv,
             watch,
-            prefix: opts.key_prefix.as_bytes().to_vec(),
+            keys: Keys::new(&opts.key_prefix),
             opts,
             compacted: Arc::new(AtomicI64::new(0)),
         };
@@ -164,14 +165,6 @@ impl EtcdBackend {
     /// The prefix skiff's keys carry inside etcd.
     pub fn key_prefix(&self) -> &str {
         &self.opts.key_prefix
-    }
-
-    /// The etcd key for a skiff key.
-    fn etcd_key(&self, key: &str) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.prefix.len() + key.len());
-        k.extend_from_slice(&self.prefix);
-        k.extend_from_slice(key.as_bytes());
-        k
     }
 
     /// Runs one unary request under the request timeout and classifies its error.
@@ -241,7 +234,11 @@ impl EtcdBackend {
         let opts = GetOptions::new().with_count_only().with_revision(revision);
         let mut kv = self.kv.clone();
         match self
-            .rpc("probe", false, kv.get(self.prefix.clone(), Some(opts)))
+            .rpc(
+                "probe",
+                false,
+                kv.get(self.keys.prefix().to_vec(), Some(opts)),
+            )
             .await
         {
             Ok(_) | Err(Fail::Future) => Ok(true),
@@ -287,7 +284,7 @@ impl EtcdBackend {
         let items = resp
             .take_kvs()
             .into_iter()
-            .map(|kv| self.owned_kv(kv))
+            .map(|kv| self.keys.owned(kv))
             .collect();
         Ok(ListPage {
             items,
@@ -299,17 +296,16 @@ impl EtcdBackend {
     /// Every live key under the prefix at one revision, or `TooOld` if a compaction
     /// overtook the pagination.
     async fn load_once(&self) -> Result<(Vec<KeyValue>, Revision)> {
-        let end = range_end(&self.prefix);
+        let end = range_end(self.keys.prefix());
         let page_size = i64::try_from(self.opts.load_page_size.max(1)).unwrap_or(i64::MAX);
         let mut page = self
-            .range(self.prefix.clone(), end.clone(), page_size, 0)
+            .range(self.keys.prefix().to_vec(), end.clone(), page_size, 0)
             .await?;
         let revision = page.revision;
         let mut items = std::mem::take(&mut page.items);
         while page.more {
             let Some(last) = items.last() else { break };
-            let mut start = self.etcd_key(&last.key);
-            start.push(0);
+            let start = self.keys.encode_after(&last.key);
             page = self.range(start, end.clone(), page_size, revision).await?;
             if page.items.is_empty() {
                 break;
@@ -317,40 +313,6 @@ impl EtcdBackend {
             items.append(&mut page.items);
         }
         Ok((items, revision))
-    }
-
-    fn strip_prefix(&self, key: &[u8]) -> String {
-        let rest = key.strip_prefix(self.prefix.as_slice()).unwrap_or(key);
-        match std::str::from_utf8(rest) {
-            Ok(s) => s.to_string(),
-            Err(_) => {
-                let lossy = String::from_utf8_lossy(rest).into_owned();
-                tracing::warn!(key = %lossy, "etcd key under the prefix is not utf-8");
-                lossy
-            }
-        }
-    }
-
-    /// Converts an etcd key-value pair, moving the value.
-    fn owned_kv(&self, kv: etcd_client::KeyValue) -> KeyValue {
-        let (create_revision, mod_revision) = (kv.create_revision(), kv.mod_revision());
-        let (key, value) = kv.into_key_value();
-        KeyValue {
-            key: self.strip_prefix(&key),
-            value: Bytes::from(value),
-            create_revision,
-            mod_revision,
-        }
-    }
-
-    /// Converts a borrowed etcd key-value pair, copying the value.
-    fn copied_kv(&self, kv: &etcd_client::KeyValue) -> KeyValue {
-        KeyValue {
-            key: self.strip_prefix(kv.key()),
-            value: Bytes::copy_from_slice(kv.value()),
-            create_revision: kv.create_revision(),
-            mod_revision: kv.mod_revision(),
-        }
     }
 
     /// Compare clauses for update/delete: the key is live and, if asked, at `expected`.
@@ -390,270 +352,4 @@ fn header_revision(header: Option<&ResponseHeader>) -> Result<Revision> {
     header
         .map(|h| h.revision())
         .ok_or_else(|| StoreError::Unavailable("etcd response without a header".into()))
-}
-
-/// The end of the range of keys starting with `prefix` ("\0" = to the end of the keyspace).
-fn range_end(prefix: &[u8]) -> Vec<u8> {
-    prefix_end(prefix).unwrap_or_else(|| vec![0])
-}
-
-fn check_revision(revision: Revision) -> Result<()> {
-    if revision < 0 {
-        return Err(StoreError::Invalid(format!("negative revision {revision}")));
-    }
-    Ok(())
-}
-
-#[async_trait]
-impl Backend for EtcdBackend {
-    fn name(&self) -> &'static str {
-        "etcd"
-    }
-
-    async fn current_revision(&self) -> Result<Revision> {
-        let opts = GetOptions::new().with_count_only();
-        let mut kv = self.kv.clone();
-        match self
-            .rpc("revision", false, kv.get(self.prefix.clone(), Some(opts)))
-            .await
-        {
-            Ok(resp) => header_revision(resp.header()),
-            Err(fail) => Err(self.read_error(fail, 0).await),
-        }
-    }
-
-    async fn load(&self) -> Result<(Vec<KeyValue>, Revision)> {
-        let mut attempt = 1;
-        loop {
-            match self.load_once().await {
-                Err(StoreError::TooOld { requested, .. }) if attempt < LOAD_ATTEMPTS => {
-                    tracing::info!(
-                        revision = requested,
-                        attempt,
-                        "etcd compacted during load; restarting"
-                    );
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn events(&self, after: Revision) -> Result<EventStream> {
-        check_revision(after)?;
-        // etcd serves watches from the compacted revision itself, but skiff's contract drops
-        // the events at it, so check that `after` is still readable first.
-        if after > 0 && !self.readable(after).await? {
-            let oldest = self.compacted_revision().await?;
-            return Err(StoreError::TooOld {
-                requested: after,
-                oldest,
-            });
-        }
-        let opts = WatchOptions::new()
-            .with_range(range_end(&self.prefix))
-            .with_prev_key()
-            .with_start_revision(after + 1);
-        let mut client = self.watch.clone();
-        let stream = self
-            .rpc(
-                "watch",
-                false,
-                client.watch(self.prefix.clone(), Some(opts)),
-            )
-            .await
-            .map_err(|fail| match fail {
-                Fail::Store(e) => e,
-                Fail::Compacted | Fail::Future => {
-                    StoreError::Unavailable("etcd refused the watch".into())
-                }
-            })?;
-        tracing::debug!(after, "etcd watch started");
-        Ok(watch::event_stream(
-            stream,
-            self.prefix.clone(),
-            after,
-            self.compacted.clone(),
-        ))
-    }
-
-    async fn get_at(&self, key: &str, revision: Revision) -> Result<Option<KeyValue>> {
-        check_revision(revision)?;
-        let opts = GetOptions::new().with_revision(revision);
-        let mut kv = self.kv.clone();
-        match self
-            .rpc("get", false, kv.get(self.etcd_key(key), Some(opts)))
-            .await
-        {
-            Ok(mut resp) => Ok(resp
-                .take_kvs()
-                .into_iter()
-                .next()
-                .map(|kv| self.owned_kv(kv))),
-            Err(fail) => Err(self.read_error(fail, revision).await),
-        }
-    }
-
-    async fn list_at(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-        revision: Revision,
-    ) -> Result<ListPage> {
-        check_revision(revision)?;
-        let low = self.etcd_key(prefix);
-        let end = range_end(&low);
-        let start = match start_after {
-            Some(after) => {
-                let mut k = self.etcd_key(after);
-                k.push(0);
-                k.max(low)
-            }
-            None => low,
-        };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.range(start, end, limit, revision).await
-    }
-
-    async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
-        let k = self.etcd_key(key);
-        let txn = Txn::new()
-            .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(k, value.clone(), None)]);
-        let (resp, revision) = self.txn(txn).await?;
-        if !resp.succeeded() {
-            return Err(StoreError::AlreadyExists {
-                key: key.to_string(),
-            });
-        }
-        Ok(KeyValue {
-            key: key.to_string(),
-            value,
-            create_revision: revision,
-            mod_revision: revision,
-        })
-    }
-
-    async fn update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: Option<Revision>,
-    ) -> Result<KeyValue> {
-        let k = self.etcd_key(key);
-        let keys_only = || Some(GetOptions::new().with_keys_only());
-        let txn = Txn::new()
-            .when(Self::preconditions(&k, expected))
-            .and_then([
-                TxnOp::put(k.clone(), value.clone(), None),
-                TxnOp::get(k.clone(), keys_only()),
-            ])
-            .or_else([TxnOp::get(k, keys_only())]);
-        let (resp, revision) = self.txn(txn).await?;
-        if !resp.succeeded() {
-            return Err(Self::precondition_error(key, expected, &resp));
-        }
-        let create_revision = resp
-            .op_responses()
-            .into_iter()
-            .find_map(|op| match op {
-                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
-                _ => None,
-            })
-            .unwrap_or_else(|| {
-                tracing::warn!(
-                    key,
-                    revision,
-                    "etcd update response lacks the key's create revision"
-                );
-                0
-            });
-        Ok(KeyValue {
-            key: key.to_string(),
-            value,
-            create_revision,
-            mod_revision: revision,
-        })
-    }
-
-    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
-        let k = self.etcd_key(key);
-        let txn = Txn::new()
-            .when(Self::preconditions(&k, expected))
-            .and_then([TxnOp::delete(
-                k.clone(),
-                Some(DeleteOptions::new().with_prev_key()),
-            )])
-            .or_else([TxnOp::get(k, Some(GetOptions::new().with_keys_only()))]);
-        let (resp, revision) = self.txn(txn).await?;
-        if !resp.succeeded() {
-            return Err(Self::precondition_error(key, expected, &resp));
-        }
-        let prev = resp.op_responses().into_iter().find_map(|op| match op {
-            TxnOpResponse::Delete(del) => del.prev_kvs().first().map(|kv| self.copied_kv(kv)),
-            _ => None,
-        });
-        match prev {
-            Some(prev) => Ok(KeyValue {
-                mod_revision: revision,
-                ..prev
-            }),
-            None => Err(StoreError::NotFound {
-                key: key.to_string(),
-            }),
-        }
-    }
-
-    async fn compact(&self, revision: Revision) -> Result<()> {
-        if revision <= 0 {
-            return Ok(());
-        }
-        let mut opts = CompactionOptions::new();
-        if self.opts.physical_compaction {
-            opts = opts.with_physical();
-        }
-        let mut kv = self.kv.clone();
-        match self
-            .rpc("compact", true, kv.compact(revision, Some(opts)))
-            .await
-        {
-            Ok(_) => {
-                self.note_compacted(revision);
-                tracing::info!(revision, "compacted etcd");
-                Ok(())
-            }
-            // Already compacted at or past `revision`: nothing left to do.
-            Err(Fail::Compacted) => Ok(()),
-            Err(fail) => Err(self.read_error(fail, revision).await),
-        }
-    }
-
-    /// Finds etcd's compacted revision by probing: etcd keeps it in memory but reports it only
-    /// through failed reads, so this checks whether the last known value is still current (one
-    /// count-only read), and otherwise binary-searches the lowest readable revision between it
-    /// and the current revision (about log2(revisions) reads). Returns 0 when nothing above
-    /// revision 1 was compacted.
-    async fn compacted_revision(&self) -> Result<Revision> {
-        let known = self.compacted.load(Ordering::Relaxed);
-        if known > 0 && self.readable(known).await? {
-            return Ok(known);
-        }
-        let mut high = self.current_revision().await?;
-        let mut low = known + 1;
-        if low > high {
-            return Ok(known);
-        }
-        while low < high {
-            let mid = low + (high - low) / 2;
-            if self.readable(mid).await? {
-                high = mid;
-            } else {
-                low = mid + 1;
-            }
-        }
-        let found = if low <= 1 { known } else { low };
-        self.note_compacted(found);
-        Ok(found)
-    }
 }

@@ -11,11 +11,12 @@ use bytes::Bytes;
 use etcd_client::{EventType, WatchResponse, WatchStream};
 
 use super::errors;
+use super::keys::Keys;
 use crate::store::{Event, EventKind, EventStream, KeyValue, Revision, StoreError};
 
 struct State {
     stream: WatchStream,
-    prefix: Vec<u8>,
+    keys: Keys,
     /// The revision the stream was asked to start after.
     after: Revision,
     /// The last revision delivered (events at or below it are never repeated).
@@ -26,13 +27,13 @@ struct State {
 /// Wraps a created etcd watch (started at `after + 1`) as an event stream.
 pub fn event_stream(
     stream: WatchStream,
-    prefix: Vec<u8>,
+    keys: Keys,
     after: Revision,
     compacted: Arc<AtomicI64>,
 ) -> EventStream {
     let state = State {
         stream,
-        prefix,
+        keys,
         after,
         delivered: after,
         compacted,
@@ -108,7 +109,7 @@ impl State {
             if kv.mod_revision() <= self.delivered {
                 continue;
             }
-            let prev = ev.prev_kv().map(|p| self.copy(p));
+            let prev = ev.prev_kv().map(|p| self.keys.copied(p));
             let event = match ev.event_type() {
                 EventType::Put => {
                     let kind = if kv.create_revision() == kv.mod_revision() {
@@ -118,7 +119,7 @@ impl State {
                     };
                     Event {
                         kind,
-                        kv: self.copy(kv),
+                        kv: self.keys.copied(kv),
                         prev: if kind == EventKind::Create {
                             None
                         } else {
@@ -138,7 +139,7 @@ impl State {
                     None => {
                         // etcd omits the previous value once it is compacted away.
                         tracing::warn!(
-                            key = %self.key(kv.key()),
+                            key = %self.keys.decode(kv.key()),
                             revision = kv.mod_revision(),
                             "etcd delete event without its previous value"
                         );
@@ -146,7 +147,7 @@ impl State {
                             kind: EventKind::Delete,
                             kv: KeyValue {
                                 value: Bytes::new(),
-                                ..self.copy(kv)
+                                ..self.keys.copied(kv)
                             },
                             prev: None,
                         }
@@ -159,19 +160,5 @@ impl State {
             self.delivered = last.revision();
         }
         batch
-    }
-
-    fn key(&self, key: &[u8]) -> String {
-        let rest = key.strip_prefix(self.prefix.as_slice()).unwrap_or(key);
-        String::from_utf8_lossy(rest).into_owned()
-    }
-
-    fn copy(&self, kv: &etcd_client::KeyValue) -> KeyValue {
-        KeyValue {
-            key: self.key(kv.key()),
-            value: Bytes::copy_from_slice(kv.value()),
-            create_revision: kv.create_revision(),
-            mod_revision: kv.mod_revision(),
-        }
     }
 }
