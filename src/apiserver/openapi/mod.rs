@@ -1,0 +1,164 @@
+//! OpenAPI v3 documents for every served group-version, under /openapi/v3.
+//!
+//! `/openapi/v3` is the index: each group-version's key (`api/v1`, `apis/apps/v1`) with the URL
+//! of its document, carrying the document's hash. A document fetched with its current hash is
+//! immutable and cacheable for a year; with a stale hash the client is redirected to the
+//! current one. Documents are built once from k8s-openapi's schemas, skiff's list semantics
+//! description and the served resources, and are what `kubectl explain`, kubectl's field
+//! validation detection and kubectl apply's patch computation read.
+
+mod components;
+mod document;
+mod operations;
+mod resources;
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, EXPIRES, IF_NONE_MATCH, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Map, Value};
+
+use super::status::ApiError;
+
+pub use document::{hash_hex, Document};
+
+/// The routes under /openapi/v3.
+pub fn openapi_router() -> Router {
+    Router::new()
+        .route("/openapi/v3", get(index))
+        .route("/openapi/v3/", get(index))
+        .route("/openapi/v3/api/{version}", get(core_document))
+        .route("/openapi/v3/apis/{group}/{version}", get(group_document))
+}
+
+/// The index body: every document's key and current URL.
+pub fn index_json() -> Value {
+    let mut paths = Map::new();
+    for doc in document::documents() {
+        let url = format!("/openapi/v3/{}?hash={}", doc.key, doc.hash);
+        paths.insert(doc.key.clone(), json!({"serverRelativeURL": url}));
+    }
+    json!({ "paths": paths })
+}
+
+/// The serialized document of a group-version (`""` for core), if served.
+pub fn document(group: &str, version: &str) -> Option<&'static Document> {
+    document::find(&document::key(group, version))
+}
+
+async fn index(headers: HeaderMap) -> Response {
+    let body = serde_json::to_vec(&index_json()).unwrap_or_default();
+    let etag = format!("\"{}\"", hash_hex(&body));
+    if not_modified(&headers, &etag) {
+        return cached(
+            StatusCode::NOT_MODIFIED,
+            &etag,
+            "no-cache, private",
+            Body::empty(),
+        );
+    }
+    cached(StatusCode::OK, &etag, "no-cache, private", Body::from(body))
+}
+
+async fn core_document(Path(version): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
+    serve(&document::key("", &version), &headers, &uri)
+}
+
+async fn group_document(
+    Path((group, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    serve(&document::key(&group, &version), &headers, &uri)
+}
+
+fn serve(key: &str, headers: &HeaderMap, uri: &Uri) -> Response {
+    let Some(doc) = document::find(key) else {
+        return ApiError::new(
+            404,
+            "NotFound",
+            format!("the server could not find /openapi/v3/{key}"),
+        )
+        .into_response();
+    };
+    let etag = format!("\"{}\"", doc.hash);
+    let asked = query_value(uri, "hash");
+    match asked {
+        Some(hash) if hash != doc.hash => {
+            let location = format!("/openapi/v3/{}?hash={}", doc.key, doc.hash);
+            let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(LOCATION, v);
+            }
+            response
+        }
+        Some(_) => {
+            let status = if not_modified(headers, &etag) {
+                StatusCode::NOT_MODIFIED
+            } else {
+                StatusCode::OK
+            };
+            let body = if status == StatusCode::OK {
+                Body::from(doc.body.clone())
+            } else {
+                Body::empty()
+            };
+            let mut response = cached(status, &etag, "public, immutable", body);
+            let expires = (chrono::Utc::now() + chrono::Duration::days(365))
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string();
+            if let Ok(v) = HeaderValue::from_str(&expires) {
+                response.headers_mut().insert(EXPIRES, v);
+            }
+            response
+        }
+        None if not_modified(headers, &etag) => cached(
+            StatusCode::NOT_MODIFIED,
+            &etag,
+            "no-cache, private",
+            Body::empty(),
+        ),
+        None => cached(
+            StatusCode::OK,
+            &etag,
+            "no-cache, private",
+            Body::from(doc.body.clone()),
+        ),
+    }
+}
+
+fn cached(status: StatusCode, etag: &str, cache_control: &'static str, body: Body) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache_control));
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        headers.insert(ETAG, v);
+    }
+    response
+}
+
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| {
+            let tag = tag.trim();
+            tag == "*" || tag == etag || tag.strip_prefix("W/") == Some(etag)
+        })
+}
+
+fn query_value(uri: &Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| v.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests;
