@@ -10,6 +10,7 @@
 mod components;
 mod document;
 mod operations;
+mod parameters;
 mod resources;
 
 use axum::body::Body;

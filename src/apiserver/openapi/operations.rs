@@ -8,13 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Map, Value};
 
 use super::components::Gvk;
+use super::parameters::*;
 use super::resources::{Served, ServedSub};
-use crate::registry::merge::schemas::REF_PREFIX;
 use crate::registry::merge::TypeSchemas;
 
-const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1";
-
-/// Collects paths and the schemas (with their kinds) the operations use.
+/// Collects paths and the schemas (with the kinds they are served as) the operations use.
 pub struct PathsBuilder {
     group: String,
     version: String,
@@ -23,40 +21,100 @@ pub struct PathsBuilder {
     pub kinds: BTreeMap<String, BTreeSet<Gvk>>,
 }
 
+/// One operation before it is rendered under its path.
+struct Op {
+    method: &'static str,
+    id: String,
+    action: &'static str,
+    description: String,
+    params: Vec<Value>,
+    body: Option<Value>,
+    responses: Value,
+}
+
+impl Op {
+    fn new(method: &'static str, id: String, action: &'static str, description: String) -> Self {
+        Op {
+            method,
+            id,
+            action,
+            description,
+            params: Vec::new(),
+            body: None,
+            responses: responses(&[("200", "OK")], None, false),
+        }
+    }
+
+    fn params(mut self, params: Vec<Value>) -> Self {
+        self.params = params;
+        self
+    }
+
+    fn body(mut self, body: Option<Value>) -> Self {
+        self.body = body;
+        self
+    }
+
+    /// Responds with `schema` under each of `codes`.
+    fn returns(mut self, codes: &[(&str, &str)], schema: Option<&Value>) -> Self {
+        self.responses = responses(codes, schema, false);
+        self
+    }
+
+    /// Responds with `schema`, also as a watch stream.
+    fn streams(mut self, schema: &Value) -> Self {
+        self.responses = responses(&[("200", "OK")], Some(schema), true);
+        self
+    }
+}
+
+const OK: &[(&str, &str)] = &[("200", "OK")];
+const OK_CREATED: &[(&str, &str)] = &[("200", "OK"), ("201", "Created")];
+const OK_CREATED_ACCEPTED: &[(&str, &str)] =
+    &[("200", "OK"), ("201", "Created"), ("202", "Accepted")];
+const OK_ACCEPTED: &[(&str, &str)] = &[("200", "OK"), ("202", "Accepted")];
+
 impl PathsBuilder {
     pub fn new(group: &str, version: &str) -> Self {
-        let mut builder = PathsBuilder {
+        let mut b = PathsBuilder {
             group: group.into(),
             version: version.into(),
             paths: Map::new(),
             kinds: BTreeMap::new(),
         };
-        let root = format!("{}/", builder.base());
-        let op = json!({
-            "tags": [builder.tag()],
-            "description": "get available resources",
-            "operationId": format!("get{}APIResources", builder.prefix()),
-            "responses": responses(&[("200", "OK")], Some(&schema_ref(&format!("{META}.APIResourceList"))), false),
-        });
-        builder.paths.insert(root, json!({"get": op}));
-        builder
+        let id = format!("get{}APIResources", b.prefix());
+        let op = Op::new("get", id, "", "get available resources".into())
+            .returns(OK, Some(&schema_ref(&format!("{META}.APIResourceList"))));
+        let mut rendered = b.render(None, op);
+        if let Some(map) = rendered.as_object_mut() {
+            map.remove("x-kubernetes-action");
+        }
+        b.paths
+            .insert(format!("{}/", b.base()), json!({ "get": rendered }));
+        b
     }
 
     /// Adds every path of one resource.
     pub fn add(&mut self, r: &Served) {
         let schemas = TypeSchemas::get();
-        let api_version = api_version(r.group, r.version);
-        let Some(type_name) = schemas.root_type(&api_version, r.kind).map(str::to_string) else {
+        let Some(type_name) = schemas
+            .root_type(&api_version(r.group, r.version), r.kind)
+            .map(str::to_string)
+        else {
             return;
         };
         let gvk = Gvk::new(r.group, r.version, r.kind);
         self.note(&type_name, gvk.clone());
         let list_type = format!("{type_name}List");
-        let list_kind = format!("{}List", r.kind);
         let has_list = r.verbs.contains(&"list") && schemas.definitions.contains_key(&list_type);
         if has_list {
-            self.note(&list_type, Gvk::new(r.group, r.version, &list_kind));
+            self.note(
+                &list_type,
+                Gvk::new(r.group, r.version, &format!("{}List", r.kind)),
+            );
         }
+        let verb = |v: &str| r.verbs.contains(&v);
+        let (p, k) = (self.prefix(), r.kind);
         let ns = if r.namespaced { "Namespaced" } else { "" };
         let ns_path = if r.namespaced {
             "/namespaces/{namespace}"
@@ -66,219 +124,161 @@ impl PathsBuilder {
         let base = self.base();
         let collection = format!("{base}{ns_path}/{}", r.plural);
         let item = format!("{collection}/{{name}}");
-        let kind = r.kind;
         let this = schema_ref(&type_name);
-        let mut scope_params = Vec::new();
-        if r.namespaced {
-            scope_params.push(path_param(
+        let list = schema_ref(&list_type);
+        let event = schema_ref(&format!("{META}.WatchEvent"));
+        let scope: Vec<Value> = if r.namespaced {
+            vec![path_param(
                 "namespace",
                 "object name and auth scope, such as for teams and projects",
-            ));
-        }
-        let verb = |v: &str| r.verbs.contains(&v);
+            )]
+        } else {
+            Vec::new()
+        };
+        let mut named = vec![path_param("name", &format!("name of the {k}"))];
+        named.extend(scope.clone());
 
-        // The collection.
-        let mut ops = Map::new();
+        let mut ops = Vec::new();
         if has_list {
-            ops.insert(
-                "get".into(),
-                self.op(
-                    &format!("list{}{ns}{kind}", self.prefix()),
+            ops.push(
+                Op::new(
+                    "get",
+                    format!("list{p}{ns}{k}"),
                     "list",
-                    &gvk,
-                    &format!("list or watch objects of kind {kind}"),
-                    list_params(),
-                    None,
-                    responses(&[("200", "OK")], Some(&schema_ref(&list_type)), true),
-                ),
+                    format!("list or watch objects of kind {k}"),
+                )
+                .params(list_params())
+                .streams(&list),
             );
         }
         if verb("create") {
-            ops.insert(
-                "post".into(),
-                self.op(
-                    &format!("create{}{ns}{kind}", self.prefix()),
+            ops.push(
+                Op::new(
                     "post",
-                    &gvk,
-                    &format!("create a {kind}"),
-                    write_params(),
-                    Some(body(&this)),
-                    responses(
-                        &[("200", "OK"), ("201", "Created"), ("202", "Accepted")],
-                        Some(&this),
-                        false,
-                    ),
-                ),
+                    format!("create{p}{ns}{k}"),
+                    "post",
+                    format!("create a {k}"),
+                )
+                .params(write_params())
+                .body(Some(body(&this)))
+                .returns(OK_CREATED_ACCEPTED, Some(&this)),
             );
         }
         if verb("deletecollection") {
-            ops.insert(
-                "delete".into(),
-                self.op(
-                    &format!("delete{}Collection{ns}{kind}", self.prefix()),
+            ops.push(
+                Op::new(
+                    "delete",
+                    format!("delete{p}Collection{ns}{k}"),
                     "deletecollection",
-                    &gvk,
-                    &format!("delete collection of {kind}"),
-                    deletecollection_params(),
-                    Some(delete_body()),
-                    responses(&[("200", "OK")], Some(&status_ref()), false),
-                ),
+                    format!("delete collection of {k}"),
+                )
+                .params(deletecollection_params())
+                .body(Some(delete_body()))
+                .returns(OK, Some(&status_ref())),
             );
         }
-        self.insert(&collection, ops, with_pretty(scope_params.clone()));
+        self.path(&collection, &scope, &gvk, ops);
 
-        // One object.
-        let mut item_params = vec![path_param("name", &format!("name of the {kind}"))];
-        item_params.extend(scope_params.clone());
-        let mut ops = Map::new();
+        let mut ops = Vec::new();
         if verb("get") {
-            ops.insert(
-                "get".into(),
-                self.op(
-                    &format!("read{}{ns}{kind}", self.prefix()),
+            ops.push(
+                Op::new(
                     "get",
-                    &gvk,
-                    &format!("read the specified {kind}"),
-                    Vec::new(),
-                    None,
-                    responses(&[("200", "OK")], Some(&this), false),
-                ),
+                    format!("read{p}{ns}{k}"),
+                    "get",
+                    format!("read the specified {k}"),
+                )
+                .returns(OK, Some(&this)),
             );
         }
         if verb("update") {
-            ops.insert(
-                "put".into(),
-                self.op(
-                    &format!("replace{}{ns}{kind}", self.prefix()),
+            ops.push(
+                Op::new(
                     "put",
-                    &gvk,
-                    &format!("replace the specified {kind}"),
-                    write_params(),
-                    Some(body(&this)),
-                    responses(&[("200", "OK"), ("201", "Created")], Some(&this), false),
-                ),
+                    format!("replace{p}{ns}{k}"),
+                    "put",
+                    format!("replace the specified {k}"),
+                )
+                .params(write_params())
+                .body(Some(body(&this)))
+                .returns(OK_CREATED, Some(&this)),
             );
         }
         if verb("patch") {
-            ops.insert(
-                "patch".into(),
-                self.op(
-                    &format!("patch{}{ns}{kind}", self.prefix()),
+            ops.push(
+                Op::new(
                     "patch",
-                    &gvk,
-                    &format!("partially update the specified {kind}"),
-                    patch_params(),
-                    Some(patch_body()),
-                    responses(&[("200", "OK"), ("201", "Created")], Some(&this), false),
-                ),
+                    format!("patch{p}{ns}{k}"),
+                    "patch",
+                    format!("partially update the specified {k}"),
+                )
+                .params(patch_params())
+                .body(Some(patch_body()))
+                .returns(OK_CREATED, Some(&this)),
             );
         }
         if verb("delete") {
-            ops.insert(
-                "delete".into(),
-                self.op(
-                    &format!("delete{}{ns}{kind}", self.prefix()),
+            ops.push(
+                Op::new(
                     "delete",
-                    &gvk,
-                    &format!("delete a {kind}"),
-                    delete_params(),
-                    Some(delete_body()),
-                    responses(
-                        &[("200", "OK"), ("202", "Accepted")],
-                        Some(&status_ref()),
-                        false,
-                    ),
-                ),
+                    format!("delete{p}{ns}{k}"),
+                    "delete",
+                    format!("delete a {k}"),
+                )
+                .params(delete_params())
+                .body(Some(delete_body()))
+                .returns(OK_ACCEPTED, Some(&status_ref())),
             );
         }
-        self.insert(&item, ops, with_pretty(item_params.clone()));
+        self.path(&item, &named, &gvk, ops);
 
-        // Across namespaces, and the deprecated watch paths.
         if has_list && r.namespaced {
-            let mut ops = Map::new();
-            ops.insert(
-                "get".into(),
-                self.op(
-                    &format!("list{}{kind}ForAllNamespaces", self.prefix()),
-                    "list",
-                    &gvk,
-                    &format!("list or watch objects of kind {kind}"),
-                    list_params(),
-                    None,
-                    responses(&[("200", "OK")], Some(&schema_ref(&list_type)), true),
-                ),
-            );
-            self.insert(
-                &format!("{base}/{}", r.plural),
-                ops,
-                with_pretty(Vec::new()),
-            );
+            let op = Op::new(
+                "get",
+                format!("list{p}{k}ForAllNamespaces"),
+                "list",
+                format!("list or watch objects of kind {k}"),
+            )
+            .params(list_params())
+            .streams(&list);
+            self.path(&format!("{base}/{}", r.plural), &[], &gvk, vec![op]);
         }
         if verb("watch") {
-            let event = schema_ref(&format!("{META}.WatchEvent"));
-            let watch = |b: &Self, id: String, action: &str, what: String| {
-                b.op(
-                    &id,
-                    action,
-                    &gvk,
-                    &what,
-                    list_params(),
-                    None,
-                    responses(&[("200", "OK")], Some(&event), true),
-                )
+            let watch = |id: String, action: &'static str, what: &str| {
+                Op::new("get", id, action, format!("watch {what} of kind {k}"))
+                    .params(list_params())
+                    .streams(&event)
             };
-            let p = self.prefix();
-            let mut ops = Map::new();
-            ops.insert(
-                "get".into(),
-                watch(
-                    self,
-                    format!("watch{p}{ns}{kind}List"),
-                    "watchlist",
-                    format!("watch individual changes to a list of {kind}"),
-                ),
+            let op = watch(
+                format!("watch{p}{ns}{k}List"),
+                "watchlist",
+                "changes to a list of objects",
             );
-            self.insert(
+            self.path(
                 &format!("{base}/watch{ns_path}/{}", r.plural),
-                ops,
-                with_pretty(scope_params.clone()),
+                &scope,
+                &gvk,
+                vec![op],
             );
-            let mut ops = Map::new();
-            ops.insert(
-                "get".into(),
-                watch(
-                    self,
-                    format!("watch{p}{ns}{kind}"),
-                    "watch",
-                    format!("watch changes to an object of kind {kind}"),
-                ),
-            );
-            self.insert(
+            let op = watch(format!("watch{p}{ns}{k}"), "watch", "changes to an object");
+            self.path(
                 &format!("{base}/watch{ns_path}/{}/{{name}}", r.plural),
-                ops,
-                with_pretty(item_params.clone()),
+                &named,
+                &gvk,
+                vec![op],
             );
             if r.namespaced {
-                let mut ops = Map::new();
-                ops.insert(
-                    "get".into(),
-                    watch(
-                        self,
-                        format!("watch{p}{kind}ListForAllNamespaces"),
-                        "watchlist",
-                        format!("watch individual changes to a list of {kind}"),
-                    ),
+                let op = watch(
+                    format!("watch{p}{k}ListForAllNamespaces"),
+                    "watchlist",
+                    "changes to a list of objects",
                 );
-                self.insert(
-                    &format!("{base}/watch/{}", r.plural),
-                    ops,
-                    with_pretty(Vec::new()),
-                );
+                self.path(&format!("{base}/watch/{}", r.plural), &[], &gvk, vec![op]);
             }
         }
 
         for sub in &r.subresources {
-            self.add_subresource(r, sub, &gvk, &this, &item, &item_params);
+            self.add_subresource(r, sub, (&gvk, &this), &item, &named);
         }
     }
 
@@ -286,17 +286,17 @@ impl PathsBuilder {
         &mut self,
         r: &Served,
         sub: &ServedSub,
-        parent: &Gvk,
-        parent_schema: &Value,
+        parent: (&Gvk, &Value),
         item: &str,
-        item_params: &[Value],
+        named: &[Value],
     ) {
-        let schemas = TypeSchemas::get();
         let (gvk, schema) = match sub.kind {
-            None => (parent.clone(), Some(parent_schema.clone())),
+            None => (parent.0.clone(), Some(parent.1.clone())),
             Some((g, v, k)) => {
                 let gvk = Gvk::new(g, v, k);
-                let name = schemas.root_type(&api_version(g, v), k).map(str::to_string);
+                let name = TypeSchemas::get()
+                    .root_type(&api_version(g, v), k)
+                    .map(str::to_string);
                 if let Some(name) = &name {
                     self.note(name, gvk.clone());
                 }
@@ -306,142 +306,104 @@ impl PathsBuilder {
         let p = self.prefix();
         let ns = if r.namespaced { "Namespaced" } else { "" };
         let what = format!("{}{}", r.kind, capitalize(sub.name));
-        let path = format!("{item}/{}", sub.name);
+        let (name, kind) = (sub.name, r.kind);
         let connect = sub.kind.is_some_and(|(_, _, k)| k.ends_with("Options"));
         let text = json!({"type": "string"});
-        let mut ops = Map::new();
+        let mut ops = Vec::new();
         for verb in sub.verbs {
-            let (method, op) = match (*verb, connect) {
-                ("get", true)
-                | ("create", true)
-                | ("update", true)
-                | ("patch", true)
-                | ("delete", true) => {
+            let op = match (*verb, connect) {
+                (_, true) => {
                     let method = http_method(verb);
                     let id = format!("connect{p}{}{ns}{what}", capitalize(method));
-                    (
-                        method,
-                        self.op(
-                            &id,
-                            "connect",
-                            &gvk,
-                            &format!(
-                                "connect {} requests to {} of {}",
-                                method.to_uppercase(),
-                                sub.name,
-                                r.kind
-                            ),
-                            Vec::new(),
-                            None,
-                            responses(&[("200", "OK")], Some(&text), false),
-                        ),
-                    )
+                    let description = format!(
+                        "connect {} requests to {name} of {kind}",
+                        method.to_uppercase()
+                    );
+                    Op::new(method, id, "connect", description).returns(OK, Some(&text))
                 }
-                ("get", false) if sub.name == "log" => (
+                ("get", false) if name == "log" => Op::new(
                     "get",
-                    self.op(
-                        &format!("read{p}{ns}{what}"),
-                        "get",
-                        &gvk,
-                        &format!("read log of the specified {}", r.kind),
-                        log_params(),
-                        None,
-                        responses(&[("200", "OK")], Some(&text), false),
-                    ),
-                ),
-                ("get", false) => (
+                    format!("read{p}{ns}{what}"),
                     "get",
-                    self.op(
-                        &format!("read{p}{ns}{what}"),
-                        "get",
-                        &gvk,
-                        &format!("read {} of the specified {}", sub.name, r.kind),
-                        Vec::new(),
-                        None,
-                        responses(&[("200", "OK")], schema.as_ref(), false),
-                    ),
-                ),
-                ("update", false) => (
+                    format!("read log of the specified {kind}"),
+                )
+                .params(log_params())
+                .returns(OK, Some(&text)),
+                ("get", false) => Op::new(
+                    "get",
+                    format!("read{p}{ns}{what}"),
+                    "get",
+                    format!("read {name} of the specified {kind}"),
+                )
+                .returns(OK, schema.as_ref()),
+                ("update", false) => Op::new(
                     "put",
-                    self.op(
-                        &format!("replace{p}{ns}{what}"),
-                        "put",
-                        &gvk,
-                        &format!("replace {} of the specified {}", sub.name, r.kind),
-                        write_params(),
-                        schema.as_ref().map(body),
-                        responses(&[("200", "OK"), ("201", "Created")], schema.as_ref(), false),
-                    ),
-                ),
-                ("patch", false) => (
+                    format!("replace{p}{ns}{what}"),
+                    "put",
+                    format!("replace {name} of the specified {kind}"),
+                )
+                .params(write_params())
+                .body(schema.as_ref().map(body))
+                .returns(OK_CREATED, schema.as_ref()),
+                ("patch", false) => Op::new(
                     "patch",
-                    self.op(
-                        &format!("patch{p}{ns}{what}"),
-                        "patch",
-                        &gvk,
-                        &format!("partially update {} of the specified {}", sub.name, r.kind),
-                        patch_params(),
-                        Some(patch_body()),
-                        responses(&[("200", "OK"), ("201", "Created")], schema.as_ref(), false),
-                    ),
-                ),
-                ("create", false) => (
+                    format!("patch{p}{ns}{what}"),
+                    "patch",
+                    format!("partially update {name} of the specified {kind}"),
+                )
+                .params(patch_params())
+                .body(Some(patch_body()))
+                .returns(OK_CREATED, schema.as_ref()),
+                ("create", false) => Op::new(
                     "post",
-                    self.op(
-                        &format!("create{p}{ns}{what}"),
-                        "post",
-                        &gvk,
-                        &format!("create {} of a {}", sub.name, r.kind),
-                        write_params(),
-                        schema.as_ref().map(body),
-                        responses(
-                            &[("200", "OK"), ("201", "Created"), ("202", "Accepted")],
-                            schema.as_ref(),
-                            false,
-                        ),
-                    ),
-                ),
+                    format!("create{p}{ns}{what}"),
+                    "post",
+                    format!("create {name} of a {kind}"),
+                )
+                .params(write_params())
+                .body(schema.as_ref().map(body))
+                .returns(OK_CREATED_ACCEPTED, schema.as_ref()),
                 _ => continue,
             };
-            ops.insert(method.into(), op);
+            ops.push(op);
         }
-        self.insert(&path, ops, with_pretty(item_params.to_vec()));
+        self.path(&format!("{item}/{name}"), named, &gvk, ops);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn op(
-        &self,
-        id: &str,
-        action: &str,
-        gvk: &Gvk,
-        description: &str,
-        params: Vec<Value>,
-        request: Option<Value>,
-        responses: Value,
-    ) -> Value {
-        let mut op = Map::new();
-        op.insert("tags".into(), json!([self.tag()]));
-        op.insert("description".into(), json!(description));
-        op.insert("operationId".into(), json!(id));
-        if !params.is_empty() {
-            op.insert("parameters".into(), Value::Array(params));
-        }
-        if let Some(body) = request {
-            op.insert("requestBody".into(), body);
-        }
-        op.insert("responses".into(), responses);
-        op.insert("x-kubernetes-action".into(), json!(action));
-        op.insert("x-kubernetes-group-version-kind".into(), gvk.to_json());
-        Value::Object(op)
-    }
-
-    fn insert(&mut self, path: &str, ops: Map<String, Value>, params: Vec<Value>) {
+    /// Adds a path with its operations and its path-level parameters (plus `pretty`).
+    fn path(&mut self, path: &str, params: &[Value], gvk: &Gvk, ops: Vec<Op>) {
         if ops.is_empty() {
             return;
         }
-        let mut item = ops;
-        item.insert("parameters".into(), Value::Array(params));
+        let mut item = Map::new();
+        for op in ops {
+            let method = op.method;
+            item.insert(method.into(), self.render(Some(gvk), op));
+        }
+        item.insert(
+            "parameters".into(),
+            Value::Array(with_pretty(params.to_vec())),
+        );
         self.paths.insert(path.to_string(), Value::Object(item));
+    }
+
+    fn render(&self, gvk: Option<&Gvk>, op: Op) -> Value {
+        let mut out = Map::new();
+        out.insert("tags".into(), json!([self.tag()]));
+        out.insert("description".into(), json!(op.description));
+        out.insert("operationId".into(), json!(op.id));
+        if !op.params.is_empty() {
+            out.insert("parameters".into(), Value::Array(op.params));
+        }
+        if let Some(body) = op.body {
+            out.insert("requestBody".into(), body);
+        }
+        out.insert("responses".into(), op.responses);
+        out.insert("x-kubernetes-action".into(), json!(op.action));
+        if let Some(gvk) = gvk {
+            out.insert("x-kubernetes-group-version-kind".into(), gvk.to_json());
+        }
+        Value::Object(out)
     }
 
     fn note(&mut self, schema: &str, gvk: Gvk) {
@@ -462,17 +424,18 @@ impl PathsBuilder {
 
     /// The operation-id infix: `CoreV1`, `AppsV1`, `RbacAuthorizationV1`.
     fn prefix(&self) -> String {
-        let words = group_words(&self.group);
-        let mut out: String = words.iter().map(|w| capitalize(w)).collect();
+        let mut out: String = group_words(&self.group)
+            .iter()
+            .map(|w| capitalize(w))
+            .collect();
         out.push_str(&capitalize(&self.version));
         out
     }
 
     /// The tag: `core_v1`, `apps_v1`, `rbacAuthorization_v1`.
     fn tag(&self) -> String {
-        let words = group_words(&self.group);
         let mut out = String::new();
-        for (i, w) in words.iter().enumerate() {
+        for (i, w) in group_words(&self.group).iter().enumerate() {
             out.push_str(&if i == 0 { w.to_string() } else { capitalize(w) });
         }
         format!("{out}_{}", self.version)
@@ -483,8 +446,11 @@ fn group_words(group: &str) -> Vec<&str> {
     if group.is_empty() {
         return vec!["core"];
     }
-    let trimmed = group.strip_suffix(".k8s.io").unwrap_or(group);
-    trimmed.split('.').collect()
+    group
+        .strip_suffix(".k8s.io")
+        .unwrap_or(group)
+        .split('.')
+        .collect()
 }
 
 fn capitalize(word: &str) -> String {
@@ -503,248 +469,6 @@ fn http_method(verb: &str) -> &'static str {
         "delete" => "delete",
         _ => "get",
     }
-}
-
-pub fn api_version(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    }
-}
-
-fn schema_ref(name: &str) -> Value {
-    json!({"$ref": format!("{REF_PREFIX}{name}")})
-}
-
-fn status_ref() -> Value {
-    schema_ref(&format!("{META}.Status"))
-}
-
-fn body(schema: &Value) -> Value {
-    json!({"content": {"*/*": {"schema": schema}}, "required": true})
-}
-
-fn delete_body() -> Value {
-    json!({"content": {"*/*": {"schema": schema_ref(&format!("{META}.DeleteOptions"))}}})
-}
-
-fn patch_body() -> Value {
-    let patch = schema_ref(&format!("{META}.Patch"));
-    json!({
-        "content": {
-            "application/apply-patch+yaml": {"schema": patch},
-            "application/json-patch+json": {"schema": patch},
-            "application/merge-patch+json": {"schema": patch},
-            "application/strategic-merge-patch+json": {"schema": patch},
-        },
-        "required": true,
-    })
-}
-
-fn responses(codes: &[(&str, &str)], schema: Option<&Value>, stream: bool) -> Value {
-    let mut out = Map::new();
-    for (code, description) in codes {
-        let mut response = Map::new();
-        response.insert("description".into(), json!(description));
-        if let Some(schema) = schema {
-            let mut content = Map::new();
-            for media in ["application/json", "application/yaml"] {
-                content.insert(media.into(), json!({"schema": schema}));
-            }
-            if stream {
-                content.insert(
-                    "application/json;stream=watch".into(),
-                    json!({"schema": schema}),
-                );
-            }
-            response.insert("content".into(), Value::Object(content));
-        }
-        out.insert((*code).into(), Value::Object(response));
-    }
-    out.insert("401".into(), json!({"description": "Unauthorized"}));
-    Value::Object(out)
-}
-
-fn path_param(name: &str, description: &str) -> Value {
-    json!({"name": name, "in": "path", "description": description, "required": true, "schema": {"type": "string", "uniqueItems": true}})
-}
-
-fn query(name: &str, kind: &str, description: &str) -> Value {
-    let schema = match kind {
-        "integer" => json!({"type": "integer", "uniqueItems": true}),
-        other => json!({"type": other, "uniqueItems": true}),
-    };
-    json!({"name": name, "in": "query", "description": description, "schema": schema})
-}
-
-fn with_pretty(mut params: Vec<Value>) -> Vec<Value> {
-    params.push(query(
-        "pretty",
-        "string",
-        "If 'true', the output is pretty printed.",
-    ));
-    params
-}
-
-fn dry_run() -> Value {
-    query("dryRun", "string", "When present, the request is processed but nothing is persisted. The only valid value is All.")
-}
-
-fn field_manager() -> Value {
-    query(
-        "fieldManager",
-        "string",
-        "The name of the actor making these changes, recorded in managedFields.",
-    )
-}
-
-fn field_validation() -> Value {
-    query("fieldValidation", "string", "How to treat unknown or duplicate fields in the request body: Ignore (drop them), Warn (drop them with a warning header; the default) or Strict (reject the request).")
-}
-
-fn write_params() -> Vec<Value> {
-    vec![dry_run(), field_manager(), field_validation()]
-}
-
-fn patch_params() -> Vec<Value> {
-    vec![
-        dry_run(),
-        field_manager(),
-        field_validation(),
-        query("force", "boolean", "Apply requests only: take ownership of fields other managers own instead of failing with a conflict."),
-    ]
-}
-
-fn selector_params() -> Vec<Value> {
-    vec![
-        query(
-            "continue",
-            "string",
-            "The continue token of a previous paginated list response.",
-        ),
-        query(
-            "fieldSelector",
-            "string",
-            "Restricts the result to objects whose fields match.",
-        ),
-        query(
-            "labelSelector",
-            "string",
-            "Restricts the result to objects whose labels match.",
-        ),
-        query(
-            "limit",
-            "integer",
-            "The maximum number of objects to return; more can be fetched with the continue token.",
-        ),
-        query(
-            "resourceVersion",
-            "string",
-            "The resource version the request is served at (see resourceVersionMatch).",
-        ),
-        query(
-            "resourceVersionMatch",
-            "string",
-            "How resourceVersion applies: Exact or NotOlderThan.",
-        ),
-        query(
-            "sendInitialEvents",
-            "boolean",
-            "With watch: first send synthetic ADDED events for the current state, then a bookmark.",
-        ),
-        query(
-            "timeoutSeconds",
-            "integer",
-            "A time limit for the call, whatever its activity.",
-        ),
-    ]
-}
-
-fn list_params() -> Vec<Value> {
-    let mut params = vec![query(
-        "allowWatchBookmarks",
-        "boolean",
-        "With watch: the client accepts BOOKMARK events.",
-    )];
-    params.extend(selector_params());
-    params.push(query(
-        "watch",
-        "boolean",
-        "Watch for changes instead of listing, as a stream of events.",
-    ));
-    params
-}
-
-fn delete_params() -> Vec<Value> {
-    vec![
-        dry_run(),
-        query(
-            "gracePeriodSeconds",
-            "integer",
-            "Seconds before the object is deleted; zero deletes immediately.",
-        ),
-        query(
-            "ignoreStoreReadErrorWithClusterBreakingPotential",
-            "boolean",
-            "Delete an object that cannot be read from storage. Unsafe.",
-        ),
-        query(
-            "orphanDependents",
-            "boolean",
-            "Deprecated: use propagationPolicy.",
-        ),
-        query(
-            "propagationPolicy",
-            "string",
-            "Whether and how dependents are garbage collected: Orphan, Background or Foreground.",
-        ),
-    ]
-}
-
-fn deletecollection_params() -> Vec<Value> {
-    let mut params = delete_params();
-    params.extend(selector_params());
-    params
-}
-
-fn log_params() -> Vec<Value> {
-    vec![
-        query(
-            "container",
-            "string",
-            "The container to read logs of; optional when the pod has one container.",
-        ),
-        query("follow", "boolean", "Stream the log."),
-        query(
-            "insecureSkipTLSVerifyBackend",
-            "boolean",
-            "Do not verify the serving certificate of the backend.",
-        ),
-        query("limitBytes", "integer", "Stop after this many bytes."),
-        query(
-            "previous",
-            "boolean",
-            "The log of the previous terminated container.",
-        ),
-        query(
-            "sinceSeconds",
-            "integer",
-            "Only lines newer than this many seconds.",
-        ),
-        query(
-            "sinceTime",
-            "string",
-            "Only lines newer than this RFC 3339 time.",
-        ),
-        query("stream", "string", "All, Stdout or Stderr."),
-        query("tailLines", "integer", "Only this many lines from the end."),
-        query(
-            "timestamps",
-            "boolean",
-            "Prefix each line with its timestamp.",
-        ),
-    ]
 }
 
 #[cfg(test)]
