@@ -51,7 +51,9 @@ pub struct EtcdTls {
 /// Tuning of the etcd backend.
 #[derive(Clone, Debug)]
 pub struct EtcdOptions {
-    /// Prepended to every key inside etcd, so skiff's keys never mix with other users'.
+    /// Prepended to every key inside etcd, so skiff's keys never mix with other users'. Ranges
+    /// cover every etcd key starting with it, so it must not be a prefix of another user's
+    /// keys ("/skiff" also covers "/skiffy/..."); skiff's own keys start with "/".
     pub key_prefix: String,
     /// Deadline of each unary request (watches are not limited).
     pub request_timeout: Duration,
