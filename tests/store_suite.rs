@@ -250,7 +250,8 @@ async fn paginated_list_is_consistent_during_writes(f: Fixture) {
             page = s.list("/p/", &opts).await.unwrap();
             assert_eq!(page.revision, revision, "every page is read at the first page's revision");
             items.append(&mut page.items);
-            tokio::task::yield_now().await;
+            // Give the writer room to commit between pages.
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         snapshots.push((revision, items));
     }

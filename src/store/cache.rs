@@ -65,6 +65,15 @@ pub struct Store {
     _feed: Arc<AbortOnDrop>,
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.backend.name())
+            .field("revision", &self.revision())
+            .finish()
+    }
+}
+
 /// How long a write waits for its own event to reach the cache before returning anyway.
 const WRITE_VISIBLE_TIMEOUT: Duration = Duration::from_secs(30);
 
