@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::StreamExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -677,7 +677,10 @@ async fn serve_connection(
         req.extensions_mut().insert(identity.clone());
         app.clone().oneshot(req)
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // The timer arms hyper's header read timeout (slow clients cannot hold connections forever).
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(conn);
     tokio::select! {
@@ -711,4 +714,108 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs_for(uri: &str) -> RequestAttributes {
+        let uri: axum::http::Uri = uri.parse().expect("uri");
+        RequestAttributes::parse(
+            &axum::http::Method::GET,
+            &uri,
+            &axum::http::HeaderMap::new(),
+        )
+    }
+
+    fn req(uri: &str) -> Request {
+        let mut r = Request::get(uri).body(Body::empty()).expect("request");
+        r.extensions_mut().insert(attrs_for(uri));
+        r
+    }
+
+    #[tokio::test]
+    async fn inflight_cap_answers_429_and_exempts_long_running() {
+        let permits = Arc::new(Semaphore::new(1));
+        let limit = Arc::new(InflightLimit {
+            permits: permits.clone(),
+            metrics: Metrics::new(),
+        });
+        let gate = Arc::new(Semaphore::new(0));
+        let g = gate.clone();
+        let app = Router::new()
+            .route(
+                "/api/v1/pods",
+                get(move || {
+                    let g = g.clone();
+                    async move {
+                        let _ = g.acquire().await.map(|p| p.forget());
+                        "done"
+                    }
+                }),
+            )
+            .layer(from_fn_with_state(limit, inflight_limit));
+
+        let first = tokio::spawn(app.clone().oneshot(req("/api/v1/pods")));
+        while permits.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let second = app
+            .clone()
+            .oneshot(req("/api/v1/pods"))
+            .await
+            .expect("infallible");
+        assert_eq!(second.status(), 429);
+        assert_eq!(
+            second
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+
+        // A watch is not counted: it reaches the (blocked) handler instead of getting 429.
+        let watch = tokio::spawn(app.clone().oneshot(req("/api/v1/pods?watch=true")));
+        gate.add_permits(2);
+        assert_eq!(
+            watch.await.expect("join").expect("infallible").status(),
+            200
+        );
+        assert_eq!(
+            first.await.expect("join").expect("infallible").status(),
+            200
+        );
+        assert_eq!(permits.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn declared_bodies_over_the_cap_get_413() {
+        let app = Router::new()
+            .route(
+                "/api/v1/namespaces",
+                axum::routing::post(|| async { "created" }),
+            )
+            .layer(from_fn_with_state(10usize, body_limit));
+        let big = Request::post("/api/v1/namespaces")
+            .header(CONTENT_LENGTH, "11")
+            .body(Body::from("01234567890"))
+            .expect("request");
+        let r = app.clone().oneshot(big).await.expect("infallible");
+        assert_eq!(r.status(), 413);
+        let small = Request::post("/api/v1/namespaces")
+            .header(CONTENT_LENGTH, "2")
+            .body(Body::from("{}"))
+            .expect("request");
+        assert_eq!(app.oneshot(small).await.expect("infallible").status(), 200);
+    }
+
+    #[test]
+    fn error_chain_joins_causes_once() {
+        let e = ServerError::Storage(StoreError::Corrupt("bad header".into()));
+        assert_eq!(
+            error_chain(&e),
+            "cannot open the datastore: database is not usable: bad header"
+        );
+    }
 }
