@@ -1,8 +1,80 @@
-//! (in progress) Objects every cluster has from its first start.
+//! Objects every cluster has from its first start: the namespaces default, kube-system,
+//! kube-public and kube-node-lease, and the `kubernetes` service in default. Created through
+//! the registry (so defaults, validation and allocations apply) only where missing.
+
+use serde_json::json;
+
+use super::catalog::catalog;
+use super::{Registry, WriteOptions};
 use crate::store::Store;
+
+/// The namespaces every cluster starts with.
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+/// The cluster IP of the `kubernetes` service (the first address of the service range).
+pub const KUBERNETES_SERVICE_IP: &str = "10.43.0.1";
+/// The port the API server listens on behind the `kubernetes` service.
+pub const KUBERNETES_TARGET_PORT: u16 = 6443;
+
+/// What can go wrong creating the defaults.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("creating {what}: {source}")]
+    Create { what: String, source: crate::apiserver::status::ApiError },
+}
 
 /// Creates the namespaces default, kube-system, kube-public and kube-node-lease and the
 /// `kubernetes` service in default, where they are missing.
-pub async fn ensure_defaults(_store: &Store) -> anyhow::Result<()> {
+pub async fn ensure_defaults(store: &Store) -> anyhow::Result<()> {
+    let registry = Registry::new(store.clone());
+    let opts = WriteOptions { field_manager: "skiff".into(), ..Default::default() };
+    let namespaces = catalog().find("", "v1", "namespaces").expect("namespaces are in the catalog");
+    for ns in SYSTEM_NAMESPACES {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        create_missing(&registry, namespaces, obj, &opts, &format!("namespace {ns}")).await?;
+    }
+    let services = catalog().find("", "v1", "services").expect("services are in the catalog");
+    let svc = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": KUBERNETES_SERVICE_IP,
+            "clusterIPs": [KUBERNETES_SERVICE_IP],
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": KUBERNETES_TARGET_PORT}],
+            "sessionAffinity": "None",
+        },
+    });
+    create_missing(&registry, services, svc, &opts, "service default/kubernetes").await?;
     Ok(())
+}
+
+async fn create_missing(
+    registry: &Registry,
+    res: &'static super::ResourceInfo,
+    obj: serde_json::Value,
+    opts: &WriteOptions,
+    what: &str,
+) -> Result<(), BootstrapError> {
+    let (ns, name) =
+        (super::object::namespace(&obj).to_string(), super::object::name(&obj).to_string());
+    let ns = (!ns.is_empty()).then_some(ns.as_str());
+    match registry.get_raw(res, ns, &name).await {
+        Ok(Some(_)) => return Ok(()),
+        Ok(None) => {}
+        Err(source) => return Err(BootstrapError::Create { what: what.to_string(), source }),
+    }
+    match registry.create(res, obj, opts).await {
+        Ok(_) => {
+            tracing::info!(object = what, "created default object");
+            Ok(())
+        }
+        Err(e) if e.reason == "AlreadyExists" => Ok(()),
+        Err(source) => Err(BootstrapError::Create { what: what.to_string(), source }),
+    }
 }

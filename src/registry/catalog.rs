@@ -28,16 +28,8 @@ use k8s_openapi::api::{
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 
 /// The verbs of an ordinary resource.
-pub const ALL_VERBS: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
+pub const ALL_VERBS: &[&str] =
+    &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 /// The verbs of status, scale and similar subresources.
 pub const GET_PATCH_UPDATE: &[&str] = &["get", "patch", "update"];
 
@@ -50,11 +42,7 @@ pub struct Subresource {
     pub verbs: &'static [&'static str],
 }
 
-pub const STATUS: Subresource = Subresource {
-    name: "status",
-    kind: None,
-    verbs: GET_PATCH_UPDATE,
-};
+pub const STATUS: Subresource = Subresource { name: "status", kind: None, verbs: GET_PATCH_UPDATE };
 pub const SCALE: Subresource = Subresource {
     name: "scale",
     kind: Some(("autoscaling", "v1", "Scale")),
@@ -66,31 +54,15 @@ const POD_SUBRESOURCES: &[Subresource] = &[
         kind: Some(("", "v1", "PodAttachOptions")),
         verbs: &["create", "get"],
     },
-    Subresource {
-        name: "binding",
-        kind: Some(("", "v1", "Binding")),
-        verbs: &["create"],
-    },
-    Subresource {
-        name: "ephemeralcontainers",
-        kind: None,
-        verbs: GET_PATCH_UPDATE,
-    },
-    Subresource {
-        name: "eviction",
-        kind: Some(("policy", "v1", "Eviction")),
-        verbs: &["create"],
-    },
+    Subresource { name: "binding", kind: Some(("", "v1", "Binding")), verbs: &["create"] },
+    Subresource { name: "ephemeralcontainers", kind: None, verbs: GET_PATCH_UPDATE },
+    Subresource { name: "eviction", kind: Some(("policy", "v1", "Eviction")), verbs: &["create"] },
     Subresource {
         name: "exec",
         kind: Some(("", "v1", "PodExecOptions")),
         verbs: &["create", "get"],
     },
-    Subresource {
-        name: "log",
-        kind: None,
-        verbs: &["get"],
-    },
+    Subresource { name: "log", kind: None, verbs: &["get"] },
     Subresource {
         name: "portforward",
         kind: Some(("", "v1", "PodPortForwardOptions")),
@@ -101,11 +73,7 @@ const POD_SUBRESOURCES: &[Subresource] = &[
         kind: Some(("", "v1", "PodProxyOptions")),
         verbs: &["create", "delete", "get", "patch", "update"],
     },
-    Subresource {
-        name: "resize",
-        kind: None,
-        verbs: GET_PATCH_UPDATE,
-    },
+    Subresource { name: "resize", kind: None, verbs: GET_PATCH_UPDATE },
     STATUS,
 ];
 const STATUS_SCALE: &[Subresource] = &[SCALE, STATUS];
@@ -151,11 +119,7 @@ pub struct ResourceInfo {
 
 impl std::fmt::Debug for ResourceInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "ResourceInfo({}/{} {})",
-            self.group, self.version, self.plural
-        )
+        write!(f, "ResourceInfo({}/{} {})", self.group, self.version, self.plural)
     }
 }
 
@@ -193,9 +157,7 @@ impl ResourceInfo {
 
     /// The resource segment of storage keys.
     pub fn storage_resource(&self) -> &'static str {
-        self.conversion
-            .as_ref()
-            .map_or(self.plural, |c| c.storage_resource)
+        self.conversion.as_ref().map_or(self.plural, |c| c.storage_resource)
     }
 
     fn short(mut self, names: &'static [&'static str]) -> Self {
@@ -251,9 +213,7 @@ impl Catalog {
 
     /// The resource of a kind in a group-version.
     pub fn find_kind(&self, group: &str, version: &str, kind: &str) -> Option<&ResourceInfo> {
-        self.resources
-            .iter()
-            .find(|r| r.group == group && r.version == version && r.kind == kind)
+        self.resources.iter().find(|r| r.group == group && r.version == version && r.kind == kind)
     }
 
     /// The resources of one group-version, in catalog order.
@@ -262,9 +222,7 @@ impl Catalog {
         group: &'a str,
         version: &'a str,
     ) -> impl Iterator<Item = &'a ResourceInfo> + 'a {
-        self.resources
-            .iter()
-            .filter(move |r| r.group == group && r.version == version)
+        self.resources.iter().filter(move |r| r.group == group && r.version == version)
     }
 
     /// The served groups (the legacy core group, "", first) with their versions, preferred first.
@@ -274,10 +232,7 @@ impl Catalog {
             match out.iter_mut().find(|g| g.name == r.group) {
                 Some(g) if !g.versions.contains(&r.version) => g.versions.push(r.version),
                 Some(_) => {}
-                None => out.push(GroupInfo {
-                    name: r.group,
-                    versions: vec![r.version],
-                }),
+                None => out.push(GroupInfo { name: r.group, versions: vec![r.version] }),
             }
         }
         for g in &mut out {
@@ -372,31 +327,14 @@ fn build() -> Vec<ResourceInfo> {
     vec![
         // core/v1
         create_only::<core::Binding>(),
-        entry::<core::ConfigMap>()
-            .short(&["cm"])
-            .with(res::configmaps::ConfigMapStrategy),
-        entry::<core::Endpoints>()
-            .short(&["ep"])
-            .with(CreateOnUpdate),
-        entry::<core::Event>()
-            .short(&["ev"])
-            .with(res::events::EventStrategy),
-        entry::<core::LimitRange>()
-            .short(&["limits"])
-            .with(CreateOnUpdate),
+        entry::<core::ConfigMap>().short(&["cm"]).with(res::configmaps::ConfigMapStrategy),
+        entry::<core::Endpoints>().short(&["ep"]).with(CreateOnUpdate),
+        entry::<core::Event>().short(&["ev"]).with(res::events::EventStrategy),
+        entry::<core::LimitRange>().short(&["limits"]).with(CreateOnUpdate),
         entry::<core::Namespace>()
             .short(&["ns"])
-            .verbs(&[
-                "create", "delete", "get", "list", "patch", "update", "watch",
-            ])
-            .subs(&[
-                Subresource {
-                    name: "finalize",
-                    kind: None,
-                    verbs: &["update"],
-                },
-                STATUS,
-            ])
+            .verbs(&["create", "delete", "get", "list", "patch", "update", "watch"])
+            .subs(&[Subresource { name: "finalize", kind: None, verbs: &["update"] }, STATUS])
             .with(res::namespaces::NamespaceStrategy),
         entry::<core::Node>()
             .short(&["no"])
@@ -409,12 +347,8 @@ fn build() -> Vec<ResourceInfo> {
                 STATUS,
             ])
             .with(res::nodes::NodeStrategy),
-        entry::<core::PersistentVolumeClaim>()
-            .short(&["pvc"])
-            .subs(ONLY_STATUS),
-        entry::<core::PersistentVolume>()
-            .short(&["pv"])
-            .subs(ONLY_STATUS),
+        entry::<core::PersistentVolumeClaim>().short(&["pvc"]).subs(ONLY_STATUS),
+        entry::<core::PersistentVolume>().short(&["pv"]).subs(ONLY_STATUS),
         entry::<core::Pod>()
             .short(&["po"])
             .cats(ALL)
@@ -426,17 +360,13 @@ fn build() -> Vec<ResourceInfo> {
             .cats(ALL)
             .subs(STATUS_SCALE)
             .with(res::replicationcontrollers::ReplicationControllerStrategy),
-        entry::<core::ResourceQuota>()
-            .short(&["quota"])
-            .subs(ONLY_STATUS),
+        entry::<core::ResourceQuota>().short(&["quota"]).subs(ONLY_STATUS),
         entry::<core::Secret>().with(res::secrets::SecretStrategy),
-        entry::<core::ServiceAccount>()
-            .short(&["sa"])
-            .subs(&[Subresource {
-                name: "token",
-                kind: Some(("authentication.k8s.io", "v1", "TokenRequest")),
-                verbs: &["create"],
-            }]),
+        entry::<core::ServiceAccount>().short(&["sa"]).subs(&[Subresource {
+            name: "token",
+            kind: Some(("authentication.k8s.io", "v1", "TokenRequest")),
+            verbs: &["create"],
+        }]),
         entry::<core::Service>()
             .short(&["svc"])
             .cats(ALL)
@@ -477,10 +407,7 @@ fn build() -> Vec<ResourceInfo> {
             .cats(ALL)
             .subs(ONLY_STATUS)
             .with(res::cronjobs::CronJobStrategy),
-        entry::<batch::Job>()
-            .cats(ALL)
-            .subs(ONLY_STATUS)
-            .with(res::jobs::JobStrategy),
+        entry::<batch::Job>().cats(ALL).subs(ONLY_STATUS).with(res::jobs::JobStrategy),
         // autoscaling/v2 (stored) and v1 (converted)
         entry::<as2::HorizontalPodAutoscaler>()
             .short(&["hpa"])
@@ -505,15 +432,11 @@ fn build() -> Vec<ResourceInfo> {
         // networking.k8s.io/v1
         entry::<net::IngressClass>(),
         entry::<net::Ingress>().short(&["ing"]).subs(ONLY_STATUS),
-        entry::<net::IPAddress>()
-            .short(&["ip"])
-            .with(res::ipaddresses::IpAddressStrategy),
+        entry::<net::IPAddress>().short(&["ip"]).with(res::ipaddresses::IpAddressStrategy),
         entry::<net::NetworkPolicy>().short(&["netpol"]),
         entry::<net::ServiceCIDR>().subs(ONLY_STATUS),
         // policy/v1
-        entry::<policy::PodDisruptionBudget>()
-            .short(&["pdb"])
-            .subs(ONLY_STATUS),
+        entry::<policy::PodDisruptionBudget>().short(&["pdb"]).subs(ONLY_STATUS),
         // rbac.authorization.k8s.io/v1
         entry::<rbac::ClusterRoleBinding>().with(PathSegmentNames),
         entry::<rbac::ClusterRole>().with(PathSegmentNames),
@@ -532,19 +455,10 @@ fn build() -> Vec<ResourceInfo> {
         // certificates.k8s.io/v1
         entry::<certs::CertificateSigningRequest>()
             .short(&["csr"])
-            .subs(&[
-                Subresource {
-                    name: "approval",
-                    kind: None,
-                    verbs: GET_PATCH_UPDATE,
-                },
-                STATUS,
-            ]),
+            .subs(&[Subresource { name: "approval", kind: None, verbs: GET_PATCH_UPDATE }, STATUS]),
         // admissionregistration.k8s.io/v1
         entry::<admreg::MutatingWebhookConfiguration>().cats(API_EXT),
-        entry::<admreg::ValidatingAdmissionPolicy>()
-            .cats(API_EXT)
-            .subs(ONLY_STATUS),
+        entry::<admreg::ValidatingAdmissionPolicy>().cats(API_EXT).subs(ONLY_STATUS),
         entry::<admreg::ValidatingAdmissionPolicyBinding>().cats(API_EXT),
         entry::<admreg::ValidatingWebhookConfiguration>().cats(API_EXT),
         // flowcontrol.apiserver.k8s.io/v1
@@ -576,21 +490,12 @@ mod tests {
         assert_eq!(deploy.short_names, &["deploy"]);
         assert!(deploy.subresource("scale").is_some());
         assert!(!c.find("", "v1", "namespaces").unwrap().namespaced);
-        assert!(c
-            .find("autoscaling", "v1", "horizontalpodautoscalers")
-            .is_some());
+        assert!(c.find("autoscaling", "v1", "horizontalpodautoscalers").is_some());
         assert_eq!(
-            c.find("autoscaling", "v1", "horizontalpodautoscalers")
-                .unwrap()
-                .storage_group(),
+            c.find("autoscaling", "v1", "horizontalpodautoscalers").unwrap().storage_group(),
             "autoscaling"
         );
-        assert_eq!(
-            c.find("events.k8s.io", "v1", "events")
-                .unwrap()
-                .storage_group(),
-            "core"
-        );
+        assert_eq!(c.find("events.k8s.io", "v1", "events").unwrap().storage_group(), "core");
     }
 
     #[test]

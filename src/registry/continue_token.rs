@@ -28,11 +28,7 @@ const VERSION: &str = "meta.k8s.io/v1";
 
 impl ContinueToken {
     pub fn new(rv: Revision, start: impl Into<String>) -> Self {
-        ContinueToken {
-            v: VERSION.to_string(),
-            rv,
-            start: start.into(),
-        }
+        ContinueToken { v: VERSION.to_string(), rv, start: start.into() }
     }
 
     /// The opaque string form.
@@ -50,10 +46,7 @@ impl ContinueToken {
         let token: ContinueToken =
             serde_json::from_slice(&bytes).map_err(|e| ContinueError::Malformed(e.to_string()))?;
         if token.v != VERSION {
-            return Err(ContinueError::Malformed(format!(
-                "unknown version {:?}",
-                token.v
-            )));
+            return Err(ContinueError::Malformed(format!("unknown version {:?}", token.v)));
         }
         if token.rv <= 0 {
             return Err(ContinueError::Malformed(

@@ -22,10 +22,7 @@ impl Registry {
         obj: Value,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        let ctx = Ctx {
-            user: opts.user.clone(),
-            dry_run: opts.dry_run,
-        };
+        let ctx = Ctx { user: opts.user.clone(), dry_run: opts.dry_run };
         let mut obj = obj;
         if object::path(&obj, "metadata.resourceVersion")
             .and_then(Value::as_str)
@@ -36,9 +33,7 @@ impl Registry {
             ));
         }
         let strategy = &res.strategy;
-        let tracks_generation = strategy
-            .tracks_generation()
-            .unwrap_or_else(|| res.has_status());
+        let tracks_generation = strategy.tracks_generation().unwrap_or_else(|| res.has_status());
         strategy.default(&mut obj);
         meta::init_for_create(&mut obj, tracks_generation);
         if res.has_status() && !strategy.keeps_status_on_create() {
@@ -47,9 +42,7 @@ impl Registry {
             }
         }
         strategy.prepare_for_create(&ctx, &mut obj);
-        let generate = object::str_at(&obj, "metadata.generateName")
-            .unwrap_or("")
-            .to_string();
+        let generate = object::str_at(&obj, "metadata.generateName").unwrap_or("").to_string();
         let generated = object::name(&obj).is_empty() && !generate.is_empty();
         if generated {
             object::meta_mut(&mut obj).insert("name".into(), json!(meta::generate_name(&generate)));
@@ -57,12 +50,7 @@ impl Registry {
         let mut causes = meta::validate_create(res, strategy.name_rule(), &obj);
         causes.extend(strategy.validate(&obj));
         if !causes.is_empty() {
-            return Err(ApiError::invalid(
-                res.group,
-                res.kind,
-                object::name(&obj),
-                causes,
-            ));
+            return Err(ApiError::invalid(res.group, res.kind, object::name(&obj), causes));
         }
         if res.namespaced {
             self.check_namespace(res, &obj).await?;
@@ -76,9 +64,7 @@ impl Registry {
                 "",
             );
         }
-        strategy
-            .allocate(&self.store, &mut obj, None, opts.dry_run)
-            .await?;
+        strategy.allocate(&self.store, &mut obj, None, opts.dry_run).await?;
         if opts.dry_run {
             return Ok(obj);
         }

@@ -67,44 +67,30 @@ impl Registry {
             }
             object::set_finalizers(&mut obj, &finalizers);
 
-            let grace = strategy
-                .grace_period(&obj, opts.grace_period_seconds)
-                .filter(|g| *g > 0);
+            let grace = strategy.grace_period(&obj, opts.grace_period_seconds).filter(|g| *g > 0);
             let deferred_by_strategy = strategy.defer_delete(&mut obj);
             let pending = grace.is_some() || deferred_by_strategy || !finalizers.is_empty();
             if pending {
                 mark_deleting(&mut obj, grace);
                 if obj == current {
-                    return Ok(DeleteOutcome {
-                        object: current,
-                        deleted: false,
-                    });
+                    return Ok(DeleteOutcome { object: current, deleted: false });
                 }
                 if opts.dry_run {
-                    return Ok(DeleteOutcome {
-                        object: obj,
-                        deleted: false,
-                    });
+                    return Ok(DeleteOutcome { object: obj, deleted: false });
                 }
                 let bytes = Self::encode(res, &obj)?;
                 match self.store.update(&key, bytes, Some(rev)).await {
                     Ok(kv) => {
                         object::meta_mut(&mut obj)
                             .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-                        return Ok(DeleteOutcome {
-                            object: obj,
-                            deleted: false,
-                        });
+                        return Ok(DeleteOutcome { object: obj, deleted: false });
                     }
                     Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. }) => continue,
                     Err(e) => return Err(store_error(e, res, name)),
                 }
             }
             if opts.dry_run {
-                return Ok(DeleteOutcome {
-                    object: current,
-                    deleted: true,
-                });
+                return Ok(DeleteOutcome { object: current, deleted: true });
             }
             match self.store.delete(&key, Some(rev)).await {
                 Ok(kv) => {
@@ -112,20 +98,14 @@ impl Registry {
                     let mut gone = current;
                     object::meta_mut(&mut gone)
                         .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-                    return Ok(DeleteOutcome {
-                        object: gone,
-                        deleted: true,
-                    });
+                    return Ok(DeleteOutcome { object: gone, deleted: true });
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound { .. }) => return Err(not_found(res, name)),
                 Err(e) => return Err(store_error(e, res, name)),
             }
         }
-        Err(ApiError::conflict(
-            target(res, name),
-            super::update::CONFLICT_MODIFIED,
-        ))
+        Err(ApiError::conflict(target(res, name), super::update::CONFLICT_MODIFIED))
     }
 
     /// Deletes every object a list selects; returns what each delete returned.
@@ -141,10 +121,7 @@ impl Registry {
         for item in list.items {
             let ns = object::namespace(&item).to_string();
             let ns = (!ns.is_empty()).then_some(ns);
-            match self
-                .delete(res, ns.as_deref(), object::name(&item), opts)
-                .await
-            {
+            match self.delete(res, ns.as_deref(), object::name(&item), opts).await {
                 Ok(o) => out.push(o.object),
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -183,21 +160,14 @@ fn propagation(opts: &DeleteOptions) -> Result<Option<String>, ApiError> {
         }
     }
     if !causes.is_empty() {
-        return Err(ApiError::invalid(
-            "meta.k8s.io",
-            "DeleteOptions",
-            "",
-            causes,
-        ));
+        return Err(ApiError::invalid("meta.k8s.io", "DeleteOptions", "", causes));
     }
-    Ok(
-        match (opts.propagation_policy.clone(), opts.orphan_dependents) {
-            (Some(p), _) => Some(p),
-            (None, Some(true)) => Some("Orphan".into()),
-            (None, Some(false)) => Some("Background".into()),
-            (None, None) => None,
-        },
-    )
+    Ok(match (opts.propagation_policy.clone(), opts.orphan_dependents) {
+        (Some(p), _) => Some(p),
+        (None, Some(true)) => Some("Orphan".into()),
+        (None, Some(false)) => Some("Background".into()),
+        (None, None) => None,
+    })
 }
 
 fn check_preconditions(
@@ -217,11 +187,7 @@ fn check_preconditions(
             ));
         }
     }
-    if let Some(rv) = opts
-        .precondition_resource_version
-        .as_deref()
-        .filter(|r| !r.is_empty())
-    {
+    if let Some(rv) = opts.precondition_resource_version.as_deref().filter(|r| !r.is_empty()) {
         if rv != object::resource_version(obj) {
             return Err(ApiError::conflict(
                 target(res, name),
@@ -240,9 +206,7 @@ fn mark_deleting(obj: &mut Value, grace: Option<i64>) {
     let grace = grace.unwrap_or(0);
     let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
     let meta = object::meta_mut(obj);
-    let existing_grace = meta
-        .get("deletionGracePeriodSeconds")
-        .and_then(Value::as_i64);
+    let existing_grace = meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64);
     let has_timestamp = meta.get("deletionTimestamp").is_some_and(|v| !v.is_null());
     if has_timestamp && existing_grace.is_some_and(|g| g <= grace) {
         return;
@@ -263,21 +227,12 @@ mod tests {
 
     #[test]
     fn propagation_is_validated() {
-        let bad = DeleteOptions {
-            propagation_policy: Some("Sideways".into()),
-            ..Default::default()
-        };
+        let bad =
+            DeleteOptions { propagation_policy: Some("Sideways".into()), ..Default::default() };
         let e = propagation(&bad).unwrap_err();
         assert_eq!(e.code, 422);
-        assert!(
-            e.message.contains("Unsupported value: \"Sideways\""),
-            "{}",
-            e.message
-        );
-        let orphan = DeleteOptions {
-            orphan_dependents: Some(true),
-            ..Default::default()
-        };
+        assert!(e.message.contains("Unsupported value: \"Sideways\""), "{}", e.message);
+        let orphan = DeleteOptions { orphan_dependents: Some(true), ..Default::default() };
         assert_eq!(propagation(&orphan).unwrap().as_deref(), Some("Orphan"));
     }
 

@@ -40,12 +40,7 @@ pub fn field_set(obj: &Value, part: Part) -> BTreeSet<Path> {
                     if IGNORED_METADATA.contains(&mk.as_str()) {
                         continue;
                     }
-                    walk(
-                        mk,
-                        mv,
-                        &mut vec!["f:metadata".to_string(), format!("f:{mk}")],
-                        &mut out,
-                    );
+                    walk(mk, mv, &mut vec!["f:metadata".to_string(), format!("f:{mk}")], &mut out);
                 }
             }
             continue;
@@ -61,9 +56,7 @@ pub fn to_fields_v1(set: &BTreeSet<Path>) -> Value {
     for path in set {
         let mut cur = &mut root;
         for step in path {
-            let next = cur
-                .entry(step.clone())
-                .or_insert_with(|| Value::Object(Map::new()));
+            let next = cur.entry(step.clone()).or_insert_with(|| Value::Object(Map::new()));
             if !next.is_object() {
                 *next = Value::Object(Map::new());
             }
@@ -133,11 +126,8 @@ pub fn remove(obj: &mut Value, path: &[String]) -> bool {
 /// The keys that identify items of the list `field`, judging by upstream's list types; None for
 /// lists owned as a whole.
 pub fn merge_keys(field: &str, items: &[Value]) -> Option<&'static [&'static str]> {
-    let all_have = |keys: &[&str]| {
-        items
-            .iter()
-            .all(|i| keys.iter().take(1).all(|k| i.get(*k).is_some()))
-    };
+    let all_have =
+        |keys: &[&str]| items.iter().all(|i| keys.iter().take(1).all(|k| i.get(*k).is_some()));
     let keys: &'static [&'static str] = match field {
         "containers"
         | "initContainers"
@@ -252,9 +242,7 @@ fn navigate_mut<'a>(obj: &'a mut Value, path: &[String]) -> Option<&'a mut Value
         cur = if let Some(field) = step.strip_prefix("f:") {
             cur.get_mut(field)?
         } else if step.starts_with("k:") {
-            cur.as_array_mut()?
-                .iter_mut()
-                .find(|item| item_matches(item, step))?
+            cur.as_array_mut()?.iter_mut().find(|item| item_matches(item, step))?
         } else {
             return None;
         };
@@ -295,10 +283,7 @@ mod tests {
         assert_eq!(fv1["f:metadata"]["f:labels"]["f:app"], json!({}));
         let c = &fv1["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"];
         assert_eq!(c["."], json!({}));
-        assert_eq!(
-            c["f:ports"]["k:{\"containerPort\":80,\"protocol\":\"TCP\"}"]["."],
-            json!({})
-        );
+        assert_eq!(c["f:ports"]["k:{\"containerPort\":80,\"protocol\":\"TCP\"}"]["."], json!({}));
         assert_eq!(fv1["f:spec"]["f:tolerations"], json!({}));
         assert!(fv1.get("f:status").is_none());
         assert_eq!(from_fields_v1(&fv1), set);
@@ -317,12 +302,8 @@ mod tests {
         ];
         assert_eq!(get(&obj, &path), Some(&json!("x")));
         assert!(remove(&mut obj, &path));
-        let item: Path = vec![
-            "f:spec".into(),
-            "f:containers".into(),
-            "k:{\"name\":\"b\"}".into(),
-            ".".into(),
-        ];
+        let item: Path =
+            vec!["f:spec".into(), "f:containers".into(), "k:{\"name\":\"b\"}".into(), ".".into()];
         assert!(remove(&mut obj, &item));
         assert_eq!(obj, json!({"spec": {"containers": [{"name": "a"}]}}));
     }

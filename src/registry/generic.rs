@@ -69,29 +69,17 @@ impl Registry {
                 ns,
                 name
             ),
-            _ => format!(
-                "/registry/{}/{}/{}",
-                res.storage_group(),
-                res.storage_resource(),
-                name
-            ),
+            _ => format!("/registry/{}/{}/{}", res.storage_group(), res.storage_resource(), name),
         }
     }
 
     /// The prefix of every object of `res` (in one namespace, when given).
     pub fn prefix(res: &ResourceInfo, namespace: Option<&str>) -> String {
         match (res.namespaced, namespace) {
-            (true, Some(ns)) => format!(
-                "/registry/{}/{}/{}/",
-                res.storage_group(),
-                res.storage_resource(),
-                ns
-            ),
-            _ => format!(
-                "/registry/{}/{}/",
-                res.storage_group(),
-                res.storage_resource()
-            ),
+            (true, Some(ns)) => {
+                format!("/registry/{}/{}/{}/", res.storage_group(), res.storage_resource(), ns)
+            }
+            _ => format!("/registry/{}/{}/", res.storage_group(), res.storage_resource()),
         }
     }
 
@@ -116,11 +104,7 @@ impl Registry {
         name: &str,
     ) -> Result<Option<(Value, Revision)>, ApiError> {
         let key = Self::key(res, namespace, name);
-        let kv = self
-            .store
-            .get(&key, None)
-            .await
-            .map_err(|e| store_error(e, res, name))?;
+        let kv = self.store.get(&key, None).await.map_err(|e| store_error(e, res, name))?;
         match kv {
             Some(kv) => Ok(Some((decode_kv(res, &kv)?, kv.mod_revision))),
             None => Ok(None),
@@ -139,10 +123,7 @@ impl Registry {
         let (mut revision, mut start_after) =
             match p.continue_token.as_deref().filter(|t| !t.is_empty()) {
                 Some(token) => {
-                    if p.resource_version
-                        .as_deref()
-                        .is_some_and(|rv| !rv.is_empty() && rv != "0")
-                    {
+                    if p.resource_version.as_deref().is_some_and(|rv| !rv.is_empty() && rv != "0") {
                         return Err(ApiError::bad_request(
                             "specifying resource version is not allowed when using continue",
                         ));
@@ -158,16 +139,8 @@ impl Registry {
         let mut more = false;
         let mut read_at;
         'pages: loop {
-            let want = if p.limit == 0 {
-                0
-            } else {
-                (p.limit - items.len()).max(1)
-            };
-            let opts = ListOptions {
-                revision,
-                start_after: start_after.clone(),
-                limit: want,
-            };
+            let want = if p.limit == 0 { 0 } else { (p.limit - items.len()).max(1) };
+            let opts = ListOptions { revision, start_after: start_after.clone(), limit: want };
             let page = self.store.list(&prefix, &opts).await.map_err(|e| match e {
                 StoreError::TooOld { .. } if p.continue_token.is_some() => {
                     ApiError::gone(CONTINUE_EXPIRED)
@@ -202,11 +175,7 @@ impl Registry {
             }
             _ => None,
         };
-        Ok(ListResult {
-            items,
-            revision: read_at,
-            continue_token,
-        })
+        Ok(ListResult { items, revision: read_at, continue_token })
     }
 
     /// Which revision a list without a continue token reads at (None: latest, consistent).
@@ -260,9 +229,7 @@ impl Registry {
             m.remove("resourceVersion");
             m.remove("selfLink");
         }
-        serde_json::to_vec(&stored)
-            .map(Bytes::from)
-            .map_err(|e| ApiError::internal(e.to_string()))
+        serde_json::to_vec(&stored).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()))
     }
 }
 
@@ -278,10 +245,7 @@ pub fn decode_bytes(
     revision: Revision,
 ) -> Result<Value, ApiError> {
     let mut obj: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::internal(format!(
-            "stored {} object is not valid JSON: {e}",
-            res.plural
-        ))
+        ApiError::internal(format!("stored {} object is not valid JSON: {e}", res.plural))
     })?;
     object::meta_mut(&mut obj).insert("resourceVersion".into(), Value::from(revision.to_string()));
     if let Some(c) = &res.conversion {
@@ -321,10 +285,7 @@ pub fn check_field_selector(res: &ResourceInfo, fields: &FieldSelector) -> Resul
             || r.field == "metadata.namespace"
             || res.strategy.field_labels().contains(&r.field.as_str());
         if !known {
-            return Err(ApiError::bad_request(format!(
-                "field label not supported: {}",
-                r.field
-            )));
+            return Err(ApiError::bad_request(format!("field label not supported: {}", r.field)));
         }
     }
     Ok(())
@@ -332,25 +293,18 @@ pub fn check_field_selector(res: &ResourceInfo, fields: &FieldSelector) -> Resul
 
 /// Parses a resourceVersion query parameter.
 pub fn parse_rv(rv: &str) -> Result<Revision, ApiError> {
-    rv.parse::<Revision>()
-        .ok()
-        .filter(|n| *n >= 0)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "Invalid value: {rv:?}: resourceVersion must be a non-negative integer"
-            ))
-        })
+    rv.parse::<Revision>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Invalid value: {rv:?}: resourceVersion must be a non-negative integer"
+        ))
+    })
 }
 
 /// The 504 for a resourceVersion newer than the store has seen.
 pub fn too_large_rv(requested: Revision, current: Revision) -> ApiError {
     ApiError::from_store(
         StoreError::FutureRevision { requested, current },
-        Target {
-            group: "",
-            resource: "",
-            name: "",
-        },
+        Target { group: "", resource: "", name: "" },
     )
 }
 
@@ -361,11 +315,7 @@ pub fn not_found(res: &ResourceInfo, name: &str) -> ApiError {
 
 /// The error target naming an object of `res`.
 pub fn target<'a>(res: &'a ResourceInfo, name: &'a str) -> Target<'a> {
-    Target {
-        group: res.group,
-        resource: res.plural,
-        name,
-    }
+    Target { group: res.group, resource: res.plural, name }
 }
 
 /// Maps a storage error about an object of `res`.

@@ -49,20 +49,13 @@ pub fn read(obj: &Value) -> Vec<Entry> {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string(),
-                time: e
-                    .get("time")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
+                time: e.get("time").and_then(Value::as_str).unwrap_or_default().to_string(),
                 subresource: e
                     .get("subresource")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string(),
-                fields: e
-                    .get("fieldsV1")
-                    .map(fieldpath::from_fields_v1)
-                    .unwrap_or_default(),
+                fields: e.get("fieldsV1").map(fieldpath::from_fields_v1).unwrap_or_default(),
             })
         })
         .collect()
@@ -104,16 +97,10 @@ pub fn record_update(
     api_version: &str,
     subresource: &str,
 ) {
-    let part = if subresource == "status" {
-        Part::Status
-    } else {
-        Part::Main
-    };
+    let part = if subresource == "status" { Part::Status } else { Part::Main };
     let mut entries = read(new);
     let new_set = fieldpath::field_set(new, part);
-    let old_set = old
-        .map(|o| fieldpath::field_set(o, part))
-        .unwrap_or_default();
+    let old_set = old.map(|o| fieldpath::field_set(o, part)).unwrap_or_default();
     let changed: BTreeSet<Path> = new_set
         .iter()
         .filter(|p| match old {
@@ -162,11 +149,7 @@ pub fn apply(
     subresource: &str,
     force: bool,
 ) -> Result<Value, Vec<Conflict>> {
-    let part = if subresource == "status" {
-        Part::Status
-    } else {
-        Part::Main
-    };
+    let part = if subresource == "status" { Part::Status } else { Part::Main };
     let config_set = fieldpath::field_set(config, part);
     let mut entries = live.map(read).unwrap_or_default();
     let is_mine =
@@ -175,10 +158,7 @@ pub fn apply(
     let mut conflicts = vec![];
     let mut forced: BTreeSet<Path> = BTreeSet::new();
     if let Some(live) = live {
-        for p in config_set
-            .iter()
-            .filter(|p| p.last().is_some_and(|s| s != "."))
-        {
+        for p in config_set.iter().filter(|p| p.last().is_some_and(|s| s != ".")) {
             let Some(current) = fieldpath::get(live, p) else {
                 continue;
             };
@@ -202,16 +182,10 @@ pub fn apply(
         return Err(conflicts);
     }
 
-    let previous: BTreeSet<Path> = entries
-        .iter()
-        .filter(|e| is_mine(e))
-        .flat_map(|e| e.fields.clone())
-        .collect();
-    let others: BTreeSet<Path> = entries
-        .iter()
-        .filter(|e| !is_mine(e))
-        .flat_map(|e| e.fields.clone())
-        .collect();
+    let previous: BTreeSet<Path> =
+        entries.iter().filter(|e| is_mine(e)).flat_map(|e| e.fields.clone()).collect();
+    let others: BTreeSet<Path> =
+        entries.iter().filter(|e| !is_mine(e)).flat_map(|e| e.fields.clone()).collect();
     let mut merged = live.cloned().unwrap_or_else(|| json!({}));
     for p in previous.difference(&config_set) {
         let owned_elsewhere = others.iter().any(|o| o.starts_with(p) || p.starts_with(o));
@@ -268,11 +242,7 @@ pub fn conflict_message(conflicts: &[Conflict]) -> String {
         .map(|(m, fields)| {
             format!(
                 "conflicts with {m}:\n{}",
-                fields
-                    .iter()
-                    .map(|f| format!("- {f}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                fields.iter().map(|f| format!("- {f}")).collect::<Vec<_>>().join("\n")
             )
         })
         .collect();
@@ -383,21 +353,14 @@ mod tests {
         assert_eq!(first["metadata"]["labels"]["x"], "1");
         let second = apply(Some(&first), &deploy(1, "b"), "me", "apps/v1", "", false).unwrap();
         assert!(second["metadata"]["labels"].get("x").is_none());
-        assert_eq!(
-            second["spec"]["template"]["spec"]["containers"][0]["image"],
-            "b"
-        );
+        assert_eq!(second["spec"]["template"]["spec"]["containers"][0]["image"], "b");
     }
 
     #[test]
     fn keyed_lists_merge_by_key() {
         let mut t =
             json!({"containers": [{"name": "a", "image": "1"}, {"name": "b", "image": "2"}]});
-        merge_into(
-            &mut t,
-            &json!({"containers": [{"name": "b", "image": "3"}]}),
-            "",
-        );
+        merge_into(&mut t, &json!({"containers": [{"name": "b", "image": "3"}]}), "");
         assert_eq!(t["containers"][1]["image"], "3");
         assert_eq!(t["containers"][0]["image"], "1");
     }

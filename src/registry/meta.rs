@@ -18,11 +18,7 @@ const MAX_GENERATED_BASE: usize = 63 - NAME_SUFFIX_LEN;
 /// `base` plus a random suffix, with the base cut so the result stays at most 63 characters.
 pub fn generate_name(base: &str) -> String {
     let mut rng = rand::rng();
-    let base = if base.len() > MAX_GENERATED_BASE {
-        &base[..MAX_GENERATED_BASE]
-    } else {
-        base
-    };
+    let base = if base.len() > MAX_GENERATED_BASE { &base[..MAX_GENERATED_BASE] } else { base };
     let suffix: String = (0..NAME_SUFFIX_LEN)
         .map(|_| NAME_ALPHABET[rng.random_range(0..NAME_ALPHABET.len())] as char)
         .collect();
@@ -51,20 +47,14 @@ pub fn carry_over_for_update(new: &mut Value, old: &Value) {
     let old_meta = old.get("metadata").cloned().unwrap_or_default();
     let meta = meta_mut(new);
     for field in ["uid", "creationTimestamp"] {
-        let empty = meta
-            .get(field)
-            .is_none_or(|v| v.is_null() || v.as_str() == Some(""));
+        let empty = meta.get(field).is_none_or(|v| v.is_null() || v.as_str() == Some(""));
         if empty {
             if let Some(v) = old_meta.get(field) {
                 meta.insert(field.into(), v.clone());
             }
         }
     }
-    for field in [
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "generation",
-    ] {
+    for field in ["deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
         match old_meta.get(field) {
             Some(v) => meta.insert(field.into(), v.clone()),
             None => meta.remove(field),
@@ -119,18 +109,11 @@ pub fn validate_create(res: &ResourceInfo, rule: NameRule, obj: &Value) -> Vec<S
     let generate = object::str_at(obj, "metadata.generateName").unwrap_or("");
     if name.is_empty() {
         if generate.is_empty() {
-            out.push(validation::required(
-                "metadata.name",
-                "name or generateName is required",
-            ));
+            out.push(validation::required("metadata.name", "name or generateName is required"));
         }
     } else {
         for why in rule.check(name) {
-            out.push(validation::invalid(
-                "metadata.name",
-                &Value::from(name),
-                &why,
-            ));
+            out.push(validation::invalid("metadata.name", &Value::from(name), &why));
         }
     }
     if res.namespaced {
@@ -179,9 +162,7 @@ fn validate_common(obj: &Value, out: &mut Vec<StatusCause>) {
     let owners = object::path(obj, "metadata.ownerReferences").and_then(Value::as_array);
     let controllers = owners
         .map(|o| {
-            o.iter()
-                .filter(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
-                .count()
+            o.iter().filter(|r| r.get("controller").and_then(Value::as_bool) == Some(true)).count()
         })
         .unwrap_or(0);
     if controllers > 1 {

@@ -26,9 +26,7 @@ pub fn ensure_object<'a>(obj: &'a mut Value, dotted: &str) -> Option<&'a mut Map
     }
     for part in dotted.split('.').filter(|p| !p.is_empty()) {
         let map = cur.as_object_mut()?;
-        let next = map
-            .entry(part.to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
+        let next = map.entry(part.to_string()).or_insert_with(|| Value::Object(Map::new()));
         if next.is_null() {
             *next = Value::Object(Map::new());
         }
@@ -108,9 +106,7 @@ pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
         *obj = Value::Object(Map::new());
     }
     let map = obj.as_object_mut().expect("just made an object");
-    let meta = map
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
+    let meta = map.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
     if !meta.is_object() {
         *meta = Value::Object(Map::new());
     }
@@ -125,11 +121,7 @@ pub fn labels(obj: &Value) -> Vec<(&str, &str)> {
 /// A JSON object of strings as pairs (non-strings skipped).
 pub fn string_map(v: Option<&Value>) -> Vec<(&str, &str)> {
     v.and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
-                .collect()
-        })
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_str()?))).collect())
         .unwrap_or_default()
 }
 
@@ -137,11 +129,7 @@ pub fn string_map(v: Option<&Value>) -> Vec<(&str, &str)> {
 pub fn finalizers(obj: &Value) -> Vec<String> {
     path(obj, "metadata.finalizers")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
         .unwrap_or_default()
 }
 

@@ -75,15 +75,10 @@ impl DeleteOptions {
             };
         if let Some(p) = v.get("preconditions") {
             o.precondition_uid = p.get("uid").and_then(Value::as_str).map(String::from);
-            o.precondition_resource_version = p
-                .get("resourceVersion")
-                .and_then(Value::as_str)
-                .map(String::from);
+            o.precondition_resource_version =
+                p.get("resourceVersion").and_then(Value::as_str).map(String::from);
         }
-        o.propagation_policy = v
-            .get("propagationPolicy")
-            .and_then(Value::as_str)
-            .map(String::from);
+        o.propagation_policy = v.get("propagationPolicy").and_then(Value::as_str).map(String::from);
         o.orphan_dependents = v.get("orphanDependents").and_then(Value::as_bool);
         if let Some(d) = v.get("dryRun").and_then(Value::as_array) {
             o.dry_run = d.iter().any(|x| x == "All");

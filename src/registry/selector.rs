@@ -69,26 +69,18 @@ impl LabelSelector {
                 if input.trim().is_empty() {
                     continue;
                 }
-                return Err(SelectorError::Label(
-                    "found ',', expected: identifier".into(),
-                ));
+                return Err(SelectorError::Label("found ',', expected: identifier".into()));
             }
             requirements.push(parse_requirement(term)?);
         }
-        Ok(LabelSelector {
-            requirements,
-            nothing: false,
-        })
+        Ok(LabelSelector { requirements, nothing: false })
     }
 
     /// Converts a metav1.LabelSelector object (matchLabels, matchExpressions). A missing or null
     /// selector selects nothing; an empty one selects everything.
     pub fn from_metav1(sel: Option<&Value>) -> Result<Self, SelectorError> {
         let Some(sel) = sel.filter(|v| !v.is_null()) else {
-            return Ok(LabelSelector {
-                requirements: vec![],
-                nothing: true,
-            });
+            return Ok(LabelSelector { requirements: vec![], nothing: true });
         };
         let mut requirements = vec![];
         for (k, v) in super::object::string_map(sel.get("matchLabels")) {
@@ -98,31 +90,14 @@ impl LabelSelector {
                 values: vec![v.into()],
             });
         }
-        for expr in sel
-            .get("matchExpressions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let key = expr
-                .get("key")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+        for expr in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+            let key = expr.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
             let values: Vec<String> = expr
                 .get("values")
                 .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
                 .unwrap_or_default();
-            let op = match expr
-                .get("operator")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-            {
+            let op = match expr.get("operator").and_then(Value::as_str).unwrap_or_default() {
                 "In" => Op::In,
                 "NotIn" => Op::NotIn,
                 "Exists" => Op::Exists,
@@ -140,10 +115,7 @@ impl LabelSelector {
             }
             requirements.push(Requirement { key, op, values });
         }
-        Ok(LabelSelector {
-            requirements,
-            nothing: false,
-        })
+        Ok(LabelSelector { requirements, nothing: false })
     }
 
     /// Whether the selector matches everything.
@@ -208,10 +180,7 @@ impl FieldSelector {
             if term.trim().is_empty() {
                 continue;
             }
-            let bad = || SelectorError::Field {
-                selector: input.to_string(),
-                term: term.clone(),
-            };
+            let bad = || SelectorError::Field { selector: input.to_string(), term: term.clone() };
             let (field, op, value) = split_field_term(&term).ok_or_else(bad)?;
             requirements.push(FieldRequirement {
                 field: field.trim().to_string(),
@@ -237,10 +206,7 @@ impl FieldSelector {
     /// The value a requirement fixes a field to (`field=value`), if any; lets list narrow its
     /// scan (metadata.name, metadata.namespace).
     pub fn exact(&self, field: &str) -> Option<&str> {
-        self.requirements
-            .iter()
-            .find(|r| r.field == field && !r.negated)
-            .map(|r| r.value.as_str())
+        self.requirements.iter().find(|r| r.field == field && !r.negated).map(|r| r.value.as_str())
     }
 }
 
@@ -280,18 +246,13 @@ fn parse_requirement(term: &str) -> Result<Requirement, SelectorError> {
     if let Some(rest) = term.strip_prefix('!') {
         let key = rest.trim();
         check_key(key)?;
-        return Ok(Requirement {
-            key: key.into(),
-            op: Op::DoesNotExist,
-            values: vec![],
-        });
+        return Ok(Requirement { key: key.into(), op: Op::DoesNotExist, values: vec![] });
     }
     // Set-based: key in (a,b) / key notin (a,b).
     if let Some(open) = term.find('(') {
         let head = term[..open].trim();
-        let close = term
-            .rfind(')')
-            .ok_or_else(|| err(format!("found '', expected: ')' in {term:?}")))?;
+        let close =
+            term.rfind(')').ok_or_else(|| err(format!("found '', expected: ')' in {term:?}")))?;
         if !term[close + 1..].trim().is_empty() {
             return Err(err(format!(
                 "found '{}', expected: ',' or end of string",
@@ -304,9 +265,7 @@ fn parse_requirement(term: &str) -> Result<Requirement, SelectorError> {
             Some("in") => Op::In,
             Some("notin") => Op::NotIn,
             Some(other) => {
-                return Err(err(format!(
-                    "found '{other}', expected: in, notin, =, ==, !=, gt, lt"
-                )))
+                return Err(err(format!("found '{other}', expected: in, notin, =, ==, !=, gt, lt")))
             }
             None => return Err(err(format!("found '(', expected: in, notin in {term:?}"))),
         };
@@ -327,11 +286,7 @@ fn parse_requirement(term: &str) -> Result<Requirement, SelectorError> {
                 "for 'in', 'notin' operators, values set can't be empty".into(),
             ));
         }
-        return Ok(Requirement {
-            key: key.into(),
-            op,
-            values,
-        });
+        return Ok(Requirement { key: key.into(), op, values });
     }
     for (tok, op) in [
         ("==", Op::Equals),
@@ -354,46 +309,29 @@ fn parse_requirement(term: &str) -> Result<Requirement, SelectorError> {
                 check_value(value)?;
             }
             if value.contains(char::is_whitespace) {
-                return Err(err(format!(
-                    "found '{value}', expected: ',' or end of string"
-                )));
+                return Err(err(format!("found '{value}', expected: ',' or end of string")));
             }
-            return Ok(Requirement {
-                key: key.into(),
-                op,
-                values: vec![value.into()],
-            });
+            return Ok(Requirement { key: key.into(), op, values: vec![value.into()] });
         }
     }
     let key = term.trim();
     if key.contains(char::is_whitespace) {
         let next = key.split_whitespace().nth(1).unwrap_or_default();
-        return Err(err(format!(
-            "found '{next}', expected: in, notin, =, ==, !=, gt, lt"
-        )));
+        return Err(err(format!("found '{next}', expected: in, notin, =, ==, !=, gt, lt")));
     }
     check_key(key)?;
-    Ok(Requirement {
-        key: key.into(),
-        op: Op::Exists,
-        values: vec![],
-    })
+    Ok(Requirement { key: key.into(), op: Op::Exists, values: vec![] })
 }
 
 fn check_key(key: &str) -> Result<(), SelectorError> {
     if key.is_empty() {
-        return Err(SelectorError::Label(
-            "found '', expected: identifier".into(),
-        ));
+        return Err(SelectorError::Label("found '', expected: identifier".into()));
     }
     let errs = validation::qualified_name(key);
     if errs.is_empty() {
         Ok(())
     } else {
-        Err(SelectorError::Invalid(format!(
-            "key: Invalid value: {key:?}: {}",
-            errs.join("; ")
-        )))
+        Err(SelectorError::Invalid(format!("key: Invalid value: {key:?}: {}", errs.join("; "))))
     }
 }
 
@@ -501,15 +439,7 @@ mod tests {
 
     #[test]
     fn bad_label_selectors_fail() {
-        for sel in [
-            "app in (",
-            "a b",
-            "=x",
-            "app in ()",
-            "app=a b",
-            "-bad=1",
-            "x>y",
-        ] {
+        for sel in ["app in (", "a b", "=x", "app in ()", "app=a b", "-bad=1", "x>y"] {
             assert!(LabelSelector::parse(sel).is_err(), "{sel} should fail");
         }
     }
@@ -524,9 +454,7 @@ mod tests {
         assert_eq!(s.to_string(), "app=web,tier in (a,b)");
         assert!(s.matches(&[("app", "web"), ("tier", "a")]));
         assert!(!LabelSelector::from_metav1(None).unwrap().matches(&[]));
-        assert!(LabelSelector::from_metav1(Some(&json!({})))
-            .unwrap()
-            .matches(&[]));
+        assert!(LabelSelector::from_metav1(Some(&json!({}))).unwrap().matches(&[]));
     }
 
     #[test]
@@ -540,12 +468,7 @@ mod tests {
         }));
         assert_eq!(s.exact("metadata.name"), Some("a,b"));
         let err = FieldSelector::parse("foo").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid selector: 'foo'; can't understand 'foo'"
-        );
-        assert!(FieldSelector::parse("spec.nodeName==")
-            .unwrap()
-            .matches(|_| None));
+        assert_eq!(err.to_string(), "invalid selector: 'foo'; can't understand 'foo'");
+        assert!(FieldSelector::parse("spec.nodeName==").unwrap().matches(|_| None));
     }
 }

@@ -63,14 +63,7 @@ impl Column {
         priority: u8,
         cell: fn(&Value) -> Value,
     ) -> Column {
-        Column {
-            name,
-            type_,
-            format: "",
-            description: "",
-            priority,
-            cell,
-        }
+        Column { name, type_, format: "", description: "", priority, cell }
     }
 }
 

@@ -33,10 +33,7 @@ impl Registry {
         opts: &WriteOptions,
         transform: &Transform<'_>,
     ) -> Result<(Value, bool), ApiError> {
-        let ctx = Ctx {
-            user: opts.user.clone(),
-            dry_run: opts.dry_run,
-        };
+        let ctx = Ctx { user: opts.user.clone(), dry_run: opts.dry_run };
         let strategy = &res.strategy;
         let key = Self::key(res, namespace, name);
         for _ in 0..MAX_ATTEMPTS {
@@ -102,19 +99,19 @@ impl Registry {
                 }
                 UpdatePart::Whole(_) => strategy.default(&mut new),
             }
-            let tracks_generation = strategy
-                .tracks_generation()
-                .unwrap_or_else(|| res.has_status());
+            let tracks_generation =
+                strategy.tracks_generation().unwrap_or_else(|| res.has_status());
             if tracks_generation && meta::spec_changed(&new, &old) {
-                let generation = object::path(&old, "metadata.generation")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
+                let generation =
+                    object::path(&old, "metadata.generation").and_then(Value::as_i64).unwrap_or(0);
                 object::meta_mut(&mut new).insert("generation".into(), json!(generation + 1));
             }
             let mut causes = meta::validate_update(&new, &old);
             causes.extend(match part {
+                UpdatePart::Main => strategy.validate_update(&new, &old),
                 UpdatePart::Status => strategy.validate_status_update(&new, &old),
-                _ => strategy.validate_update(&new, &old),
+                // The subresource's handler decided what may change.
+                UpdatePart::Whole(_) => vec![],
             });
             if !causes.is_empty() {
                 return Err(ApiError::invalid(res.group, res.kind, name, causes));
@@ -157,9 +154,7 @@ impl Registry {
                     };
                 }
             }
-            strategy
-                .allocate(&self.store, &mut new, Some(&old), opts.dry_run)
-                .await?;
+            strategy.allocate(&self.store, &mut new, Some(&old), opts.dry_run).await?;
             if opts.dry_run {
                 return Ok((new, false));
             }

@@ -67,11 +67,7 @@ pub fn not_supported(field: &str, value: &Value, supported: &[&str]) -> StatusCa
     cause(
         "FieldValueNotSupported",
         field,
-        format!(
-            "Unsupported value: {}: supported values: {}",
-            show_value(value),
-            list.join(", ")
-        ),
+        format!("Unsupported value: {}: supported values: {}", show_value(value), list.join(", ")),
     )
 }
 
@@ -82,20 +78,12 @@ pub fn forbidden(field: &str, detail: &str) -> StatusCause {
 
 /// A "Duplicate value" cause.
 pub fn duplicate(field: &str, value: &Value) -> StatusCause {
-    cause(
-        "FieldValueDuplicate",
-        field,
-        format!("Duplicate value: {}", show_value(value)),
-    )
+    cause("FieldValueDuplicate", field, format!("Duplicate value: {}", show_value(value)))
 }
 
 /// A "Too long" cause.
 pub fn too_long(field: &str, max: usize) -> StatusCause {
-    cause(
-        "FieldValueTooLong",
-        field,
-        format!("Too long: may not be more than {max} bytes"),
-    )
+    cause("FieldValueTooLong", field, format!("Too long: may not be more than {max} bytes"))
 }
 
 /// The cause for a field that may not change after creation.
@@ -228,11 +216,7 @@ pub fn qualified_name(key: &str) -> Vec<String> {
         if p.is_empty() {
             errs.push("prefix part must be non-empty".to_string());
         } else {
-            errs.extend(
-                dns1123_subdomain(p)
-                    .into_iter()
-                    .map(|e| format!("prefix part {e}")),
-            );
+            errs.extend(dns1123_subdomain(p).into_iter().map(|e| format!("prefix part {e}")));
         }
     }
     if name.is_empty() {
@@ -269,11 +253,7 @@ pub fn label_value(value: &str) -> Vec<String> {
 }
 
 fn cause(reason: &str, field: &str, message: String) -> StatusCause {
-    StatusCause {
-        reason: reason.to_string(),
-        message,
-        field: field.to_string(),
-    }
+    StatusCause { reason: reason.to_string(), message, field: field.to_string() }
 }
 
 fn show_value(v: &Value) -> String {
@@ -287,8 +267,7 @@ fn show_value(v: &Value) -> String {
 fn is_label_chars(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -296,8 +275,7 @@ fn is_label_chars(s: &str) -> bool {
 fn is_qualified_chars(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -340,10 +318,7 @@ mod tests {
     #[test]
     fn cause_messages() {
         let c = not_supported("spec.restartPolicy", &"X".into(), &["Always", "Never"]);
-        assert_eq!(
-            c.message,
-            "Unsupported value: \"X\": supported values: \"Always\", \"Never\""
-        );
+        assert_eq!(c.message, "Unsupported value: \"X\": supported values: \"Always\", \"Never\"");
         assert_eq!(required("spec.containers", "").message, "Required value");
     }
 }

@@ -95,14 +95,7 @@ impl Registry {
         };
         let (tx, rx) = mpsc::channel(256);
         let this = self.clone();
-        let task = WatchTask {
-            res,
-            namespace,
-            p,
-            start,
-            initial,
-            tx,
-        };
+        let task = WatchTask { res, namespace, p, start, initial, tx };
         tokio::spawn(async move { task.run(this).await });
         Ok(ReceiverStream::new(rx))
     }
@@ -157,14 +150,7 @@ struct WatchTask {
 
 impl WatchTask {
     async fn run(self, registry: Registry) {
-        let WatchTask {
-            res,
-            namespace,
-            p,
-            start,
-            initial,
-            tx,
-        } = self;
+        let WatchTask { res, namespace, p, start, initial, tx } = self;
         let send = |kind: EventType, object: Value| {
             let tx = tx.clone();
             async move { tx.send(WatchEvent { kind, object }).await.is_ok() }
@@ -277,10 +263,8 @@ mod tests {
     #[test]
     fn selector_transitions_become_added_and_deleted() {
         let res = catalog().find("", "v1", "configmaps").unwrap();
-        let p = WatchParams {
-            labels: LabelSelector::parse("app=web").unwrap(),
-            ..Default::default()
-        };
+        let p =
+            WatchParams { labels: LabelSelector::parse("app=web").unwrap(), ..Default::default() };
         let update = |prev: Value, cur: Value| Event {
             kind: EventKind::Update,
             kv: kv(cur, 3),
@@ -298,11 +282,7 @@ mod tests {
             Some(EventType::Deleted)
         );
         assert_eq!(
-            t(&update(
-                json!({"app": "web"}),
-                json!({"app": "web", "x": "y"})
-            ))
-            .map(|x| x.0),
+            t(&update(json!({"app": "web"}), json!({"app": "web", "x": "y"}))).map(|x| x.0),
             Some(EventType::Modified)
         );
         assert_eq!(t(&update(json!({}), json!({}))), None);
@@ -316,10 +296,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(validate_watch_params(&p).unwrap_err().code, 422);
-        let ok = WatchParams {
-            resource_version_match: Some("NotOlderThan".into()),
-            ..p
-        };
+        let ok = WatchParams { resource_version_match: Some("NotOlderThan".into()), ..p };
         assert!(validate_watch_params(&ok).is_ok());
         let b = bookmark(catalog().find("", "v1", "pods").unwrap(), 7, true);
         assert_eq!(b["metadata"]["annotations"][INITIAL_EVENTS_END], "true");
