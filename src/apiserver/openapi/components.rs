@@ -31,11 +31,7 @@ pub struct Gvk {
 
 impl Gvk {
     pub fn new(group: &str, version: &str, kind: &str) -> Self {
-        Gvk {
-            group: group.into(),
-            version: version.into(),
-            kind: kind.into(),
-        }
+        Gvk { group: group.into(), version: version.into(), kind: kind.into() }
     }
 
     pub fn to_json(&self) -> Value {
@@ -124,17 +120,11 @@ fn normalize(name: &str, mut schema: Value) -> Value {
         "io.k8s.apimachinery.pkg.util.intstr.IntOrString" => {
             obj.remove("x-kubernetes-int-or-string");
             obj.insert("format".into(), json!("int-or-string"));
-            obj.insert(
-                "oneOf".into(),
-                json!([{"type": "integer"}, {"type": "string"}]),
-            );
+            obj.insert("oneOf".into(), json!([{"type": "integer"}, {"type": "string"}]));
         }
         "io.k8s.apimachinery.pkg.api.resource.Quantity" => {
             obj.remove("x-kubernetes-int-or-string");
-            obj.insert(
-                "oneOf".into(),
-                json!([{"type": "string"}, {"type": "number"}]),
-            );
+            obj.insert("oneOf".into(), json!([{"type": "string"}, {"type": "number"}]));
         }
         "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSON" => {
             obj.remove("type");

@@ -33,21 +33,15 @@ pub fn find(key: &str) -> Option<&'static Document> {
 
 fn build_all() -> Vec<Document> {
     let served = resources::served();
-    resources::GROUP_VERSIONS
-        .iter()
-        .map(|&(group, version)| {
-            let members: Vec<&Served> = served
-                .iter()
-                .filter(|r| r.group == group && r.version == version)
-                .collect();
+    resources::group_versions()
+        .into_iter()
+        .map(|(group, version)| {
+            let members: Vec<&Served> =
+                served.iter().filter(|r| r.group == group && r.version == version).collect();
             let value = build(group, version, &members);
             let body = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
             let hash = hash_hex(&body);
-            Document {
-                key: key(group, version),
-                body,
-                hash,
-            }
+            Document { key: key(group, version), body, hash }
         })
         .collect()
 }

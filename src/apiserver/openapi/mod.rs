@@ -54,12 +54,7 @@ async fn index(headers: HeaderMap) -> Response {
     let body = serde_json::to_vec(&index_json()).unwrap_or_default();
     let etag = format!("\"{}\"", hash_hex(&body));
     if not_modified(&headers, &etag) {
-        return cached(
-            StatusCode::NOT_MODIFIED,
-            &etag,
-            "no-cache, private",
-            Body::empty(),
-        );
+        return cached(StatusCode::NOT_MODIFIED, &etag, "no-cache, private", Body::empty());
     }
     cached(StatusCode::OK, &etag, "no-cache, private", Body::from(body))
 }
@@ -102,11 +97,8 @@ fn serve(key: &str, headers: &HeaderMap, uri: &Uri) -> Response {
             } else {
                 StatusCode::OK
             };
-            let body = if status == StatusCode::OK {
-                Body::from(doc.body.clone())
-            } else {
-                Body::empty()
-            };
+            let body =
+                if status == StatusCode::OK { Body::from(doc.body.clone()) } else { Body::empty() };
             let mut response = cached(status, &etag, "public, immutable", body);
             let expires = (chrono::Utc::now() + chrono::Duration::days(365))
                 .format("%a, %d %b %Y %H:%M:%S GMT")
@@ -116,18 +108,10 @@ fn serve(key: &str, headers: &HeaderMap, uri: &Uri) -> Response {
             }
             response
         }
-        None if not_modified(headers, &etag) => cached(
-            StatusCode::NOT_MODIFIED,
-            &etag,
-            "no-cache, private",
-            Body::empty(),
-        ),
-        None => cached(
-            StatusCode::OK,
-            &etag,
-            "no-cache, private",
-            Body::from(doc.body.clone()),
-        ),
+        None if not_modified(headers, &etag) => {
+            cached(StatusCode::NOT_MODIFIED, &etag, "no-cache, private", Body::empty())
+        }
+        None => cached(StatusCode::OK, &etag, "no-cache, private", Body::from(doc.body.clone())),
     }
 }
 

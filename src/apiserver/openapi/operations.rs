@@ -89,17 +89,15 @@ impl PathsBuilder {
         if let Some(map) = rendered.as_object_mut() {
             map.remove("x-kubernetes-action");
         }
-        b.paths
-            .insert(format!("{}/", b.base()), json!({ "get": rendered }));
+        b.paths.insert(format!("{}/", b.base()), json!({ "get": rendered }));
         b
     }
 
     /// Adds every path of one resource.
     pub fn add(&mut self, r: &Served) {
         let schemas = TypeSchemas::get();
-        let Some(type_name) = schemas
-            .root_type(&api_version(r.group, r.version), r.kind)
-            .map(str::to_string)
+        let Some(type_name) =
+            schemas.root_type(&api_version(r.group, r.version), r.kind).map(str::to_string)
         else {
             return;
         };
@@ -108,19 +106,12 @@ impl PathsBuilder {
         let list_type = format!("{type_name}List");
         let has_list = r.verbs.contains(&"list") && schemas.definitions.contains_key(&list_type);
         if has_list {
-            self.note(
-                &list_type,
-                Gvk::new(r.group, r.version, &format!("{}List", r.kind)),
-            );
+            self.note(&list_type, Gvk::new(r.group, r.version, &format!("{}List", r.kind)));
         }
         let verb = |v: &str| r.verbs.contains(&v);
         let (p, k) = (self.prefix(), r.kind);
         let ns = if r.namespaced { "Namespaced" } else { "" };
-        let ns_path = if r.namespaced {
-            "/namespaces/{namespace}"
-        } else {
-            ""
-        };
+        let ns_path = if r.namespaced { "/namespaces/{namespace}" } else { "" };
         let base = self.base();
         let collection = format!("{base}{ns_path}/{}", r.plural);
         let item = format!("{collection}/{{name}}");
@@ -153,15 +144,10 @@ impl PathsBuilder {
         }
         if verb("create") {
             ops.push(
-                Op::new(
-                    "post",
-                    format!("create{p}{ns}{k}"),
-                    "post",
-                    format!("create a {k}"),
-                )
-                .params(write_params())
-                .body(Some(body(&this)))
-                .returns(OK_CREATED_ACCEPTED, Some(&this)),
+                Op::new("post", format!("create{p}{ns}{k}"), "post", format!("create a {k}"))
+                    .params(write_params())
+                    .body(Some(body(&this)))
+                    .returns(OK_CREATED_ACCEPTED, Some(&this)),
             );
         }
         if verb("deletecollection") {
@@ -182,13 +168,8 @@ impl PathsBuilder {
         let mut ops = Vec::new();
         if verb("get") {
             ops.push(
-                Op::new(
-                    "get",
-                    format!("read{p}{ns}{k}"),
-                    "get",
-                    format!("read the specified {k}"),
-                )
-                .returns(OK, Some(&this)),
+                Op::new("get", format!("read{p}{ns}{k}"), "get", format!("read the specified {k}"))
+                    .returns(OK, Some(&this)),
             );
         }
         if verb("update") {
@@ -219,15 +200,10 @@ impl PathsBuilder {
         }
         if verb("delete") {
             ops.push(
-                Op::new(
-                    "delete",
-                    format!("delete{p}{ns}{k}"),
-                    "delete",
-                    format!("delete a {k}"),
-                )
-                .params(delete_params())
-                .body(Some(delete_body()))
-                .returns(OK_ACCEPTED, Some(&status_ref())),
+                Op::new("delete", format!("delete{p}{ns}{k}"), "delete", format!("delete a {k}"))
+                    .params(delete_params())
+                    .body(Some(delete_body()))
+                    .returns(OK_ACCEPTED, Some(&status_ref())),
             );
         }
         self.path(&item, &named, &gvk, ops);
@@ -249,17 +225,9 @@ impl PathsBuilder {
                     .params(list_params())
                     .streams(&event)
             };
-            let op = watch(
-                format!("watch{p}{ns}{k}List"),
-                "watchlist",
-                "changes to a list of objects",
-            );
-            self.path(
-                &format!("{base}/watch{ns_path}/{}", r.plural),
-                &scope,
-                &gvk,
-                vec![op],
-            );
+            let op =
+                watch(format!("watch{p}{ns}{k}List"), "watchlist", "changes to a list of objects");
+            self.path(&format!("{base}/watch{ns_path}/{}", r.plural), &scope, &gvk, vec![op]);
             let op = watch(format!("watch{p}{ns}{k}"), "watch", "changes to an object");
             self.path(
                 &format!("{base}/watch{ns_path}/{}/{{name}}", r.plural),
@@ -294,9 +262,7 @@ impl PathsBuilder {
             None => (parent.0.clone(), Some(parent.1.clone())),
             Some((g, v, k)) => {
                 let gvk = Gvk::new(g, v, k);
-                let name = TypeSchemas::get()
-                    .root_type(&api_version(g, v), k)
-                    .map(str::to_string);
+                let name = TypeSchemas::get().root_type(&api_version(g, v), k).map(str::to_string);
                 if let Some(name) = &name {
                     self.note(name, gvk.clone());
                 }
@@ -315,10 +281,8 @@ impl PathsBuilder {
                 (_, true) => {
                     let method = http_method(verb);
                     let id = format!("connect{p}{}{ns}{what}", capitalize(method));
-                    let description = format!(
-                        "connect {} requests to {name} of {kind}",
-                        method.to_uppercase()
-                    );
+                    let description =
+                        format!("connect {} requests to {name} of {kind}", method.to_uppercase());
                     Op::new(method, id, "connect", description).returns(OK, Some(&text))
                 }
                 ("get", false) if name == "log" => Op::new(
@@ -380,10 +344,7 @@ impl PathsBuilder {
             let method = op.method;
             item.insert(method.into(), self.render(Some(gvk), op));
         }
-        item.insert(
-            "parameters".into(),
-            Value::Array(with_pretty(params.to_vec())),
-        );
+        item.insert("parameters".into(), Value::Array(with_pretty(params.to_vec())));
         self.paths.insert(path.to_string(), Value::Object(item));
     }
 
@@ -407,10 +368,7 @@ impl PathsBuilder {
     }
 
     fn note(&mut self, schema: &str, gvk: Gvk) {
-        self.kinds
-            .entry(schema.to_string())
-            .or_default()
-            .insert(gvk);
+        self.kinds.entry(schema.to_string()).or_default().insert(gvk);
     }
 
     /// `/api/v1` or `/apis/<group>/<version>`.
@@ -424,10 +382,7 @@ impl PathsBuilder {
 
     /// The operation-id infix: `CoreV1`, `AppsV1`, `RbacAuthorizationV1`.
     fn prefix(&self) -> String {
-        let mut out: String = group_words(&self.group)
-            .iter()
-            .map(|w| capitalize(w))
-            .collect();
+        let mut out: String = group_words(&self.group).iter().map(|w| capitalize(w)).collect();
         out.push_str(&capitalize(&self.version));
         out
     }
@@ -446,11 +401,7 @@ fn group_words(group: &str) -> Vec<&str> {
     if group.is_empty() {
         return vec!["core"];
     }
-    group
-        .strip_suffix(".k8s.io")
-        .unwrap_or(group)
-        .split('.')
-        .collect()
+    group.strip_suffix(".k8s.io").unwrap_or(group).split('.').collect()
 }
 
 fn capitalize(word: &str) -> String {
@@ -481,10 +432,7 @@ mod tests {
         assert_eq!(b.prefix(), "RbacAuthorizationV1");
         assert_eq!(b.tag(), "rbacAuthorization_v1");
         let core = PathsBuilder::new("", "v1");
-        assert_eq!(
-            (core.prefix().as_str(), core.tag().as_str()),
-            ("CoreV1", "core_v1")
-        );
+        assert_eq!((core.prefix().as_str(), core.tag().as_str()), ("CoreV1", "core_v1"));
         assert_eq!(
             PathsBuilder::new("flowcontrol.apiserver.k8s.io", "v1").prefix(),
             "FlowcontrolApiserverV1"

@@ -55,10 +55,7 @@ pub fn responses(codes: &[(&str, &str)], schema: Option<&Value>, stream: bool) -
                 content.insert(media.into(), json!({"schema": schema}));
             }
             if stream {
-                content.insert(
-                    "application/json;stream=watch".into(),
-                    json!({"schema": schema}),
-                );
+                content.insert("application/json;stream=watch".into(), json!({"schema": schema}));
             }
             response.insert("content".into(), Value::Object(content));
         }
@@ -81,11 +78,7 @@ pub fn query(name: &str, kind: &str, description: &str) -> Value {
 }
 
 pub fn with_pretty(mut params: Vec<Value>) -> Vec<Value> {
-    params.push(query(
-        "pretty",
-        "string",
-        "If 'true', the output is pretty printed.",
-    ));
+    params.push(query("pretty", "string", "If 'true', the output is pretty printed."));
     params
 }
 
@@ -120,21 +113,9 @@ pub fn patch_params() -> Vec<Value> {
 
 pub fn selector_params() -> Vec<Value> {
     vec![
-        query(
-            "continue",
-            "string",
-            "The continue token of a previous paginated list response.",
-        ),
-        query(
-            "fieldSelector",
-            "string",
-            "Restricts the result to objects whose fields match.",
-        ),
-        query(
-            "labelSelector",
-            "string",
-            "Restricts the result to objects whose labels match.",
-        ),
+        query("continue", "string", "The continue token of a previous paginated list response."),
+        query("fieldSelector", "string", "Restricts the result to objects whose fields match."),
+        query("labelSelector", "string", "Restricts the result to objects whose labels match."),
         query(
             "limit",
             "integer",
@@ -155,11 +136,7 @@ pub fn selector_params() -> Vec<Value> {
             "boolean",
             "With watch: first send synthetic ADDED events for the current state, then a bookmark.",
         ),
-        query(
-            "timeoutSeconds",
-            "integer",
-            "A time limit for the call, whatever its activity.",
-        ),
+        query("timeoutSeconds", "integer", "A time limit for the call, whatever its activity."),
     ]
 }
 
@@ -191,11 +168,7 @@ pub fn delete_params() -> Vec<Value> {
             "boolean",
             "Delete an object that cannot be read from storage. Unsafe.",
         ),
-        query(
-            "orphanDependents",
-            "boolean",
-            "Deprecated: use propagationPolicy.",
-        ),
+        query("orphanDependents", "boolean", "Deprecated: use propagationPolicy."),
         query(
             "propagationPolicy",
             "string",
@@ -224,27 +197,11 @@ pub fn log_params() -> Vec<Value> {
             "Do not verify the serving certificate of the backend.",
         ),
         query("limitBytes", "integer", "Stop after this many bytes."),
-        query(
-            "previous",
-            "boolean",
-            "The log of the previous terminated container.",
-        ),
-        query(
-            "sinceSeconds",
-            "integer",
-            "Only lines newer than this many seconds.",
-        ),
-        query(
-            "sinceTime",
-            "string",
-            "Only lines newer than this RFC 3339 time.",
-        ),
+        query("previous", "boolean", "The log of the previous terminated container."),
+        query("sinceSeconds", "integer", "Only lines newer than this many seconds."),
+        query("sinceTime", "string", "Only lines newer than this RFC 3339 time."),
         query("stream", "string", "All, Stdout or Stderr."),
         query("tailLines", "integer", "Only this many lines from the end."),
-        query(
-            "timestamps",
-            "boolean",
-            "Prefix each line with its timestamp.",
-        ),
+        query("timestamps", "boolean", "Prefix each line with its timestamp."),
     ]
 }

@@ -16,12 +16,7 @@ fn doc(group: &str, version: &str) -> Value {
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
     let target = schema
         .get("$ref")
-        .or_else(|| {
-            schema
-                .get("allOf")
-                .and_then(|a| a.get(0))
-                .and_then(|a| a.get("$ref"))
-        })
+        .or_else(|| schema.get("allOf").and_then(|a| a.get(0)).and_then(|a| a.get("$ref")))
         .and_then(Value::as_str);
     match target.and_then(|r| r.strip_prefix("#/components/schemas/")) {
         Some(name) => &doc["components"]["schemas"][name],
@@ -52,17 +47,11 @@ fn apps_v1_describes_deployments_as_kubectl_needs() {
     assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
     assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
     let container = resolve(&d, &containers["items"]);
-    assert_eq!(
-        container["properties"]["env"]["x-kubernetes-patch-merge-key"],
-        "name"
-    );
+    assert_eq!(container["properties"]["env"]["x-kubernetes-patch-merge-key"], "name");
     // The patch operation: GVK, strategic merge patch, fieldValidation.
     let patch = &d["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
     assert_eq!(patch["x-kubernetes-action"], "patch");
-    assert_eq!(
-        patch["x-kubernetes-group-version-kind"]["kind"],
-        "Deployment"
-    );
+    assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
     let content = &patch["requestBody"]["content"];
     for media in [
         "application/json-patch+json",
@@ -96,13 +85,9 @@ fn every_patch_operation_detects_field_validation() {
             if patch["x-kubernetes-action"] == "connect" {
                 continue;
             }
-            assert!(
-                patch["x-kubernetes-group-version-kind"].is_object(),
-                "{path}"
-            );
+            assert!(patch["x-kubernetes-group-version-kind"].is_object(), "{path}");
             let has = patch["parameters"].as_array().is_some_and(|ps| {
-                ps.iter()
-                    .any(|p| p["name"] == "fieldValidation" && p["in"] == "query")
+                ps.iter().any(|p| p["name"] == "fieldValidation" && p["in"] == "query")
             });
             assert!(has, "{path}");
         }
@@ -111,21 +96,16 @@ fn every_patch_operation_detects_field_validation() {
 
 #[test]
 fn every_kind_of_a_group_version_has_a_schema_with_its_gvk() {
-    for &(group, version) in resources::GROUP_VERSIONS {
+    for (group, version) in resources::group_versions() {
         let d = doc(group, version);
         let schemas = d["components"]["schemas"].as_object().expect("schemas");
-        for r in resources::served()
-            .iter()
-            .filter(|r| r.group == group && r.version == version)
-        {
+        for r in resources::served().iter().filter(|r| r.group == group && r.version == version) {
             let found = schemas.values().any(|s| {
-                s["x-kubernetes-group-version-kind"]
-                    .as_array()
-                    .is_some_and(|gvks| {
-                        gvks.iter().any(|g| {
-                            g["group"] == group && g["version"] == version && g["kind"] == r.kind
-                        })
+                s["x-kubernetes-group-version-kind"].as_array().is_some_and(|gvks| {
+                    gvks.iter().any(|g| {
+                        g["group"] == group && g["version"] == version && g["kind"] == r.kind
                     })
+                })
             });
             assert!(found, "{group}/{version} {}", r.kind);
         }
@@ -134,13 +114,8 @@ fn every_kind_of_a_group_version_has_a_schema_with_its_gvk() {
         assert!(!text.contains("$defs"), "{group}/{version}");
         for r in text.split("\"$ref\":\"").skip(1) {
             let target = r.split('"').next().unwrap_or_default();
-            let name = target
-                .strip_prefix("#/components/schemas/")
-                .expect("component ref");
-            assert!(
-                schemas.contains_key(name),
-                "{group}/{version}: dangling {target}"
-            );
+            let name = target.strip_prefix("#/components/schemas/").expect("component ref");
+            assert!(schemas.contains_key(name), "{group}/{version}: dangling {target}");
         }
     }
 }
@@ -153,10 +128,7 @@ fn core_v1_has_pods_and_meta_types() {
     assert!(schemas["io.k8s.api.core.v1.PodList"]["x-kubernetes-group-version-kind"].is_array());
     let meta = &schemas["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]["properties"];
     assert_eq!(meta["finalizers"]["x-kubernetes-patch-strategy"], "merge");
-    assert_eq!(
-        meta["ownerReferences"]["x-kubernetes-patch-merge-key"],
-        "uid"
-    );
+    assert_eq!(meta["ownerReferences"]["x-kubernetes-patch-merge-key"], "uid");
     let list = &d["paths"]["/api/v1/namespaces/{namespace}/pods"]["get"];
     assert_eq!(list["x-kubernetes-action"], "list");
     assert_eq!(list["operationId"], "listCoreV1NamespacedPod");
@@ -183,12 +155,9 @@ fn index_lists_every_group_version() {
         "apis/rbac.authorization.k8s.io/v1",
     ] {
         let url = paths[key]["serverRelativeURL"].as_str().expect(key);
-        assert!(
-            url.starts_with(&format!("/openapi/v3/{key}?hash=")),
-            "{url}"
-        );
+        assert!(url.starts_with(&format!("/openapi/v3/{key}?hash=")), "{url}");
     }
-    assert_eq!(paths.len(), resources::GROUP_VERSIONS.len());
+    assert_eq!(paths.len(), resources::group_versions().len());
 }
 
 async fn get(uri: &str) -> axum::response::Response {
@@ -202,14 +171,10 @@ async fn get(uri: &str) -> axum::response::Response {
 async fn routes_serve_the_index_and_cacheable_documents() {
     let response = get("/openapi/v3").await;
     assert_eq!(response.status(), StatusCode::OK);
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body");
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
     let index: Value = serde_json::from_slice(&body).expect("json");
-    let url = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
-        .as_str()
-        .expect("url")
-        .to_string();
+    let url =
+        index["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().expect("url").to_string();
 
     let response = get(&url).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -225,8 +190,5 @@ async fn routes_serve_the_index_and_cacheable_documents() {
     assert_eq!(plain.status(), StatusCode::OK);
     assert_eq!(plain.headers()["cache-control"], "no-cache, private");
 
-    assert_eq!(
-        get("/openapi/v3/apis/example.com/v1").await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(get("/openapi/v3/apis/example.com/v1").await.status(), StatusCode::NOT_FOUND);
 }

@@ -56,27 +56,18 @@ pub fn strategic_merge_patch(
     patch: &Value,
 ) -> Result<Value, MergeError> {
     let Value::Object(patch) = patch else {
-        return Err(MergeError::BadRequest(
-            "a strategic merge patch must be a JSON object".into(),
-        ));
+        return Err(MergeError::BadRequest("a strategic merge patch must be a JSON object".into()));
     };
     let original = match original {
         Value::Object(map) => map.clone(),
         Value::Null => serde_json::Map::new(),
         _ => {
-            return Err(MergeError::BadRequest(
-                "the object to patch must be a JSON object".into(),
-            ))
+            return Err(MergeError::BadRequest("the object to patch must be a JSON object".into()))
         }
     };
     let schemas = TypeSchemas::get();
-    let patcher = patch::Patcher {
-        schemas,
-        semantics: Semantics::get()?,
-    };
-    let root = schemas
-        .root_type(api_version, kind)
-        .map(|name| FieldType::Named(name.to_string()));
+    let patcher = patch::Patcher { schemas, semantics: Semantics::get()? };
+    let root = schemas.root_type(api_version, kind).map(|name| FieldType::Named(name.to_string()));
     let merged = patcher.merge_map(original, patch.clone(), root.as_ref())?;
     Ok(Value::Object(merged))
 }

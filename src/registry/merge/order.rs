@@ -46,8 +46,7 @@ impl Identify<'_> {
 
     /// The identity of an element; an object without its merge key is an error.
     pub fn require(&self, element: &Value) -> Result<String, MergeError> {
-        self.of(element)
-            .ok_or_else(|| missing_merge_key(element, self.key()))
+        self.of(element).ok_or_else(|| missing_merge_key(element, self.key()))
     }
 
     fn key(&self) -> &str {
@@ -60,9 +59,7 @@ impl Identify<'_> {
 
 /// The error for a list element that lacks its merge key.
 pub fn missing_merge_key(element: &Value, key: &str) -> MergeError {
-    MergeError::Invalid(format!(
-        "map: {element} does not contain declared merge key: {key}"
-    ))
+    MergeError::Invalid(format!("map: {element} does not contain declared merge key: {key}"))
 }
 
 /// Position of each identity in `order` (first occurrence wins).
@@ -77,10 +74,7 @@ pub fn positions(order: &[Value], how: Identify) -> Result<HashMap<String, usize
 /// Removes repeated scalars, keeping the first occurrence.
 pub fn dedup_scalars(items: Vec<Value>) -> Vec<Value> {
     let mut seen = HashSet::new();
-    items
-        .into_iter()
-        .filter(|v| seen.insert(identity(v)))
-        .collect()
+    items.into_iter().filter(|v| seen.insert(identity(v))).collect()
 }
 
 /// Splits `items` into those whose identity appears in `by` and the rest, keeping order.
@@ -195,11 +189,7 @@ mod tests {
     #[test]
     fn interleaves_by_live_order() {
         let by = Identify::ByKey("name");
-        let live = vec![
-            json!({"name": "a"}),
-            json!({"name": "b"}),
-            json!({"name": "c"}),
-        ];
+        let live = vec![json!({"name": "a"}), json!({"name": "b"}), json!({"name": "c"})];
         let patch_items = vec![json!({"name": "b"})];
         let server_only = vec![json!({"name": "a"}), json!({"name": "c"})];
         let out = normalize(patch_items.clone(), server_only, &patch_items, &live, by).expect("ok");

@@ -79,9 +79,9 @@ impl<'a> Patcher<'a> {
             (Value::Object(o), Value::Object(p)) if !replaces => {
                 Ok(Value::Object(self.merge_map(o, p, field_type)?))
             }
-            (Value::Array(o), Value::Array(p)) => Ok(Value::Array(
-                self.merge_list_field(o, p, field_type, semantics)?,
-            )),
+            (Value::Array(o), Value::Array(p)) => {
+                Ok(Value::Array(self.merge_list_field(o, p, field_type, semantics)?))
+            }
             (_, p) => self.fresh(p, field_type, semantics),
         }
     }
@@ -96,12 +96,9 @@ impl<'a> Patcher<'a> {
     ) -> Result<Value, MergeError> {
         match value {
             Value::Object(p) => Ok(Value::Object(self.merge_map(Map::new(), p, field_type)?)),
-            Value::Array(p) => Ok(Value::Array(self.merge_list_field(
-                Vec::new(),
-                p,
-                field_type,
-                semantics,
-            )?)),
+            Value::Array(p) => {
+                Ok(Value::Array(self.merge_list_field(Vec::new(), p, field_type, semantics)?))
+            }
             other => Ok(other),
         }
     }
@@ -194,9 +191,7 @@ impl<'a> Patcher<'a> {
             let mut found = None;
             for (i, existing) in merged.iter().enumerate() {
                 if !existing.is_object() {
-                    return Err(MergeError::Invalid(format!(
-                        "list element {i} is not an object"
-                    )));
+                    return Err(MergeError::Invalid(format!("list element {i} is not an object")));
                 }
                 if how.of(existing).as_ref() == Some(&id) {
                     found = Some(i);
@@ -212,11 +207,9 @@ impl<'a> Patcher<'a> {
                     };
                     merged[i] = Value::Object(self.merge_map(current, patch_map, element)?);
                 }
-                None => merged.push(Value::Object(self.merge_map(
-                    Map::new(),
-                    patch_map,
-                    element,
-                )?)),
+                None => {
+                    merged.push(Value::Object(self.merge_map(Map::new(), patch_map, element)?))
+                }
             }
         }
         let (in_patch, server_only) = order::partition(merged, &patch, how)?;
@@ -228,10 +221,9 @@ impl<'a> Patcher<'a> {
     /// The type and semantics of field `key` of an object of type `node`.
     fn lookup(&self, node: Option<&'a FieldType>, key: &str) -> Field<'a> {
         match node {
-            Some(FieldType::Named(name)) => (
-                self.schemas.field_type(name, key),
-                self.semantics.field(name, key),
-            ),
+            Some(FieldType::Named(name)) => {
+                (self.schemas.field_type(name, key), self.semantics.field(name, key))
+            }
             Some(FieldType::Map(values)) => (Some(values.as_ref()), None),
             _ => (None, None),
         }
@@ -245,11 +237,8 @@ impl<'a> Patcher<'a> {
         patch: &mut Map<String, Value>,
         node: Option<&'a FieldType>,
     ) -> Result<(), MergeError> {
-        let keys: Vec<String> = patch
-            .keys()
-            .filter(|k| k.starts_with(SET_ELEMENT_ORDER))
-            .cloned()
-            .collect();
+        let keys: Vec<String> =
+            patch.keys().filter(|k| k.starts_with(SET_ELEMENT_ORDER)).cloned().collect();
         for key in keys {
             let field = directive_field(&key, SET_ELEMENT_ORDER)?;
             let order = match patch.shift_remove(&key) {
@@ -349,11 +338,8 @@ fn apply_primitive_deletions(
     original: &mut Map<String, Value>,
     patch: &mut Map<String, Value>,
 ) -> Result<(), MergeError> {
-    let keys: Vec<String> = patch
-        .keys()
-        .filter(|k| k.starts_with(DELETE_FROM_PRIMITIVE_LIST))
-        .cloned()
-        .collect();
+    let keys: Vec<String> =
+        patch.keys().filter(|k| k.starts_with(DELETE_FROM_PRIMITIVE_LIST)).cloned().collect();
     for key in keys {
         let field = directive_field(&key, DELETE_FROM_PRIMITIVE_LIST)?;
         let remove = match patch.shift_remove(&key) {
@@ -407,9 +393,7 @@ fn elements_are_objects(original: &[Value], patch: &[Value]) -> Result<bool, Mer
     for v in original.iter().chain(patch) {
         let k = match v {
             Value::Array(_) => {
-                return Err(MergeError::Invalid(
-                    "lists of lists are not supported".into(),
-                ))
+                return Err(MergeError::Invalid("lists of lists are not supported".into()))
             }
             Value::Object(_) => 0,
             Value::String(_) => 1,
@@ -446,10 +430,7 @@ fn drop_nulls(value: Value) -> Value {
 
 /// The field a `<prefix>/<field>` directive names.
 fn directive_field(key: &str, prefix: &str) -> Result<String, MergeError> {
-    match key
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('/'))
-    {
+    match key.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('/')) {
         Some(field) if !field.is_empty() => Ok(field.to_string()),
         _ => Err(bad_format(prefix)),
     }

@@ -127,11 +127,7 @@ pub fn field_type_of(schema: &Value) -> FieldType {
             None => FieldType::Other,
         };
     }
-    if let Some([only]) = schema
-        .get("allOf")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-    {
+    if let Some([only]) = schema.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
         return field_type_of(only);
     }
     match schema.get("type").and_then(Value::as_str) {
@@ -188,10 +184,8 @@ fn build() -> TypeSchemas {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
     use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
 
-    let mut c = Collector {
-        generator: SchemaSettings::openapi3().into_generator(),
-        kinds: Vec::new(),
-    };
+    let mut c =
+        Collector { generator: SchemaSettings::openapi3().into_generator(), kinds: Vec::new() };
     macro_rules! listable { ($($t:ty),* $(,)?) => { $(c.listable::<$t>();)* }; }
     macro_rules! single { ($($t:ty),* $(,)?) => { $(c.single::<$t>();)* }; }
 
@@ -263,6 +257,26 @@ fn build() -> TypeSchemas {
         autoscaling::v1::Scale,
         policy::v1::Eviction,
     );
+    // Whatever else the registry's catalog serves.
+    for r in &crate::registry::catalog().resources {
+        let known =
+            c.kinds.iter().any(|k| (k.group, k.version, k.kind) == (r.group, r.version, r.kind));
+        if known {
+            continue;
+        }
+        let reference = (r.subschema)(&mut c.generator);
+        let Some(name) = reference.get("$ref").and_then(Value::as_str) else { continue };
+        let Some(name) = name.strip_prefix(REF_PREFIX) else { continue };
+        c.kinds.push(KindSchema {
+            group: r.group,
+            version: r.version,
+            kind: r.kind,
+            plural: r.plural,
+            scope: if r.namespaced { Scope::Namespaced } else { Scope::Cluster },
+            list_kind: (!r.list_kind.is_empty()).then_some(r.list_kind),
+            type_name: name.to_string(),
+        });
+    }
     // The meta types every group-version's operations use.
     c.generator.subschema_for::<meta::APIGroup>();
     c.generator.subschema_for::<meta::APIGroupList>();
@@ -272,8 +286,7 @@ fn build() -> TypeSchemas {
     c.generator.subschema_for::<meta::DeleteOptions>();
     c.generator.subschema_for::<meta::Patch>();
     c.generator.subschema_for::<meta::Status>();
-    c.generator
-        .subschema_for::<meta::WatchEvent<core::v1::Pod>>();
+    c.generator.subschema_for::<meta::WatchEvent<core::v1::Pod>>();
 
     let mut definitions: BTreeMap<String, Value> =
         c.generator.take_definitions(true).into_iter().collect();
@@ -285,18 +298,12 @@ fn build() -> TypeSchemas {
     let mut graph = HashMap::new();
     for (name, schema) in &definitions {
         if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-            let fields: HashMap<String, FieldType> = props
-                .iter()
-                .map(|(field, s)| (field.clone(), field_type_of(s)))
-                .collect();
+            let fields: HashMap<String, FieldType> =
+                props.iter().map(|(field, s)| (field.clone(), field_type_of(s))).collect();
             graph.insert(name.clone(), fields);
         }
     }
-    TypeSchemas {
-        definitions,
-        kinds: c.kinds,
-        graph,
-    }
+    TypeSchemas { definitions, kinds: c.kinds, graph }
 }
 
 /// The schema of a list kind (k8s-openapi's generic `List<T>` has none).
@@ -336,18 +343,12 @@ mod tests {
     fn kinds_resolve_to_upstream_names() {
         let s = TypeSchemas::get();
         assert_eq!(s.root_type("v1", "Pod"), Some("io.k8s.api.core.v1.Pod"));
-        assert_eq!(
-            s.root_type("apps/v1", "Deployment"),
-            Some("io.k8s.api.apps.v1.Deployment")
-        );
+        assert_eq!(s.root_type("apps/v1", "Deployment"), Some("io.k8s.api.apps.v1.Deployment"));
         assert_eq!(
             s.root_type("autoscaling/v2", "HorizontalPodAutoscaler"),
             Some("io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler")
         );
-        assert_eq!(
-            s.root_type("v1", "PodList"),
-            Some("io.k8s.api.core.v1.PodList")
-        );
+        assert_eq!(s.root_type("v1", "PodList"), Some("io.k8s.api.core.v1.PodList"));
         assert_eq!(s.root_type("example.com/v1", "Widget"), None);
         let pod = s.kinds.iter().find(|k| k.kind == "Pod").expect("pod");
         assert_eq!((pod.plural, pod.scope), ("pods", Scope::Namespaced));

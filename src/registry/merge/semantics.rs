@@ -20,11 +20,7 @@ pub enum SemanticsError {
     #[error("list semantics description is not valid YAML: {0}")]
     Yaml(String),
     #[error("list semantics of {type_name}.{field}: bad token {token:?}")]
-    Token {
-        type_name: String,
-        field: String,
-        token: String,
-    },
+    Token { type_name: String, field: String, token: String },
 }
 
 /// How one field (or, for type-level entries, one type) behaves.
@@ -68,10 +64,7 @@ impl Semantics {
     /// The embedded description, parsed on first use.
     pub fn get() -> Result<&'static Semantics, SemanticsError> {
         static PARSED: OnceLock<Result<Semantics, SemanticsError>> = OnceLock::new();
-        PARSED
-            .get_or_init(|| Semantics::parse(LIST_SEMANTICS_YAML))
-            .as_ref()
-            .map_err(Clone::clone)
+        PARSED.get_or_init(|| Semantics::parse(LIST_SEMANTICS_YAML)).as_ref().map_err(Clone::clone)
     }
 
     /// Parses a description in skiff's format.
@@ -144,10 +137,7 @@ impl FieldSemantics {
     pub fn extensions(&self) -> Map<String, Value> {
         let mut out = Map::new();
         if !self.list_map_keys.is_empty() {
-            out.insert(
-                "x-kubernetes-list-map-keys".into(),
-                json!(self.list_map_keys),
-            );
+            out.insert("x-kubernetes-list-map-keys".into(), json!(self.list_map_keys));
         }
         if let Some(t) = &self.list_type {
             out.insert("x-kubernetes-list-type".into(), json!(t));
@@ -169,11 +159,8 @@ impl FieldSemantics {
                 .unions
                 .iter()
                 .map(|u| {
-                    let fields: Map<String, Value> = u
-                        .fields
-                        .iter()
-                        .map(|(f, v)| (f.clone(), json!(v)))
-                        .collect();
+                    let fields: Map<String, Value> =
+                        u.fields.iter().map(|(f, v)| (f.clone(), json!(v))).collect();
                     json!({"discriminator": u.discriminator, "fields-to-discriminateBy": fields})
                 })
                 .collect();
@@ -201,11 +188,7 @@ fn parse_tokens(
             "patch" => {
                 out.patch_strategies = head.split('+').map(str::to_string).collect();
                 let known = ["merge", "retainKeys", "replace"];
-                if out
-                    .patch_strategies
-                    .iter()
-                    .any(|s| !known.contains(&s.as_str()))
-                {
+                if out.patch_strategies.iter().any(|s| !known.contains(&s.as_str())) {
                     return Err(bad(token));
                 }
                 match args {
@@ -235,10 +218,7 @@ fn parse_tokens(
                     let (f, v) = member.split_once(':').ok_or_else(|| bad(token))?;
                     fields.push((f.to_string(), v.to_string()));
                 }
-                out.unions.push(Union {
-                    discriminator: head.to_string(),
-                    fields,
-                });
+                out.unions.push(Union { discriminator: head.to_string(), fields });
             }
             _ => return Err(bad(token)),
         }
@@ -265,30 +245,18 @@ mod tests {
         assert!(env.merges());
         assert_eq!(env.patch_merge_key.as_deref(), Some("name"));
         assert_eq!(env.list_map_keys, vec!["name".to_string()]);
-        let volumes = s
-            .field("io.k8s.api.core.v1.PodSpec", "volumes")
-            .expect("volumes");
+        let volumes = s.field("io.k8s.api.core.v1.PodSpec", "volumes").expect("volumes");
         assert_eq!(volumes.patch_strategies, vec!["merge", "retainKeys"]);
-        let own = &s
-            .of_type("io.k8s.api.core.v1.NodeSelector")
-            .expect("type")
-            .own;
+        let own = &s.of_type("io.k8s.api.core.v1.NodeSelector").expect("type").own;
         assert_eq!(own.map_type.as_deref(), Some("atomic"));
-        let union = &s
-            .of_type("io.k8s.api.flowcontrol.v1.Subject")
-            .expect("type")
-            .own;
+        let union = &s.of_type("io.k8s.api.flowcontrol.v1.Subject").expect("type").own;
         assert_eq!(union.unions[0].discriminator, "kind");
         assert_eq!(union.unions[0].fields.len(), 3);
     }
 
     #[test]
     fn rejects_unknown_tokens() {
-        for bad in [
-            "a:\n  T:\n    f: patch=mrge(name)\n",
-            "a:\n  T: list=map\n",
-            "a:\n  T: x\n",
-        ] {
+        for bad in ["a:\n  T:\n    f: patch=mrge(name)\n", "a:\n  T: list=map\n", "a:\n  T: x\n"] {
             assert!(Semantics::parse(bad).is_err(), "{bad}");
         }
     }
@@ -296,9 +264,7 @@ mod tests {
     #[test]
     fn extensions_use_upstream_names() {
         let s = Semantics::get().expect("parses");
-        let ports = s
-            .field("io.k8s.api.core.v1.Container", "ports")
-            .expect("ports");
+        let ports = s.field("io.k8s.api.core.v1.Container", "ports").expect("ports");
         let ext = Value::Object(ports.extensions());
         assert_eq!(
             ext,

@@ -32,11 +32,7 @@ fn cases() {
             (_, _, got) => failures.push(format!("{}: got {got:?}", case.name)),
         }
     }
-    assert!(
-        failures.is_empty(),
-        "failing cases:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "failing cases:\n{}", failures.join("\n"));
 }
 
 #[test]
@@ -47,8 +43,5 @@ fn original_is_not_modified_and_result_is_deterministic() {
     let first = strategic_merge_patch("v1", "Pod", &original, &patch).expect("merges");
     let second = strategic_merge_patch("v1", "Pod", &original, &patch).expect("merges");
     assert_eq!(first, second);
-    assert_eq!(
-        original["spec"]["containers"].as_array().map(Vec::len),
-        Some(2)
-    );
+    assert_eq!(original["spec"]["containers"].as_array().map(Vec::len), Some(2));
 }
