@@ -64,22 +64,8 @@ async fn binary_serves_health_auth_version_metrics_and_kubectl() {
     )
     .await
     .expect("skiff starts");
-    let ready_log = server.log();
-    let server_ms = ready_log
-        .lines()
-        .find(|l| l.contains(" ready") && l.contains("elapsed_ms="))
-        .and_then(|l| l.split("elapsed_ms=").nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .unwrap_or("?")
-        .to_string();
-    eprintln!(
-        "cold start to /readyz 200 (polled): {:?}; server's own measure: {server_ms} ms",
-        server.startup
-    );
-
-    let anon = client_for(&server.kubeconfig, Credentials::Anonymous)
-        .await
-        .expect("anonymous client");
+    let anon =
+        client_for(&server.kubeconfig, Credentials::Anonymous).await.expect("anonymous client");
     let admin = server.client().await.expect("admin client");
 
     // Health endpoints need no credentials.
@@ -95,26 +81,12 @@ async fn binary_serves_health_auth_version_metrics_and_kubectl() {
     );
 
     // Anything else needs credentials: 401 Status.
-    let r = get(&anon, "/api/v1/namespaces")
-        .await
-        .expect("anonymous list");
+    let r = get(&anon, "/api/v1/namespaces").await.expect("anonymous list");
     assert_eq!(r.status, 401);
-    assert_eq!(
-        status_of(&r.json()),
-        ("Status", "Unauthorized", 401),
-        "{}",
-        r.body
-    );
-    let wrong = client_for(&server.kubeconfig, Credentials::Token("nope".into()))
-        .await
-        .expect("client");
-    assert_eq!(
-        get(&wrong, "/api/v1/namespaces")
-            .await
-            .expect("bad token")
-            .status,
-        401
-    );
+    assert_eq!(status_of(&r.json()), ("Status", "Unauthorized", 401), "{}", r.body);
+    let wrong =
+        client_for(&server.kubeconfig, Credentials::Token("nope".into())).await.expect("client");
+    assert_eq!(get(&wrong, "/api/v1/namespaces").await.expect("bad token").status, 401);
 
     // A token from the token file authenticates; without system:masters, resources are forbidden.
     let alice = client_for(&server.kubeconfig, Credentials::Token("alice-token".into()))
@@ -136,81 +108,40 @@ async fn binary_serves_health_auth_version_metrics_and_kubectl() {
     let root = client_for(&server.kubeconfig, Credentials::Token("root-token".into()))
         .await
         .expect("client");
-    assert_eq!(
-        get(&root, "/metrics").await.expect("root metrics").status,
-        200
-    );
-    assert_eq!(
-        get(&alice, "/metrics").await.expect("alice metrics").status,
-        403
-    );
+    assert_eq!(get(&root, "/metrics").await.expect("root metrics").status, 200);
+    assert_eq!(get(&alice, "/metrics").await.expect("alice metrics").status, 403);
 
     // /version is public and shaped like upstream's.
     let r = get(&anon, "/version").await.expect("version");
     assert_eq!(r.status, 200);
     let v = r.json();
-    assert_eq!(
-        (v["major"].as_str(), v["minor"].as_str()),
-        (Some("1"), Some("33"))
-    );
+    assert_eq!((v["major"].as_str(), v["minor"].as_str()), (Some("1"), Some("33")));
     let git_version = v["gitVersion"].as_str().expect("gitVersion").to_string();
     assert!(git_version.starts_with("v1.33.0-skiff."), "{git_version}");
     assert!(is_semver(&git_version[1..]), "{git_version}");
-    for field in [
-        "buildDate",
-        "goVersion",
-        "compiler",
-        "platform",
-        "gitCommit",
-        "gitTreeState",
-    ] {
+    for field in ["buildDate", "goVersion", "compiler", "platform", "gitCommit", "gitTreeState"] {
         assert!(v[field].is_string(), "{field} missing: {v}");
     }
 
     // Bodies over 3 MiB are refused with a Status.
     let big = vec![b' '; 3 * 1024 * 1024 + 1];
-    let r = request(
-        &admin,
-        "POST",
-        "/api/v1/namespaces",
-        &[("content-type", "application/json")],
-        big,
-    )
-    .await
-    .expect("big body");
+    let r =
+        request(&admin, "POST", "/api/v1/namespaces", &[("content-type", "application/json")], big)
+            .await
+            .expect("big body");
     assert_eq!(r.status, 413);
-    assert_eq!(
-        status_of(&r.json()),
-        ("Status", "RequestEntityTooLarge", 413)
-    );
+    assert_eq!(status_of(&r.json()), ("Status", "RequestEntityTooLarge", 413));
 
     // Large complete bodies are gzipped for clients that ask.
-    let r = request(
-        &admin,
-        "GET",
-        "/metrics",
-        &[("accept-encoding", "gzip")],
-        Vec::new(),
-    )
-    .await
-    .expect("gzip");
-    assert_eq!(
-        r.headers
-            .get("content-encoding")
-            .and_then(|v| v.to_str().ok()),
-        Some("gzip")
-    );
+    let r = request(&admin, "GET", "/metrics", &[("accept-encoding", "gzip")], Vec::new())
+        .await
+        .expect("gzip");
+    assert_eq!(r.headers.get("content-encoding").and_then(|v| v.to_str().ok()), Some("gzip"));
 
     // A watch, if the API serves it yet, shows in the long-running gauge while open.
     let watch = tokio::time::timeout(
         Duration::from_secs(2),
-        request(
-            &admin,
-            "GET",
-            "/api/v1/namespaces?watch=true&timeoutSeconds=1",
-            &[],
-            Vec::new(),
-        ),
+        request(&admin, "GET", "/api/v1/namespaces?watch=true&timeoutSeconds=1", &[], Vec::new()),
     )
     .await;
     let watched = matches!(watch, Ok(Ok(ref r)) if r.status == 200);
@@ -228,19 +159,12 @@ async fn binary_serves_health_auth_version_metrics_and_kubectl() {
         names.push("apiserver_longrunning_requests{");
     }
     for name in names {
-        assert!(
-            metrics.body.contains(name),
-            "{name} missing from /metrics:\n{}",
-            metrics.body
-        );
+        assert!(metrics.body.contains(name), "{name} missing from /metrics:\n{}", metrics.body);
     }
     assert!(metrics.body.contains("code=\"401\""), "401s are counted");
 
     // The kubeconfig is private and works for every stock kubectl, TLS verified.
-    let mode = std::fs::metadata(&server.kubeconfig)
-        .expect("kubeconfig")
-        .permissions()
-        .mode();
+    let mode = std::fs::metadata(&server.kubeconfig).expect("kubeconfig").permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     let kubectls = kubectl_binaries();
     if kubectls.is_empty() {
@@ -250,12 +174,7 @@ async fn binary_serves_health_auth_version_metrics_and_kubectl() {
         let out = run_kubectl(&k.path, &server.kubeconfig, &["version", "-o", "json"])
             .await
             .expect("kubectl runs");
-        assert!(
-            out.success(),
-            "kubectl {} version failed: {}",
-            k.version,
-            out.stderr
-        );
+        assert!(out.success(), "kubectl {} version failed: {}", k.version, out.stderr);
         let json: serde_json::Value =
             serde_json::from_str(&out.stdout).expect("kubectl version json");
         assert_eq!(
@@ -267,20 +186,26 @@ async fn binary_serves_health_auth_version_metrics_and_kubectl() {
         let out = run_kubectl(&k.path, &server.kubeconfig, &["get", "--raw", "/healthz"])
             .await
             .expect("kubectl runs");
-        assert!(
-            out.success(),
-            "kubectl {} get --raw failed: {}",
-            k.version,
-            out.stderr
-        );
+        assert!(out.success(), "kubectl {} get --raw failed: {}", k.version, out.stderr);
         assert_eq!(out.stdout.trim(), "ok");
     }
     eprintln!(
         "kubectl versions checked: {:?}",
-        kubectls
-            .iter()
-            .map(|k| k.version.as_str())
-            .collect::<Vec<_>>()
+        kubectls.iter().map(|k| k.version.as_str()).collect::<Vec<_>>()
+    );
+
+    // Read late: the server logs "ready" just after /readyz turns 200.
+    let ready_log = server.log();
+    let server_ms = ready_log
+        .lines()
+        .find(|l| l.contains(" ready") && l.contains("elapsed_ms="))
+        .and_then(|l| l.split("elapsed_ms=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("?")
+        .to_string();
+    eprintln!(
+        "cold start to /readyz 200 (polled): {:?}; server's own measure: {server_ms} ms",
+        server.startup
     );
 
     // Idle memory after start-up and a handful of requests.
@@ -290,66 +215,37 @@ async fn binary_serves_health_auth_version_metrics_and_kubectl() {
     }
 
     let status = server.stop(Duration::from_secs(10)).await.expect("stop");
-    assert!(
-        status.success(),
-        "SIGTERM ends the server cleanly: {status}\n{}",
-        server.log()
-    );
+    assert!(status.success(), "SIGTERM ends the server cleanly: {status}\n{}", server.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_reuses_the_pki() {
     let dir = TempDir::new("shell-restart").expect("temp dir");
     let data = dir.path().join("data");
-    let options = SpawnOptions {
-        data_dir: Some(data.clone()),
-        ..Default::default()
-    };
+    let options = SpawnOptions { data_dir: Some(data.clone()), ..Default::default() };
     let read = |name: &str| std::fs::read_to_string(data.join("pki").join(name)).expect(name);
 
-    let mut first = SkiffProcess::spawn_with(Path::new(SKIFF), options.clone())
-        .await
-        .expect("first start");
+    let mut first =
+        SkiffProcess::spawn_with(Path::new(SKIFF), options.clone()).await.expect("first start");
     let (ca, serving, admin) = (read("ca.crt"), read("serving.crt"), read("admin.crt"));
     assert_eq!(
-        std::fs::metadata(data.join("pki"))
-            .expect("pki")
-            .permissions()
-            .mode()
-            & 0o777,
+        std::fs::metadata(data.join("pki")).expect("pki").permissions().mode() & 0o777,
         0o700
     );
     assert_eq!(
-        std::fs::metadata(data.join("pki/ca.key"))
-            .expect("key")
-            .permissions()
-            .mode()
-            & 0o777,
+        std::fs::metadata(data.join("pki/ca.key")).expect("key").permissions().mode() & 0o777,
         0o600
     );
-    assert!(first
-        .stop(Duration::from_secs(10))
-        .await
-        .expect("stop")
-        .success());
+    assert!(first.stop(Duration::from_secs(10)).await.expect("stop").success());
 
-    let mut second = SkiffProcess::spawn_with(Path::new(SKIFF), options)
-        .await
-        .expect("second start");
+    let mut second =
+        SkiffProcess::spawn_with(Path::new(SKIFF), options).await.expect("second start");
     assert_eq!(read("ca.crt"), ca, "the CA is reused");
-    assert_eq!(
-        read("serving.crt"),
-        serving,
-        "the serving certificate still fits and is reused"
-    );
+    assert_eq!(read("serving.crt"), serving, "the serving certificate still fits and is reused");
     assert_eq!(read("admin.crt"), admin, "the admin certificate is reused");
     let client = second.client().await.expect("client");
     assert_eq!(get(&client, "/readyz").await.expect("readyz").status, 200);
-    assert!(second
-        .stop(Duration::from_secs(10))
-        .await
-        .expect("stop")
-        .success());
+    assert!(second.stop(Duration::from_secs(10)).await.expect("stop").success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,10 +254,7 @@ async fn unusable_database_exits_non_zero_with_the_reason() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(data.join("db")).expect("db dir");
     std::fs::write(data.join("db/state.db"), vec![0x5a; 8192]).expect("garbage db");
-    let options = SpawnOptions {
-        data_dir: Some(data),
-        ..Default::default()
-    };
+    let options = SpawnOptions { data_dir: Some(data), ..Default::default() };
     match SkiffProcess::spawn_with(Path::new(SKIFF), options).await {
         Err(TestServerError::Exited { status, log }) => {
             assert!(!status.success());
@@ -379,27 +272,14 @@ async fn unusable_database_exits_non_zero_with_the_reason() {
 
 #[test]
 fn cli_errors_are_one_clear_line() {
-    let run = |args: &[&str]| {
-        std::process::Command::new(SKIFF)
-            .args(args)
-            .output()
-            .expect("run skiff")
-    };
+    let run =
+        |args: &[&str]| std::process::Command::new(SKIFF).args(args).output().expect("run skiff");
 
-    let out = run(&[
-        "server",
-        "--data-dir",
-        "/nonexistent",
-        "--datastore-endpoint",
-        "mysql://db",
-    ]);
+    let out = run(&["server", "--data-dir", "/nonexistent", "--datastore-endpoint", "mysql://db"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with("error: invalid --datastore-endpoint"),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("error: invalid --datastore-endpoint"), "{stderr}");
 
     let dir = TempDir::new("shell-cli").expect("temp dir");
     let missing = dir.path().join("missing.snap");
@@ -414,11 +294,7 @@ fn cli_errors_are_one_clear_line() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .starts_with("error: cannot restore the snapshot"),
+        stderr.lines().last().unwrap_or_default().starts_with("error: cannot restore the snapshot"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -432,16 +308,10 @@ fn cli_errors_are_one_clear_line() {
 async fn in_process_server_serves_over_tls_and_loopback() {
     let server = InProcessServer::start().await.expect("in-process server");
     assert_eq!(server.addr.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
-    let r = get(&server.client, "/version")
-        .await
-        .expect("version over TLS");
+    let r = get(&server.client, "/version").await.expect("version over TLS");
     assert_eq!(r.status, 200);
-    let loopback = server
-        .handle()
-        .loopback_client(skiff::apiserver::server::loopback_admin());
-    let r = get(&loopback, "/metrics")
-        .await
-        .expect("metrics in-process");
+    let loopback = server.handle().loopback_client(skiff::apiserver::server::loopback_admin());
+    let r = get(&loopback, "/metrics").await.expect("metrics in-process");
     assert_eq!(r.status, 200);
     server.stop().await.expect("clean stop");
 }

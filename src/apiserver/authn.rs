@@ -58,26 +58,14 @@ pub struct LoopbackIdentity(pub UserInfo);
 pub fn user_from_client_cert(der: &[u8]) -> Option<UserInfo> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
-    let name = subject
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
+    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
     if name.is_empty() {
         return None;
     }
-    let mut groups: Vec<String> = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok())
-        .map(str::to_string)
-        .collect();
+    let mut groups: Vec<String> =
+        subject.iter_organization().filter_map(|o| o.as_str().ok()).map(str::to_string).collect();
     groups.push(AUTHENTICATED_GROUP.to_string());
-    Some(UserInfo {
-        name,
-        uid: String::new(),
-        groups,
-    })
+    Some(UserInfo { name, uid: String::new(), groups })
 }
 
 /// The static bearer tokens of kube-apiserver's --token-auth-file (CSV: token,user,uid and an
@@ -89,10 +77,8 @@ pub struct TokenFile {
 
 impl TokenFile {
     pub fn load(path: &Path) -> Result<TokenFile, AuthnError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AuthnError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| AuthnError::Read { path: path.to_path_buf(), source })?;
         Self::parse(&text)
     }
 
@@ -104,10 +90,8 @@ impl TokenFile {
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
-            let fields = split_csv_line(trimmed).map_err(|reason| AuthnError::Parse {
-                line: line_no,
-                reason,
-            })?;
+            let fields = split_csv_line(trimmed)
+                .map_err(|reason| AuthnError::Parse { line: line_no, reason })?;
             if fields.len() < 3 {
                 return Err(AuthnError::Parse {
                     line: line_no,
@@ -135,11 +119,7 @@ impl TokenFile {
                 })
                 .unwrap_or_default();
             groups.push(AUTHENTICATED_GROUP.to_string());
-            let user = UserInfo {
-                name: fields[1].clone(),
-                uid: fields[2].clone(),
-                groups,
-            };
+            let user = UserInfo { name: fields[1].clone(), uid: fields[2].clone(), groups };
             if tokens.insert(token, user).is_some() {
                 tracing::warn!(
                     line = line_no,
@@ -204,10 +184,7 @@ pub fn is_public_path(path: &str) -> bool {
         return true;
     }
     ROOTS.iter().any(|root| {
-        path == *root
-            || path
-                .strip_prefix(root)
-                .is_some_and(|rest| rest.starts_with('/'))
+        path == *root || path.strip_prefix(root).is_some_and(|rest| rest.starts_with('/'))
     })
 }
 
@@ -315,10 +292,7 @@ mod tests {
         assert_eq!(alice.name, "alice");
         assert_eq!(alice.uid, "u1");
         assert_eq!(alice.groups, vec!["dev", "ops", AUTHENTICATED_GROUP]);
-        assert_eq!(
-            f.lookup("secret2").expect("bob").groups,
-            vec![AUTHENTICATED_GROUP]
-        );
+        assert_eq!(f.lookup("secret2").expect("bob").groups, vec![AUTHENTICATED_GROUP]);
         assert_eq!(
             f.lookup("secret3").expect("carol").groups,
             vec!["viewers", AUTHENTICATED_GROUP]

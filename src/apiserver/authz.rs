@@ -96,10 +96,7 @@ impl Authorizer for DefaultPolicy {
             if attrs.verb == "get" && super::authn::is_public_path(&attrs.path) {
                 return Decision::Allow;
             }
-            let authenticated = user
-                .groups
-                .iter()
-                .any(|g| g == super::authn::AUTHENTICATED_GROUP);
+            let authenticated = user.groups.iter().any(|g| g == super::authn::AUTHENTICATED_GROUP);
             if authenticated && attrs.verb == "get" && is_discovery_path(&attrs.path) {
                 return Decision::Allow;
             }
@@ -107,10 +104,8 @@ impl Authorizer for DefaultPolicy {
         }
         let self_review = matches!(
             (attrs.api_group.as_str(), attrs.resource.as_str()),
-            (
-                "authorization.k8s.io",
-                "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
-            ) | ("authentication.k8s.io", "selfsubjectreviews")
+            ("authorization.k8s.io", "selfsubjectaccessreviews" | "selfsubjectrulesreviews")
+                | ("authentication.k8s.io", "selfsubjectreviews")
         );
         if self_review && attrs.verb == "create" {
             return Decision::Allow;
@@ -122,10 +117,7 @@ impl Authorizer for DefaultPolicy {
 /// Discovery documents and OpenAPI, readable by every authenticated user upstream.
 fn is_discovery_path(path: &str) -> bool {
     ["/api", "/apis", "/openapi"].iter().any(|root| {
-        path == *root
-            || path
-                .strip_prefix(root)
-                .is_some_and(|rest| rest.starts_with('/'))
+        path == *root || path.strip_prefix(root).is_some_and(|rest| rest.starts_with('/'))
     })
 }
 
@@ -138,11 +130,8 @@ impl RequestAttributes {
             path: path.clone(),
             ..Default::default()
         };
-        let mut parts: Vec<&str> = path
-            .trim_matches('/')
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .collect();
+        let mut parts: Vec<&str> =
+            path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
         if parts.len() < 3 || (parts[0] != "api" && parts[0] != "apis") {
             return attrs;
         }
@@ -199,16 +188,12 @@ impl RequestAttributes {
             }
         }
 
-        let query: HashMap<String, String> = Query::<HashMap<String, String>>::try_from_uri(uri)
-            .map(|q| q.0)
-            .unwrap_or_default();
+        let query: HashMap<String, String> =
+            Query::<HashMap<String, String>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
         if attrs.name.is_empty() && attrs.verb == "get" {
-            attrs.verb = if query.get("watch").is_some_and(|w| parse_bool(w)) {
-                "watch"
-            } else {
-                "list"
-            }
-            .into();
+            attrs.verb =
+                if query.get("watch").is_some_and(|w| parse_bool(w)) { "watch" } else { "list" }
+                    .into();
         }
         if attrs.name.is_empty() && attrs.verb == "delete" {
             attrs.verb = "deletecollection".into();
@@ -226,10 +211,7 @@ impl RequestAttributes {
         }
         let follow = query.get("follow").is_some_and(|f| parse_bool(f));
         attrs.long_running = matches!(attrs.verb.as_str(), "watch" | "proxy")
-            || matches!(
-                attrs.subresource.as_str(),
-                "exec" | "attach" | "portforward" | "proxy"
-            )
+            || matches!(attrs.subresource.as_str(), "exec" | "attach" | "portforward" | "proxy")
             || (attrs.subresource == "log" && follow);
         attrs
     }
@@ -244,10 +226,8 @@ impl RequestAttributes {
                 "patch" if self.apply => return "APPLY",
                 _ => {}
             }
-            if matches!(
-                self.subresource.as_str(),
-                "exec" | "attach" | "portforward" | "proxy"
-            ) || self.verb == "proxy"
+            if matches!(self.subresource.as_str(), "exec" | "attach" | "portforward" | "proxy")
+                || self.verb == "proxy"
             {
                 return "CONNECT";
             }
@@ -267,20 +247,14 @@ impl RequestAttributes {
 
     /// Mutating requests, as the in-flight accounting splits them.
     pub fn is_mutating(&self) -> bool {
-        !matches!(
-            self.verb.as_str(),
-            "get" | "list" | "watch" | "head" | "options"
-        )
+        !matches!(self.verb.as_str(), "get" | "list" | "watch" | "head" | "options")
     }
 }
 
 /// The Forbidden error for a denied request, worded as upstream.
 pub fn forbidden(user: &UserInfo, attrs: &RequestAttributes, reason: &str) -> ApiError {
     let mut detail = if !attrs.resource_request {
-        format!(
-            "User {:?} cannot {} path {:?}",
-            user.name, attrs.verb, attrs.path
-        )
+        format!("User {:?} cannot {} path {:?}", user.name, attrs.verb, attrs.path)
     } else {
         let mut resource = attrs.resource.clone();
         if !attrs.subresource.is_empty() {
@@ -311,20 +285,13 @@ pub fn forbidden(user: &UserInfo, attrs: &RequestAttributes, reason: &str) -> Ap
         (true, false) => resource.to_string(),
         (false, false) => format!("{resource}.{group}"),
     };
-    let message = match (
-        qualified.is_empty(),
-        attrs.name.is_empty() || !attrs.resource_request,
-    ) {
+    let message = match (qualified.is_empty(), attrs.name.is_empty() || !attrs.resource_request) {
         (true, true) => format!("forbidden: {detail}"),
         (false, true) => format!("{qualified} is forbidden: {detail}"),
         (_, false) => format!("{qualified} {:?} is forbidden: {detail}", attrs.name),
     };
     ApiError::forbidden(message).with_details(StatusDetails {
-        name: if attrs.resource_request {
-            attrs.name.clone()
-        } else {
-            String::new()
-        },
+        name: if attrs.resource_request { attrs.name.clone() } else { String::new() },
         group: group.to_string(),
         kind: resource.to_string(),
         ..Default::default()
@@ -346,11 +313,8 @@ pub async fn middleware(
             a
         }
     };
-    let user = req
-        .extensions()
-        .get::<UserInfo>()
-        .cloned()
-        .unwrap_or_else(super::authn::anonymous_user);
+    let user =
+        req.extensions().get::<UserInfo>().cloned().unwrap_or_else(super::authn::anonymous_user);
     if let Err(err) = authorizer.check(&user, &attrs).await {
         tracing::debug!(user = %user.name, verb = %attrs.verb, path = %attrs.path, "forbidden");
         return err.into_response();
@@ -385,17 +349,7 @@ mod tests {
     fn parses_like_upstream() {
         // (method, uri, verb, group, namespace, resource, name, subresource, resource_request)
         let cases = [
-            (
-                Method::GET,
-                "/api/v1/namespaces",
-                "list",
-                "",
-                "",
-                "namespaces",
-                "",
-                "",
-                true,
-            ),
+            (Method::GET, "/api/v1/namespaces", "list", "", "", "namespaces", "", "", true),
             (
                 Method::GET,
                 "/api/v1/namespaces/default",
@@ -484,17 +438,7 @@ mod tests {
                 "",
                 true,
             ),
-            (
-                Method::GET,
-                "/apis/apps/v1",
-                "get",
-                "",
-                "",
-                "",
-                "",
-                "",
-                false,
-            ),
+            (Method::GET, "/apis/apps/v1", "get", "", "", "", "", "", false),
             (Method::GET, "/api/v1", "get", "", "", "", "", "", false),
             (
                 Method::GET,
@@ -528,10 +472,7 @@ mod tests {
         assert!(parse(Method::GET, "/api/v1/pods?watch=true").long_running);
         assert!(parse(Method::POST, "/api/v1/namespaces/a/pods/b/exec").long_running);
         assert!(!parse(Method::GET, "/api/v1/pods").long_running);
-        assert_eq!(
-            parse(Method::GET, "/api/v1/pods").metrics_verb(&Method::GET),
-            "LIST"
-        );
+        assert_eq!(parse(Method::GET, "/api/v1/pods").metrics_verb(&Method::GET), "LIST");
     }
 
     fn user(name: &str, groups: &[&str]) -> UserInfo {
@@ -545,28 +486,18 @@ mod tests {
     #[test]
     fn forbidden_messages() {
         let bob = user("bob", &["system:authenticated"]);
-        let e = forbidden(
-            &bob,
-            &parse(Method::GET, "/api/v1/namespaces/default/pods"),
-            "",
-        );
+        let e = forbidden(&bob, &parse(Method::GET, "/api/v1/namespaces/default/pods"), "");
         assert_eq!(e.message, "pods is forbidden: User \"bob\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\"");
         let e = forbidden(
             &bob,
-            &parse(
-                Method::GET,
-                "/apis/apps/v1/namespaces/d/deployments/web/scale",
-            ),
+            &parse(Method::GET, "/apis/apps/v1/namespaces/d/deployments/web/scale"),
             "",
         );
         assert_eq!(e.message, "deployments.apps \"web\" is forbidden: User \"bob\" cannot get resource \"deployments/scale\" in API group \"apps\" in the namespace \"d\"");
         let e = forbidden(&bob, &parse(Method::GET, "/api/v1/nodes"), "");
         assert_eq!(e.message, "nodes is forbidden: User \"bob\" cannot list resource \"nodes\" in API group \"\" at the cluster scope");
         let e = forbidden(&bob, &parse(Method::GET, "/metrics"), "");
-        assert_eq!(
-            e.message,
-            "forbidden: User \"bob\" cannot get path \"/metrics\""
-        );
+        assert_eq!(e.message, "forbidden: User \"bob\" cannot get path \"/metrics\"");
         assert_eq!(e.code, 403);
     }
 
@@ -579,17 +510,8 @@ mod tests {
         let pods = parse(Method::GET, "/api/v1/pods");
         assert_eq!(p.authorize(&admin, &pods).await, Decision::Allow);
         assert_eq!(p.authorize(&bob, &pods).await, Decision::NoOpinion);
-        assert_eq!(
-            p.authorize(&bob, &parse(Method::GET, "/apis")).await,
-            Decision::Allow
-        );
-        assert_eq!(
-            p.authorize(&anon, &parse(Method::GET, "/apis")).await,
-            Decision::NoOpinion
-        );
-        assert_eq!(
-            p.authorize(&anon, &parse(Method::GET, "/readyz")).await,
-            Decision::Allow
-        );
+        assert_eq!(p.authorize(&bob, &parse(Method::GET, "/apis")).await, Decision::Allow);
+        assert_eq!(p.authorize(&anon, &parse(Method::GET, "/apis")).await, Decision::NoOpinion);
+        assert_eq!(p.authorize(&anon, &parse(Method::GET, "/readyz")).await, Decision::Allow);
     }
 }

@@ -77,9 +77,7 @@ impl ServerConfig {
 
     /// The admin kubeconfig path, defaulted into the data dir.
     pub fn kubeconfig_path(&self) -> PathBuf {
-        self.kubeconfig_path
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("kubeconfig.yaml"))
+        self.kubeconfig_path.clone().unwrap_or_else(|| self.data_dir.join("kubeconfig.yaml"))
     }
 
     /// Where certificates and keys live.

@@ -42,32 +42,23 @@ impl Health {
     }
     /// Whether /readyz passes.
     pub fn is_ready(&self) -> bool {
-        Endpoint::Readyz
-            .checks()
-            .iter()
-            .all(|c| self.run(*c).is_ok())
+        Endpoint::Readyz.checks().iter().all(|c| self.run(*c).is_ok())
     }
 
     fn run(&self, check: Check) -> Result<(), &'static str> {
         let ok = |b: bool, why| if b { Ok(()) } else { Err(why) };
         match check {
             Check::Ping | Check::Log => Ok(()),
-            Check::Etcd => ok(
-                !self.store_failed.load(Ordering::Acquire),
-                "the datastore failed",
-            ),
-            Check::EtcdReadiness => ok(
-                self.store_open.load(Ordering::Acquire),
-                "the datastore is not open yet",
-            ),
-            Check::Bootstrap => ok(
-                self.bootstrapped.load(Ordering::Acquire),
-                "bootstrap not finished",
-            ),
-            Check::Shutdown => ok(
-                !self.shutting_down.load(Ordering::Acquire),
-                "the server is shutting down",
-            ),
+            Check::Etcd => ok(!self.store_failed.load(Ordering::Acquire), "the datastore failed"),
+            Check::EtcdReadiness => {
+                ok(self.store_open.load(Ordering::Acquire), "the datastore is not open yet")
+            }
+            Check::Bootstrap => {
+                ok(self.bootstrapped.load(Ordering::Acquire), "bootstrap not finished")
+            }
+            Check::Shutdown => {
+                ok(!self.shutting_down.load(Ordering::Acquire), "the server is shutting down")
+            }
         }
     }
 }
@@ -82,9 +73,7 @@ pub fn router(health: Arc<Health>) -> Router {
         let one = move |State(h): State<Arc<Health>>, Path(name): Path<String>| async move {
             single(&h, ep, &name)
         };
-        r = r
-            .route(ep.path(), get(all))
-            .route(&format!("{}/{{*check}}", ep.path()), get(one));
+        r = r.route(ep.path(), get(all)).route(&format!("{}/{{*check}}", ep.path()), get(one));
     }
     r.with_state(health)
 }
@@ -153,10 +142,8 @@ impl Endpoint {
 
 fn overall(h: &Health, ep: Endpoint, q: &HashMap<String, String>) -> Response {
     let verbose = q.contains_key("verbose");
-    let excluded: Vec<&str> = q
-        .get("exclude")
-        .map(|e| e.split(',').map(str::trim).collect())
-        .unwrap_or_default();
+    let excluded: Vec<&str> =
+        q.get("exclude").map(|e| e.split(',').map(str::trim).collect()).unwrap_or_default();
     let mut lines = String::new();
     let mut failed = false;
     for check in ep.checks() {
@@ -177,19 +164,14 @@ fn overall(h: &Health, ep: Endpoint, q: &HashMap<String, String>) -> Response {
         return text(ep.failure_code(), body);
     }
     if verbose {
-        return text(
-            StatusCode::OK,
-            format!("{lines}{} check passed\n", ep.label()),
-        );
+        return text(StatusCode::OK, format!("{lines}{} check passed\n", ep.label()));
     }
     text(StatusCode::OK, "ok".to_string())
 }
 
 fn single(h: &Health, ep: Endpoint, name: &str) -> Response {
-    let check = ep
-        .checks()
-        .iter()
-        .find(|c| c.name() == name || c.name().ends_with(&format!("/{name}")));
+    let check =
+        ep.checks().iter().find(|c| c.name() == name || c.name().ends_with(&format!("/{name}")));
     match check {
         None => text(StatusCode::NOT_FOUND, "404 page not found\n".to_string()),
         Some(c) => match h.run(*c) {
@@ -216,19 +198,13 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn readyz_waits_for_the_store_and_bootstrap() {
         let h = Health::default();
-        assert_eq!(
-            overall(&h, Endpoint::Livez, &q(&[])).status(),
-            StatusCode::OK
-        );
+        assert_eq!(overall(&h, Endpoint::Livez, &q(&[])).status(), StatusCode::OK);
         assert_eq!(
             overall(&h, Endpoint::Readyz, &q(&[])).status(),
             StatusCode::SERVICE_UNAVAILABLE
@@ -236,18 +212,9 @@ mod tests {
         h.set_store_open();
         h.set_bootstrapped();
         assert!(h.is_ready());
-        assert_eq!(
-            overall(&h, Endpoint::Readyz, &q(&[])).status(),
-            StatusCode::OK
-        );
-        assert_eq!(
-            single(&h, Endpoint::Readyz, "ping").status(),
-            StatusCode::OK
-        );
-        assert_eq!(
-            single(&h, Endpoint::Readyz, "nope").status(),
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(overall(&h, Endpoint::Readyz, &q(&[])).status(), StatusCode::OK);
+        assert_eq!(single(&h, Endpoint::Readyz, "ping").status(), StatusCode::OK);
+        assert_eq!(single(&h, Endpoint::Readyz, "nope").status(), StatusCode::NOT_FOUND);
         h.set_shutting_down();
         assert!(!h.is_ready());
         assert_eq!(

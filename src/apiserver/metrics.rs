@@ -27,9 +27,8 @@ use super::status::ApiError;
 use crate::store::Store;
 
 /// Latency buckets (seconds), as upstream's request-duration histogram roughly uses.
-const DURATION_BUCKETS: [f64; 16] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
-];
+const DURATION_BUCKETS: [f64; 16] =
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -153,11 +152,7 @@ impl Metrics {
 
     /// Makes the store's figures part of every scrape.
     pub fn set_store(&self, store: Store) {
-        self.store_info
-            .get_or_create(&BackendLabels {
-                backend: store.backend_name(),
-            })
-            .set(1);
+        self.store_info.get_or_create(&BackendLabels { backend: store.backend_name() }).set(1);
         let _ = self.store.set(store);
     }
 
@@ -191,19 +186,14 @@ impl Metrics {
 }
 
 fn kind(mutating: bool) -> KindLabels {
-    KindLabels {
-        request_kind: if mutating { "mutating" } else { "readOnly" },
-    }
+    KindLabels { request_kind: if mutating { "mutating" } else { "readOnly" } }
 }
 
 /// The /metrics handler.
 pub async fn handler(State(metrics): State<Arc<Metrics>>) -> Response {
     match metrics.encode() {
         Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             text,
         )
             .into_response(),
@@ -258,10 +248,7 @@ pub async fn middleware(
         })
         .inc();
     if !long_running {
-        metrics
-            .durations
-            .get_or_create(&labels)
-            .observe(start.elapsed().as_secs_f64());
+        metrics.durations.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
         return response;
     }
     if !response.status().is_success() {
@@ -269,10 +256,7 @@ pub async fn middleware(
     }
     // Keep the long-running gauge up for as long as the response body is being streamed.
     metrics.longrunning.get_or_create(&labels).inc();
-    let guard = LongRunningGuard {
-        metrics: metrics.clone(),
-        labels,
-    };
+    let guard = LongRunningGuard { metrics: metrics.clone(), labels };
     let (parts, body) = response.into_parts();
     let stream = body.into_data_stream().map(move |chunk| {
         let _keep = &guard;

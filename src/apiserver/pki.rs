@@ -64,9 +64,7 @@ pub struct CertAndKey {
 
 impl std::fmt::Debug for CertAndKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertAndKey")
-            .field("key_pem", &"<redacted>")
-            .finish_non_exhaustive()
+        f.debug_struct("CertAndKey").field("key_pem", &"<redacted>").finish_non_exhaustive()
     }
 }
 
@@ -123,9 +121,7 @@ impl ServingNames {
         if !bind.is_unspecified() {
             names.ips.insert(bind);
         }
-        names
-            .dns
-            .extend(SERVICE_DNS_NAMES.iter().map(|s| s.to_string()));
+        names.dns.extend(SERVICE_DNS_NAMES.iter().map(|s| s.to_string()));
         if let Some(host) = local_host_name() {
             names.dns.insert(host);
         }
@@ -150,11 +146,7 @@ impl ServingNames {
     }
 
     fn to_sans(&self) -> Vec<String> {
-        self.ips
-            .iter()
-            .map(|ip| ip.to_string())
-            .chain(self.dns.iter().cloned())
-            .collect()
+        self.ips.iter().map(|ip| ip.to_string()).chain(self.dns.iter().cloned()).collect()
     }
 }
 
@@ -167,18 +159,9 @@ impl Pki {
             path: dir.join("ca.crt"),
             reason: "no certificate in the file".into(),
         })?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key).map_err(|source| {
-            PkiError::Generate {
-                what: "CA issuer",
-                source,
-            }
-        })?;
-        let ctx = LeafContext {
-            dir,
-            issuer: &issuer,
-            ca_der: &ca_cert_der,
-            force: ca_fresh,
-        };
+        let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key)
+            .map_err(|source| PkiError::Generate { what: "CA issuer", source })?;
+        let ctx = LeafContext { dir, issuer: &issuer, ca_der: &ca_cert_der, force: ca_fresh };
 
         let serving = ctx.ensure_leaf("serving", |existing| match existing {
             Some(found) if names.covered_by(&found) => None,
@@ -186,14 +169,7 @@ impl Pki {
         })?;
         let admin = ctx.ensure_client(ADMIN)?;
         let controller = ctx.ensure_client(CONTROLLER)?;
-        Ok(Pki {
-            dir: dir.to_path_buf(),
-            ca_cert_pem,
-            ca_cert_der,
-            serving,
-            admin,
-            controller,
-        })
+        Ok(Pki { dir: dir.to_path_buf(), ca_cert_pem, ca_cert_der, serving, admin, controller })
     }
 
     pub fn ca_cert_path(&self) -> PathBuf {
@@ -203,23 +179,14 @@ impl Pki {
 
 /// Writes `contents` to `path` atomically (temp file, fsync, rename) with the given mode.
 pub fn write_private_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| PkiError::Io { path: path.to_path_buf(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let result = (|| {
         let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(contents)?;
         f.sync_all()?;
@@ -233,15 +200,8 @@ pub fn write_private_file(path: &Path, contents: &[u8], mode: u32) -> Result<(),
 
 /// Creates `dir` (and parents) if needed and makes it 0700.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io)?;
+    let io = |source| PkiError::Io { path: dir.to_path_buf(), source };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
 }
 
@@ -294,10 +254,7 @@ impl LeafContext<'_> {
         let params = match decide(None) {
             Some(p) => p,
             None => {
-                return Err(PkiError::Invalid {
-                    path: cert_path,
-                    reason: "no parameters".into(),
-                })
+                return Err(PkiError::Invalid { path: cert_path, reason: "no parameters".into() })
             }
         };
         self.issue(stem, params, &cert_path, &key_path)
@@ -350,10 +307,7 @@ impl LeafContext<'_> {
         let cert = params
             .signed_by(&key, self.issuer)
             .map_err(|source| PkiError::Generate { what: stem, source })?;
-        let out = CertAndKey {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        };
+        let out = CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() };
         write_private_file(key_path, out.key_pem.as_bytes(), 0o600)?;
         write_private_file(cert_path, out.cert_pem.as_bytes(), 0o644)?;
         tracing::info!(path = %cert_path.display(), "issued certificate");
@@ -369,10 +323,8 @@ fn ensure_ca(dir: &Path) -> Result<(String, KeyPair, bool), PkiError> {
     let key = std::fs::read_to_string(&key_path);
     match (cert, key) {
         (Ok(cert_pem), Ok(key_pem)) => {
-            let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::Invalid {
-                path: key_path.clone(),
-                reason: e.to_string(),
-            })?;
+            let key = KeyPair::from_pem(&key_pem)
+                .map_err(|e| PkiError::Invalid { path: key_path.clone(), reason: e.to_string() })?;
             if pem_to_der(&cert_pem).is_none() {
                 return Err(PkiError::Invalid {
                     path: cert_path,
@@ -382,11 +334,7 @@ fn ensure_ca(dir: &Path) -> Result<(String, KeyPair, bool), PkiError> {
             Ok((cert_pem, key, false))
         }
         (Err(e), _) | (_, Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
-            let path = if cert_path.exists() {
-                key_path
-            } else {
-                cert_path
-            };
+            let path = if cert_path.exists() { key_path } else { cert_path };
             Err(PkiError::Io { path, source: e })
         }
         (Ok(_), Err(_)) => Err(PkiError::Invalid {
@@ -394,12 +342,8 @@ fn ensure_ca(dir: &Path) -> Result<(String, KeyPair, bool), PkiError> {
             reason: "the CA certificate exists but its key is missing".into(),
         }),
         _ => {
-            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|source| {
-                PkiError::Generate {
-                    what: "CA key",
-                    source,
-                }
-            })?;
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+                .map_err(|source| PkiError::Generate { what: "CA key", source })?;
             let mut params = base_params(CA_VALIDITY_DAYS);
             params.distinguished_name = dn(CA_COMMON_NAME, &[]);
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -410,10 +354,7 @@ fn ensure_ca(dir: &Path) -> Result<(String, KeyPair, bool), PkiError> {
             ];
             let cert = params
                 .self_signed(&key)
-                .map_err(|source| PkiError::Generate {
-                    what: "CA certificate",
-                    source,
-                })?;
+                .map_err(|source| PkiError::Generate { what: "CA certificate", source })?;
             write_private_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
             write_private_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
             tracing::info!(path = %cert_path.display(), "created cluster CA");
@@ -474,24 +415,20 @@ fn dn(common_name: &str, organizations: &[&str]) -> DistinguishedName {
 
 /// The key identifier a certificate names its issuer by.
 fn authority_key_id(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<Vec<u8>> {
-    cert.extensions()
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                aki.key_identifier.as_ref().map(|k| k.0.to_vec())
-            }
-            _ => None,
-        })
+    cert.extensions().iter().find_map(|e| match e.parsed_extension() {
+        x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+            aki.key_identifier.as_ref().map(|k| k.0.to_vec())
+        }
+        _ => None,
+    })
 }
 
 /// The key identifier of a (CA) certificate's own key.
 fn subject_key_id(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<Vec<u8>> {
-    cert.extensions()
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
-            _ => None,
-        })
+    cert.extensions().iter().find_map(|e| match e.parsed_extension() {
+        x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+        _ => None,
+    })
 }
 
 fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
@@ -504,11 +441,7 @@ fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
 
 /// The machine's host name, lowercased, if it can go in a certificate.
 fn local_host_name() -> Option<String> {
-    let name = hostname::get()
-        .ok()?
-        .into_string()
-        .ok()?
-        .to_ascii_lowercase();
+    let name = hostname::get().ok()?.into_string().ok()?.to_ascii_lowercase();
     is_dns_name(&name).then_some(name)
 }
 
@@ -518,9 +451,7 @@ fn is_dns_name(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -541,10 +472,7 @@ mod tests {
         let dir = temp_dir("reuse");
         let names = ServingNames::for_server(IpAddr::from([0, 0, 0, 0]), &[]);
         let first = Pki::ensure(&dir, &names).expect("first");
-        let mode = std::fs::metadata(dir.join("ca.key"))
-            .expect("key")
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(dir.join("ca.key")).expect("key").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let dmode = std::fs::metadata(&dir).expect("dir").permissions().mode();
         assert_eq!(dmode & 0o777, 0o700);

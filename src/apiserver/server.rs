@@ -48,6 +48,8 @@ use crate::store::{Backend, CacheOptions, Store, StoreError};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// A refused request body up to this size is read and discarded before the 413 goes out.
+const DRAIN_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// Complete response bodies at least this large are gzipped for clients that accept it.
 const COMPRESS_MIN_BYTES: u64 = 1024;
 
@@ -126,16 +128,11 @@ impl ServerHandle {
     /// Waits until /readyz passes; fails if start-up failed.
     pub async fn ready(&self) -> Result<(), ServerError> {
         let mut rx = self.phase.clone();
-        let phase = rx
-            .wait_for(|p| *p != Phase::Starting)
-            .await
-            .map(|p| p.clone());
+        let phase = rx.wait_for(|p| *p != Phase::Starting).await.map(|p| p.clone());
         match phase {
             Ok(Phase::Ready) => Ok(()),
             Ok(Phase::Failed(why)) => Err(ServerError::Task(why)),
-            _ => Err(ServerError::Task(
-                "the server stopped during start-up".into(),
-            )),
+            _ => Err(ServerError::Task("the server stopped during start-up".into())),
         }
     }
 
@@ -195,10 +192,7 @@ pub fn loopback_admin() -> UserInfo {
     UserInfo {
         name: "system:skiff-loopback".into(),
         uid: String::new(),
-        groups: vec![
-            authz::MASTERS_GROUP.into(),
-            authn::AUTHENTICATED_GROUP.into(),
-        ],
+        groups: vec![authz::MASTERS_GROUP.into(), authn::AUTHENTICATED_GROUP.into()],
     }
 }
 
@@ -230,12 +224,9 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     let acceptor = TlsAcceptor::from(tls::server_config(&pki)?);
 
     let addr = SocketAddr::new(config.bind_address, config.secure_port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind { addr, source })?;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
     let server_url = kubeconfig::server_url(config.bind_address, local_addr.port());
     tracing::info!(address = %local_addr, "listening");
 
@@ -257,14 +248,8 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     let metrics = Metrics::new();
     let api: Arc<OnceLock<ApiRoutes>> = Arc::new(OnceLock::new());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app = build_app(
-        &config,
-        tokens,
-        health.clone(),
-        metrics.clone(),
-        api.clone(),
-        stop_rx.clone(),
-    );
+    let app =
+        build_app(&config, tokens, health.clone(), metrics.clone(), api.clone(), stop_rx.clone());
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Starting);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -321,24 +306,14 @@ fn build_app(
     Router::new()
         .merge(health::router(health))
         .merge(version::router())
-        .route(
-            "/metrics",
-            get(metrics::handler).with_state(metrics.clone()),
-        )
+        .route("/metrics", get(metrics::handler).with_state(metrics.clone()))
         .fallback(move |req: Request| dispatch_api(api.clone(), req))
         .layer(DefaultBodyLimit::max(config.max_request_body_bytes))
         .layer(from_fn_with_state(authorizer, authz::middleware))
-        .layer(from_fn_with_state(
-            config.max_request_body_bytes,
-            body_limit,
-        ))
+        .layer(from_fn_with_state(config.max_request_body_bytes, body_limit))
         .layer(from_fn_with_state(limit, inflight_limit))
         .layer(from_fn_with_state(authenticator, authn::middleware))
-        .layer(
-            CompressionLayer::new()
-                .gzip(true)
-                .compress_when(LargeCompleteBodies),
-        )
+        .layer(CompressionLayer::new().gzip(true).compress_when(LargeCompleteBodies))
         .layer(from_fn_with_state(stop, end_streams_on_shutdown))
         .layer(from_fn_with_state(metrics, metrics::middleware))
 }
@@ -387,10 +362,7 @@ async fn inflight_limit(
     next: Next,
 ) -> Response {
     let (exempt, mutating) = match req.extensions().get::<RequestAttributes>() {
-        Some(a) => (
-            a.long_running || authn::is_public_path(&a.path),
-            a.is_mutating(),
-        ),
+        Some(a) => (a.long_running || authn::is_public_path(&a.path), a.is_mutating()),
         None => (authn::is_public_path(req.uri().path()), false),
     };
     if exempt {
@@ -402,29 +374,71 @@ async fn inflight_limit(
         return ApiError::too_many_requests(1).into_response();
     };
     limit.metrics.inflight(mutating, true);
-    let _guard = InflightGuard {
-        metrics: limit.metrics.clone(),
-        mutating,
-        _permit: permit,
-    };
+    let _guard = InflightGuard { metrics: limit.metrics.clone(), mutating, _permit: permit };
     next.run(req).await
 }
 
-/// Refuses bodies whose declared length is over the cap (chunked bodies are capped by
-/// `DefaultBodyLimit` where handlers read them).
+/// Caps request bodies with a 413 Status. A declared length over the cap is refused before the
+/// handler runs; a body of unknown length (chunked) is read here up to the cap and handed on
+/// whole. A refused body is still read and discarded (up to [`DRAIN_MAX_BYTES`]) so that clients
+/// which only read the answer after sending everything (hyper, urllib3) get the 413 rather than
+/// a broken pipe.
 async fn body_limit(State(max): State<usize>, req: Request, next: Next) -> Response {
+    let too_large = || {
+        ApiError::request_entity_too_large(format!("Request entity too large: limit is {max}"))
+            .into_response()
+    };
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max as u64) {
-        return ApiError::request_entity_too_large(format!(
-            "Request entity too large: limit is {max}"
-        ))
-        .into_response();
+    if let Some(len) = declared {
+        if len > max as u64 {
+            if len <= DRAIN_MAX_BYTES {
+                drain(req.into_body().into_data_stream(), DRAIN_MAX_BYTES).await;
+            }
+            return too_large();
+        }
+        return next.run(req).await;
     }
-    next.run(req).await
+    let long_running = req.extensions().get::<RequestAttributes>().is_some_and(|a| a.long_running);
+    let may_have_body =
+        !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if long_running || !may_have_body || req.headers().contains_key(axum::http::header::UPGRADE) {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) if buf.len() + chunk.len() > max => {
+                drain(stream, DRAIN_MAX_BYTES).await;
+                return too_large();
+            }
+            Ok(chunk) => buf.extend_from_slice(&chunk),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read a request body");
+                return ApiError::bad_request("unable to read the request body").into_response();
+            }
+        }
+    }
+    next.run(Request::from_parts(parts, Body::from(buf.freeze()))).await
+}
+
+/// Reads and discards at most `limit` more bytes of a body (for at most a few seconds).
+async fn drain(mut stream: axum::body::BodyDataStream, limit: u64) {
+    let mut seen = 0u64;
+    let read = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len() as u64;
+            if seen > limit {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
 }
 
 /// Ends long-running response streams (watches) when shutdown begins, so connections can drain.
@@ -433,10 +447,7 @@ async fn end_streams_on_shutdown(
     req: Request,
     next: Next,
 ) -> Response {
-    let long_running = req
-        .extensions()
-        .get::<RequestAttributes>()
-        .is_some_and(|a| a.long_running);
+    let long_running = req.extensions().get::<RequestAttributes>().is_some_and(|a| a.long_running);
     let response = next.run(req).await;
     if !long_running || !response.status().is_success() {
         return response;
@@ -464,11 +475,7 @@ impl Predicate for LargeCompleteBodies {
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         response.status().is_success()
             && !streaming_type
-            && response
-                .body()
-                .size_hint()
-                .exact()
-                .is_some_and(|n| n >= COMPRESS_MIN_BYTES)
+            && response.body().size_hint().exact().is_some_and(|n| n >= COMPRESS_MIN_BYTES)
     }
 }
 
@@ -534,17 +541,12 @@ impl Supervisor {
         };
         if let Err(e) = &outcome {
             self.health.set_store_failed();
-            let _ = self
-                .phase
-                .send(Phase::Failed(crate::apiserver::server::error_chain(e)));
+            let _ = self.phase.send(Phase::Failed(crate::apiserver::server::error_chain(e)));
         }
         self.health.set_shutting_down();
         let _ = self.stop_tx.send(true);
         // The accept loop drops its sender on stop; connections drop theirs when they finish.
-        if tokio::time::timeout(DRAIN_TIMEOUT, conn_rx.recv())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(DRAIN_TIMEOUT, conn_rx.recv()).await.is_err() {
             tracing::warn!("connections still open after the drain timeout; closing them");
         }
         accept.abort();
@@ -587,9 +589,8 @@ async fn open_storage(
             )
         }
     };
-    let store = Store::open(backend, CacheOptions::default())
-        .await
-        .map_err(ServerError::Storage)?;
+    let store =
+        Store::open(backend, CacheOptions::default()).await.map_err(ServerError::Storage)?;
     health.set_store_open();
     metrics.set_store(store.clone());
     let _ = slot.set(store.clone());
@@ -722,11 +723,7 @@ mod tests {
 
     fn attrs_for(uri: &str) -> RequestAttributes {
         let uri: axum::http::Uri = uri.parse().expect("uri");
-        RequestAttributes::parse(
-            &axum::http::Method::GET,
-            &uri,
-            &axum::http::HeaderMap::new(),
-        )
+        RequestAttributes::parse(&axum::http::Method::GET, &uri, &axum::http::HeaderMap::new())
     }
 
     fn req(uri: &str) -> Request {
@@ -738,10 +735,7 @@ mod tests {
     #[tokio::test]
     async fn inflight_cap_answers_429_and_exempts_long_running() {
         let permits = Arc::new(Semaphore::new(1));
-        let limit = Arc::new(InflightLimit {
-            permits: permits.clone(),
-            metrics: Metrics::new(),
-        });
+        let limit = Arc::new(InflightLimit { permits: permits.clone(), metrics: Metrics::new() });
         let gate = Arc::new(Semaphore::new(0));
         let g = gate.clone();
         let app = Router::new()
@@ -761,41 +755,22 @@ mod tests {
         while permits.available_permits() > 0 {
             tokio::task::yield_now().await;
         }
-        let second = app
-            .clone()
-            .oneshot(req("/api/v1/pods"))
-            .await
-            .expect("infallible");
+        let second = app.clone().oneshot(req("/api/v1/pods")).await.expect("infallible");
         assert_eq!(second.status(), 429);
-        assert_eq!(
-            second
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok()),
-            Some("1")
-        );
+        assert_eq!(second.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
 
         // A watch is not counted: it reaches the (blocked) handler instead of getting 429.
         let watch = tokio::spawn(app.clone().oneshot(req("/api/v1/pods?watch=true")));
         gate.add_permits(2);
-        assert_eq!(
-            watch.await.expect("join").expect("infallible").status(),
-            200
-        );
-        assert_eq!(
-            first.await.expect("join").expect("infallible").status(),
-            200
-        );
+        assert_eq!(watch.await.expect("join").expect("infallible").status(), 200);
+        assert_eq!(first.await.expect("join").expect("infallible").status(), 200);
         assert_eq!(permits.available_permits(), 1);
     }
 
     #[tokio::test]
     async fn declared_bodies_over_the_cap_get_413() {
         let app = Router::new()
-            .route(
-                "/api/v1/namespaces",
-                axum::routing::post(|| async { "created" }),
-            )
+            .route("/api/v1/namespaces", axum::routing::post(|| async { "created" }))
             .layer(from_fn_with_state(10usize, body_limit));
         let big = Request::post("/api/v1/namespaces")
             .header(CONTENT_LENGTH, "11")

@@ -34,9 +34,7 @@ pub fn server_config(pki: &Pki) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
 
     let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(pki.ca_cert_der.clone()))
-        .map_err(TlsError::Roots)?;
+    roots.add(CertificateDer::from(pki.ca_cert_der.clone())).map_err(TlsError::Roots)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()?;
@@ -56,13 +54,9 @@ pub fn server_config(pki: &Pki) -> Result<Arc<ServerConfig>, TlsError> {
 fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|_| TlsError::Pem {
-            what: "serving certificate",
-        })?;
+        .map_err(|_| TlsError::Pem { what: "serving certificate" })?;
     if certs.is_empty() {
-        return Err(TlsError::Pem {
-            what: "serving certificate",
-        });
+        return Err(TlsError::Pem { what: "serving certificate" });
     }
     Ok(certs)
 }
@@ -71,7 +65,5 @@ fn parse_key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
     rustls_pemfile::private_key(&mut pem.as_bytes())
         .ok()
         .flatten()
-        .ok_or(TlsError::Pem {
-            what: "serving key",
-        })
+        .ok_or(TlsError::Pem { what: "serving key" })
 }

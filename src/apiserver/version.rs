@@ -30,10 +30,7 @@ pub struct VersionInfo {
 
 /// "v1.33.0-skiff.<crate version>" (a valid semver).
 pub fn git_version() -> String {
-    format!(
-        "v{KUBERNETES_MAJOR}.{KUBERNETES_MINOR}.0-skiff.{}",
-        env!("CARGO_PKG_VERSION")
-    )
+    format!("v{KUBERNETES_MAJOR}.{KUBERNETES_MINOR}.0-skiff.{}", env!("CARGO_PKG_VERSION"))
 }
 
 /// This build's version.Info.
@@ -47,12 +44,7 @@ pub fn info() -> VersionInfo {
         min_compatibility_minor: "32".into(),
         git_version: git_version(),
         git_commit: option_env!("SKIFF_GIT_COMMIT").unwrap_or("").into(),
-        git_tree_state: if option_env!("SKIFF_GIT_COMMIT").is_some() {
-            "clean"
-        } else {
-            ""
-        }
-        .into(),
+        git_tree_state: if option_env!("SKIFF_GIT_COMMIT").is_some() { "clean" } else { "" }.into(),
         build_date: build_date(),
         go_version: "n/a (rust)".into(),
         compiler: "rustc".into(),
@@ -90,9 +82,7 @@ fn build_date() -> String {
             .and_then(std::fs::metadata)
             .and_then(|m| m.modified())
             .map(|t| {
-                chrono::DateTime::<chrono::Utc>::from(t)
-                    .format("%Y-%m-%dT%H:%M:%SZ")
-                    .to_string()
+                chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%SZ").to_string()
             })
             .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
     })

@@ -87,10 +87,7 @@ impl ServerArgs {
                         reason: "give both or neither".into(),
                     });
                 }
-                Datastore::Etcd {
-                    endpoint: url.clone(),
-                    tls,
-                }
+                Datastore::Etcd { endpoint: url.clone(), tls }
             }
             Some(url) => {
                 return Err(CliError::InvalidFlag {
@@ -162,25 +159,15 @@ mod tests {
         let mut argv = vec!["skiff"];
         argv.extend_from_slice(args);
         Wrap::try_parse_from(argv)
-            .map_err(|e| CliError::InvalidFlag {
-                flag: "",
-                reason: e.to_string(),
-            })?
+            .map_err(|e| CliError::InvalidFlag { flag: "", reason: e.to_string() })?
             .args
             .to_config()
     }
 
     #[test]
     fn flags_map_to_config() {
-        let c = parse(&[
-            "--data-dir",
-            "/d",
-            "--secure-port",
-            "0",
-            "--bind-address",
-            "127.0.0.1",
-        ])
-        .expect("ok");
+        let c = parse(&["--data-dir", "/d", "--secure-port", "0", "--bind-address", "127.0.0.1"])
+            .expect("ok");
         assert_eq!(c.secure_port, 0);
         assert_eq!(c.kubeconfig_path(), PathBuf::from("/d/kubeconfig.yaml"));
         assert_eq!(c.datastore, Datastore::Sqlite);

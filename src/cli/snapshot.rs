@@ -42,24 +42,11 @@ pub fn run(cmd: SnapshotCommand) -> Result<(), CliError> {
                 path: file.clone(),
                 source,
             })?;
-            println!(
-                "Saved snapshot {} of {}: {}",
-                file.display(),
-                db.display(),
-                describe(&info)
-            );
+            println!("Saved snapshot {} of {}: {}", file.display(), db.display(), describe(&info));
         }
-        SnapshotCommand::Restore {
-            file,
-            data_dir,
-            force,
-        } => {
+        SnapshotCommand::Restore { file, data_dir, force } => {
             let info = snapshot::restore(&file, &data_dir, force).map_err(|source| {
-                CliError::Snapshot {
-                    action: "restore",
-                    path: file.clone(),
-                    source,
-                }
+                CliError::Snapshot { action: "restore", path: file.clone(), source }
             })?;
             println!(
                 "Restored snapshot {} into {}: {}",
@@ -73,8 +60,5 @@ pub fn run(cmd: SnapshotCommand) -> Result<(), CliError> {
 }
 
 fn describe(info: &SnapshotInfo) -> String {
-    format!(
-        "revision {}, {} keys, {} bytes",
-        info.revision, info.keys, info.bytes
-    )
+    format!("revision {}, {} keys, {} bytes", info.revision, info.keys, info.bytes)
 }

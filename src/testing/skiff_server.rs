@@ -75,10 +75,7 @@ impl TempDir {
                 Err(e) => return Err(e),
             }
         }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            "no free temp dir name",
-        ))
+        Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "no free temp dir name"))
     }
 
     pub fn path(&self) -> &Path {
@@ -117,15 +114,11 @@ pub async fn client_for(kubeconfig: &Path, credentials: Credentials) -> Result<k
             config.root_cert = Some(vec![ca_der]);
             if let Credentials::Token(token) = &credentials {
                 let value =
-                    format!("Bearer {token}")
-                        .parse()
-                        .map_err(|_| TestServerError::Kubeconfig {
-                            path: kubeconfig.to_path_buf(),
-                            reason: "the token cannot go in a header".into(),
-                        })?;
-                config
-                    .headers
-                    .push((axum::http::header::AUTHORIZATION, value));
+                    format!("Bearer {token}").parse().map_err(|_| TestServerError::Kubeconfig {
+                        path: kubeconfig.to_path_buf(),
+                        reason: "the token cannot go in a header".into(),
+                    })?;
+                config.headers.push((axum::http::header::AUTHORIZATION, value));
             }
             config
         }
@@ -140,21 +133,15 @@ fn cluster_of(path: &Path, kc: &Kubeconfig) -> Result<(axum::http::Uri, Vec<u8>)
         path: path.to_path_buf(),
         reason: reason.into(),
     };
-    let cluster = kc
-        .clusters
-        .first()
-        .and_then(|c| c.cluster.as_ref())
-        .ok_or_else(|| bad("no cluster"))?;
+    let cluster =
+        kc.clusters.first().and_then(|c| c.cluster.as_ref()).ok_or_else(|| bad("no cluster"))?;
     let url = cluster
         .server
         .as_deref()
         .ok_or_else(|| bad("no server"))?
         .parse()
         .map_err(|_| bad("bad server URL"))?;
-    let ca_b64 = cluster
-        .certificate_authority_data
-        .as_deref()
-        .ok_or_else(|| bad("no CA data"))?;
+    let ca_b64 = cluster.certificate_authority_data.as_deref().ok_or_else(|| bad("no CA data"))?;
     let ca_pem = base64::engine::general_purpose::STANDARD
         .decode(ca_b64)
         .map_err(|_| bad("CA data not base64"))?;
@@ -190,18 +177,12 @@ pub async fn request(
     for (k, v) in headers {
         builder = builder.header(*k, *v);
     }
-    let req = builder
-        .body(kube::client::Body::from(body))
-        .map_err(kube::Error::HttpError)?;
+    let req = builder.body(kube::client::Body::from(body)).map_err(kube::Error::HttpError)?;
     let response = client.send(req).await?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect_bytes().await?;
-    Ok(RawResponse {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    })
+    Ok(RawResponse { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() })
 }
 
 /// GET `path`.
@@ -235,21 +216,12 @@ impl InProcessServer {
         config.secure_port = 0;
         configure(&mut config);
         let handle = server::start(config).await?;
-        tokio::time::timeout(READY_TIMEOUT, handle.ready())
-            .await
-            .map_err(|_| TestServerError::Timeout {
-                timeout: READY_TIMEOUT,
-                log: String::new(),
-            })??;
+        tokio::time::timeout(READY_TIMEOUT, handle.ready()).await.map_err(|_| {
+            TestServerError::Timeout { timeout: READY_TIMEOUT, log: String::new() }
+        })??;
         let kubeconfig = handle.kubeconfig_path().to_path_buf();
         let client = client_for(&kubeconfig, Credentials::Kubeconfig).await?;
-        Ok(InProcessServer {
-            addr: handle.local_addr(),
-            kubeconfig,
-            client,
-            handle,
-            dir,
-        })
+        Ok(InProcessServer { addr: handle.local_addr(), kubeconfig, client, handle, dir })
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -326,9 +298,7 @@ impl SkiffProcess {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             .kill_on_drop(true);
-        let child = cmd
-            .spawn()
-            .map_err(io(format!("run {}", binary.display())))?;
+        let child = cmd.spawn().map_err(io(format!("run {}", binary.display())))?;
         let mut process = SkiffProcess {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             kubeconfig,
@@ -348,10 +318,7 @@ impl SkiffProcess {
         let mut client: Option<kube::Client> = None;
         loop {
             if let Some(status) = self.child.try_wait().map_err(io("poll the child"))? {
-                return Err(TestServerError::Exited {
-                    status,
-                    log: self.log(),
-                });
+                return Err(TestServerError::Exited { status, log: self.log() });
             }
             if client.is_none() && self.kubeconfig.exists() {
                 // The file is renamed into place whole, so it is complete once it exists.
@@ -359,9 +326,8 @@ impl SkiffProcess {
                 let kc = Kubeconfig::read_from(&self.kubeconfig)?;
                 let (url, _) = cluster_of(&self.kubeconfig, &kc)?;
                 if let (Some(host), Some(port)) = (url.host(), url.port_u16()) {
-                    if let Ok(ip) = host
-                        .trim_matches(|c| c == '[' || c == ']')
-                        .parse::<std::net::IpAddr>()
+                    if let Ok(ip) =
+                        host.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>()
                     {
                         self.addr = SocketAddr::new(ip, port);
                     }
@@ -377,10 +343,7 @@ impl SkiffProcess {
                 }
             }
             if Instant::now() > deadline {
-                return Err(TestServerError::Timeout {
-                    timeout: READY_TIMEOUT,
-                    log: self.log(),
-                });
+                return Err(TestServerError::Timeout { timeout: READY_TIMEOUT, log: self.log() });
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(50));
@@ -457,15 +420,7 @@ pub fn kubectl_binaries() -> Vec<Kubectl> {
             let version = name.strip_prefix("kubectl.")?.to_string();
             let (major, minor) = version.split_once('.')?;
             let minor: u32 = minor.parse().ok()?;
-            (major == "1").then(|| {
-                (
-                    minor,
-                    Kubectl {
-                        version,
-                        path: e.path(),
-                    },
-                )
-            })
+            (major == "1").then(|| (minor, Kubectl { version, path: e.path() }))
         })
         .collect();
     found.sort_by_key(|(minor, _)| *minor);
@@ -474,9 +429,7 @@ pub fn kubectl_binaries() -> Vec<Kubectl> {
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// What a kubectl run produced.
@@ -500,10 +453,7 @@ pub async fn run_kubectl(
     kubeconfig: &Path,
     args: &[&str],
 ) -> Result<KubectlOutput> {
-    let cache = kubeconfig
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("kubectl-cache");
+    let cache = kubeconfig.parent().unwrap_or(Path::new(".")).join("kubectl-cache");
     let mut cmd = tokio::process::Command::new(kubectl);
     cmd.args(args)
         .env("KUBECONFIG", kubeconfig)
@@ -512,9 +462,7 @@ pub async fn run_kubectl(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .map_err(io(format!("run {}", kubectl.display())))?;
+    let child = cmd.spawn().map_err(io(format!("run {}", kubectl.display())))?;
     let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
         .await
         .map_err(|_| TestServerError::Io {
