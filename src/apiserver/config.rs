@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub disable_agent: bool,
     pub max_requests_inflight: usize,
     pub max_request_body_bytes: usize,
+    /// More names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
 }
 
 impl ServerConfig {
@@ -72,6 +74,7 @@ impl ServerConfig {
             disable_agent: false,
             max_requests_inflight: DEFAULT_MAX_REQUESTS_INFLIGHT,
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+            tls_sans: Vec::new(),
         }
     }
 

@@ -491,6 +491,22 @@ mod tests {
     }
 
     #[test]
+    fn leaves_from_another_ca_are_reissued() {
+        let (a, b) = (temp_dir("ca-a"), temp_dir("ca-b"));
+        let names = ServingNames::for_server(IpAddr::from([127, 0, 0, 1]), &[]);
+        let pki_a = Pki::ensure(&a, &names).expect("a");
+        Pki::ensure(&b, &names).expect("b");
+        for f in ["admin.crt", "admin.key"] {
+            std::fs::copy(b.join(f), a.join(f)).expect("copy");
+        }
+        let again = Pki::ensure(&a, &names).expect("a again");
+        assert_ne!(again.admin.cert_pem, std::fs::read_to_string(b.join("admin.crt")).expect("b"));
+        assert_eq!(again.serving.cert_pem, pki_a.serving.cert_pem);
+        let _ = std::fs::remove_dir_all(&a);
+        let _ = std::fs::remove_dir_all(&b);
+    }
+
+    #[test]
     fn dns_names() {
         assert!(is_dns_name("kubernetes.default.svc"));
         assert!(!is_dns_name("under_score"));

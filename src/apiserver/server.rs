@@ -207,7 +207,9 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         PkiError::Io { path, source } => ServerError::DataDir { path, source },
         other => ServerError::Pki(other),
     })?;
-    let names = ServingNames::for_server(config.bind_address, &[]);
+    let mut extra_names = config.tls_sans.clone();
+    extra_names.push(crate::registry::bootstrap::KUBERNETES_SERVICE_IP.to_string());
+    let names = ServingNames::for_server(config.bind_address, &extra_names);
     let pki_dir = config.pki_dir();
     let pki = tokio::task::spawn_blocking(move || Pki::ensure(&pki_dir, &names))
         .await

@@ -41,6 +41,9 @@ pub struct ServerArgs {
     /// Static bearer tokens, one per line: token,user,uid,"group1,group2"
     #[arg(long, value_name = "FILE")]
     pub token_auth_file: Option<PathBuf>,
+    /// Another host name or IP for the serving certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub tls_sans: Vec<String>,
     /// Do not run the node agent in this process.
     #[arg(long)]
     pub disable_agent: bool,
@@ -58,6 +61,7 @@ impl ServerArgs {
         config.kubeconfig_path = self.write_kubeconfig.clone();
         config.token_auth_file = self.token_auth_file.clone();
         config.disable_agent = self.disable_agent;
+        config.tls_sans = self.tls_sans.clone();
         if self.max_requests_inflight == 0 {
             return Err(CliError::InvalidFlag {
                 flag: "--max-requests-inflight",
