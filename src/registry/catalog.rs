@@ -504,7 +504,7 @@ mod tests {
         assert_eq!(groups[0].name, "");
         let autoscaling = groups.iter().find(|g| g.name == "autoscaling").unwrap();
         assert_eq!(autoscaling.versions, vec!["v2", "v1"]);
-        assert_eq!(groups.len(), 18);
+        assert_eq!(groups.len(), 17);
     }
 
     #[test]

@@ -41,12 +41,12 @@ impl Registry {
                 m.remove("status");
             }
         }
-        strategy.prepare_for_create(&ctx, &mut obj);
         let generate = object::str_at(&obj, "metadata.generateName").unwrap_or("").to_string();
         let generated = object::name(&obj).is_empty() && !generate.is_empty();
         if generated {
             object::meta_mut(&mut obj).insert("name".into(), json!(meta::generate_name(&generate)));
         }
+        strategy.prepare_for_create(&ctx, &mut obj);
         let mut causes = meta::validate_create(res, strategy.name_rule(), &obj);
         causes.extend(strategy.validate(&obj));
         if !causes.is_empty() {

@@ -1,13 +1,23 @@
-//! (in progress) HorizontalPodAutoscaler: strategy and the autoscaling/v1 <-> v2 conversion.
-use serde_json::Value;
+//! HorizontalPodAutoscalers, served as autoscaling/v2 (stored) and autoscaling/v1 (converted).
+//!
+//! The v1 form only knows a CPU utilization target: converting v1 to v2 turns it into one
+//! Resource metric, and v2 to v1 keeps only that metric. A v1 write therefore replaces any
+//! other v2 metrics and the behavior section; upstream keeps those in annotations, skiff does
+//! not (yet).
 
+use serde_json::{json, Value};
+
+use crate::apiserver::status::StatusCause;
 use crate::registry::catalog::Conversion;
-use crate::registry::strategy::Strategy;
+use crate::registry::object::{self, default_field};
+use crate::registry::strategy::{Column, Strategy};
+use crate::registry::validation as v;
 
 /// The HorizontalPodAutoscaler strategy (both versions).
 pub struct HpaStrategy;
 
-impl Strategy for HpaStrategy {}
+/// The CPU utilization target an HPA without metrics gets.
+pub const DEFAULT_CPU_UTILIZATION: i64 = 80;
 
 /// autoscaling/v1 served, autoscaling/v2 stored.
 pub const V1_CONVERSION: Conversion = Conversion {
@@ -17,10 +27,192 @@ pub const V1_CONVERSION: Conversion = Conversion {
     from_storage: v2_to_v1,
 };
 
-fn v1_to_v2(v: Value) -> Value {
-    v
+impl Strategy for HpaStrategy {
+    fn default(&self, obj: &mut Value) {
+        let v2 = object::str_at(obj, "apiVersion") != Some("autoscaling/v1");
+        let Some(spec) = object::ensure_object(obj, "spec") else { return };
+        default_field(spec, "minReplicas", json!(1));
+        if v2 {
+            let empty = spec.get("metrics").and_then(Value::as_array).is_none_or(|m| m.is_empty());
+            if empty {
+                spec.insert("metrics".into(), json!([cpu_metric(DEFAULT_CPU_UTILIZATION)]));
+            }
+        }
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<StatusCause> {
+        let mut out = vec![];
+        let min = object::path(obj, "spec.minReplicas").and_then(Value::as_i64).unwrap_or(1);
+        let max = object::path(obj, "spec.maxReplicas").and_then(Value::as_i64).unwrap_or(0);
+        if min < 1 {
+            out.push(v::invalid(
+                "spec.minReplicas",
+                &json!(min),
+                "must be greater than or equal to 1",
+            ));
+        }
+        if max < min {
+            out.push(v::invalid(
+                "spec.maxReplicas",
+                &json!(max),
+                "must be greater than or equal to `minReplicas`",
+            ));
+        }
+        for f in ["kind", "name"] {
+            let path = format!("spec.scaleTargetRef.{f}");
+            if object::str_at(obj, &path).unwrap_or("").is_empty() {
+                out.push(v::required(&path, ""));
+            }
+        }
+        out
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        vec![
+            Column::NAME,
+            Column::new("Reference", "string", 0, |o| {
+                json!(format!(
+                    "{}/{}",
+                    object::str_at(o, "spec.scaleTargetRef.kind").unwrap_or(""),
+                    object::str_at(o, "spec.scaleTargetRef.name").unwrap_or("")
+                ))
+            }),
+            Column::new("Targets", "string", 0, |o| json!(targets(&v2_view(o)))),
+            Column::new("MinPods", "string", 0, |o| {
+                json!(object::path(o, "spec.minReplicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1)
+                    .to_string())
+            }),
+            Column::new("MaxPods", "integer", 0, |o| {
+                json!(object::path(o, "spec.maxReplicas").and_then(Value::as_i64).unwrap_or(0))
+            }),
+            Column::new("Replicas", "integer", 0, |o| {
+                json!(object::path(o, "status.currentReplicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0))
+            }),
+            Column::AGE,
+        ]
+    }
 }
 
-fn v2_to_v1(v: Value) -> Value {
-    v
+fn cpu_metric(target: i64) -> Value {
+    json!({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": target}}})
+}
+
+fn v2_view(o: &Value) -> Value {
+    if object::str_at(o, "apiVersion") == Some("autoscaling/v1") {
+        v1_to_v2(o.clone())
+    } else {
+        o.clone()
+    }
+}
+
+fn targets(o: &Value) -> String {
+    let metrics =
+        object::path(o, "spec.metrics").and_then(Value::as_array).cloned().unwrap_or_default();
+    let current = object::path(o, "status.currentMetrics")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let cells: Vec<String> = metrics
+        .iter()
+        .map(|m| {
+            let name = m.pointer("/resource/name").and_then(Value::as_str).unwrap_or("");
+            let target = m.pointer("/resource/target/averageUtilization").and_then(Value::as_i64);
+            let now = current
+                .iter()
+                .find(|c| c.pointer("/resource/name").and_then(Value::as_str) == Some(name))
+                .and_then(|c| {
+                    c.pointer("/resource/current/averageUtilization").and_then(Value::as_i64)
+                });
+            let now = now.map_or("<unknown>".to_string(), |n| format!("{n}%"));
+            match target {
+                Some(t) => format!("{name}: {now}/{t}%"),
+                None => format!("{name}: <unknown>"),
+            }
+        })
+        .collect();
+    if cells.is_empty() {
+        "<none>".into()
+    } else {
+        cells.join(", ")
+    }
+}
+
+/// An autoscaling/v1 object as autoscaling/v2.
+pub fn v1_to_v2(v: Value) -> Value {
+    let Value::Object(mut m) = v else { return v };
+    m.insert("apiVersion".into(), json!("autoscaling/v2"));
+    if let Some(Value::Object(spec)) = m.get_mut("spec") {
+        if let Some(t) = spec.remove("targetCPUUtilizationPercentage").and_then(|t| t.as_i64()) {
+            spec.insert("metrics".into(), json!([cpu_metric(t)]));
+        }
+    }
+    if let Some(Value::Object(status)) = m.get_mut("status") {
+        if let Some(c) = status.remove("currentCPUUtilizationPercentage").and_then(|t| t.as_i64()) {
+            status.insert(
+                "currentMetrics".into(),
+                json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": c}}}]),
+            );
+        }
+    }
+    Value::Object(m)
+}
+
+/// An autoscaling/v2 object as autoscaling/v1 (only the CPU utilization metric survives).
+pub fn v2_to_v1(v: Value) -> Value {
+    let Value::Object(mut m) = v else { return v };
+    m.insert("apiVersion".into(), json!("autoscaling/v1"));
+    if let Some(Value::Object(spec)) = m.get_mut("spec") {
+        let metrics = spec.remove("metrics");
+        spec.remove("behavior");
+        let cpu = metrics.as_ref().and_then(Value::as_array).and_then(|ms| {
+            ms.iter()
+                .find(|x| x.pointer("/resource/name").and_then(Value::as_str) == Some("cpu"))
+                .and_then(|x| {
+                    x.pointer("/resource/target/averageUtilization").and_then(Value::as_i64)
+                })
+        });
+        if let Some(c) = cpu {
+            spec.insert("targetCPUUtilizationPercentage".into(), json!(c));
+        }
+    }
+    if let Some(Value::Object(status)) = m.get_mut("status") {
+        let current = status.remove("currentMetrics");
+        status.remove("conditions");
+        let cpu = current.as_ref().and_then(Value::as_array).and_then(|ms| {
+            ms.iter()
+                .find(|x| x.pointer("/resource/name").and_then(Value::as_str) == Some("cpu"))
+                .and_then(|x| {
+                    x.pointer("/resource/current/averageUtilization").and_then(Value::as_i64)
+                })
+        });
+        if let Some(c) = cpu {
+            status.insert("currentCPUUtilizationPercentage".into(), json!(c));
+        }
+        if !status.contains_key("currentReplicas") {
+            status.insert("currentReplicas".into(), json!(0));
+        }
+    }
+    Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_and_v2_convert() {
+        let v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+                        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "d"}, "maxReplicas": 5, "targetCPUUtilizationPercentage": 50}});
+        let v2 = v1_to_v2(v1.clone());
+        assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 50);
+        assert_eq!(v2_to_v1(v2)["spec"], v1["spec"]);
+        let mut fresh = json!({"apiVersion": "autoscaling/v2", "spec": {"maxReplicas": 3}});
+        HpaStrategy.default(&mut fresh);
+        assert_eq!(fresh["spec"]["minReplicas"], 1);
+        assert_eq!(fresh["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 80);
+    }
 }

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod namespaces;
 pub mod nodes;
 pub mod pods;
+pub mod podspec;
 pub mod replicasets;
 pub mod replicationcontrollers;
 pub mod secrets;
