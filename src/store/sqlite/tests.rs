@@ -1,0 +1,586 @@
+//! Tests of the SQLite backend: semantics, concurrency, MVCC reads, events, compaction,
+//! recovery, schema guards and a full disk.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{SqliteBackend, SqliteOptions};
+use crate::store::{Backend, Event, EventKind, EventStream, Revision, StoreError};
+
+fn manual() -> SqliteOptions {
+    SqliteOptions { compaction_interval: Duration::ZERO, ..Default::default() }
+}
+
+fn open(dir: &Path, opts: SqliteOptions) -> SqliteBackend {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
+    SqliteBackend::open(&SqliteBackend::db_path(dir), opts).expect("open")
+}
+
+fn val(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn log_rows(path: &Path) -> i64 {
+    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    conn.query_row("SELECT count(*) FROM log", [], |r| r.get(0)).unwrap()
+}
+
+/// Reads events from `stream` until one at `until` arrives.
+async fn collect(stream: &mut EventStream, until: Revision) -> Vec<Event> {
+    let mut out = Vec::new();
+    while out.last().map(Event::revision).unwrap_or(0) < until {
+        let batch = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("events arrive")
+            .expect("stream open")
+            .expect("no error");
+        assert!(!batch.is_empty(), "empty batch");
+        out.extend(batch);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_get_update_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), manual());
+    assert_eq!(db.name(), "sqlite");
+    assert_eq!(db.current_revision().await.unwrap(), 0);
+
+    let a = db.create("/a", val("v1")).await.unwrap();
+    assert_eq!((a.create_revision, a.mod_revision), (1, 1));
+    assert_eq!(db.create("/a", val("x")).await, Err(StoreError::AlreadyExists { key: "/a".into() }));
+    let a2 = db.update("/a", val("v2"), Some(1)).await.unwrap();
+    assert_eq!((a2.create_revision, a2.mod_revision, a2.value.clone()), (1, 2, val("v2")));
+    assert_eq!(
+        db.update("/a", val("v3"), Some(1)).await,
+        Err(StoreError::Conflict { key: "/a".into(), expected: 1, current: 2 })
+    );
+    assert_eq!(db.update("/nope", val("x"), None).await, Err(StoreError::NotFound { key: "/nope".into() }));
+    assert_eq!(db.delete("/nope", None).await, Err(StoreError::NotFound { key: "/nope".into() }));
+    assert_eq!(
+        db.delete("/a", Some(7)).await,
+        Err(StoreError::Conflict { key: "/a".into(), expected: 7, current: 2 })
+    );
+    assert!(matches!(db.create("", val("x")).await, Err(StoreError::Invalid(_))));
+    // Failed requests took no revision.
+    assert_eq!(db.current_revision().await.unwrap(), 2);
+
+    let gone = db.delete("/a", Some(2)).await.unwrap();
+    assert_eq!((gone.value.clone(), gone.create_revision, gone.mod_revision), (val("v2"), 1, 3));
+    assert_eq!(db.get_at("/a", 0).await.unwrap(), None);
+    assert_eq!(db.get_at("/a", 3).await.unwrap(), None);
+    assert_eq!(db.get_at("/a", 2).await.unwrap().unwrap().value, val("v2"));
+    assert_eq!(db.get_at("/a", 1).await.unwrap().unwrap().value, val("v1"));
+    assert_eq!(db.get_at("/a", 9).await, Err(StoreError::FutureRevision { requested: 9, current: 3 }));
+    assert_eq!(db.update("/a", val("x"), None).await, Err(StoreError::NotFound { key: "/a".into() }));
+
+    let again = db.create("/a", val("new")).await.unwrap();
+    assert_eq!((again.create_revision, again.mod_revision), (4, 4));
+    let plain = db.update("/a", val("newer"), None).await.unwrap();
+    assert_eq!((plain.create_revision, plain.mod_revision), (4, 5));
+    assert_eq!(db.get_at("/a", 0).await.unwrap(), Some(plain));
+    assert_eq!(db.revision(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_cas_has_one_winner_per_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(open(dir.path(), manual()));
+    let mut rev = db.create("/cas", val("0")).await.unwrap().mod_revision;
+    for round in 0..20 {
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move { db.update("/cas", val(&format!("{round}-{i}")), Some(rev)).await })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut conflicts = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(kv) => winners.push(kv),
+                Err(StoreError::Conflict { expected, current, .. }) => {
+                    assert_eq!(expected, rev);
+                    assert!(current > rev);
+                    conflicts += 1;
+                }
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}");
+        assert_eq!(conflicts, 31);
+        assert_eq!(winners[0].mod_revision, rev + 1, "a conflict takes no revision");
+        rev = winners[0].mod_revision;
+        assert_eq!(db.get_at("/cas", 0).await.unwrap().unwrap(), winners[0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_at_an_old_revision_sees_the_old_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), manual());
+    db.create("/a/1", val("a1")).await.unwrap();
+    db.create("/a/2", val("a2")).await.unwrap();
+    db.create("/b/1", val("b1")).await.unwrap();
+    let before = db.revision();
+    db.update("/a/1", val("a1'"), None).await.unwrap();
+    db.delete("/a/2", None).await.unwrap();
+    db.create("/a/3", val("a3")).await.unwrap();
+    db.create("/a", val("not under /a/")).await.unwrap();
+
+    let old = db.list_at("/a/", None, 0, before).await.unwrap();
+    assert_eq!(old.revision, before);
+    let got: Vec<_> = old.items.iter().map(|kv| (kv.key.as_str(), kv.value.clone(), kv.mod_revision)).collect();
+    assert_eq!(got, vec![("/a/1", val("a1"), 1), ("/a/2", val("a2"), 2)]);
+    assert!(!old.more);
+
+    let now = db.list_at("/a/", None, 0, 0).await.unwrap();
+    assert_eq!(now.revision, db.revision());
+    let keys: Vec<_> = now.items.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, vec!["/a/1", "/a/3"]);
+    assert_eq!(now.items[0].value, val("a1'"));
+
+    let all = db.list_at("", None, 0, before).await.unwrap();
+    assert_eq!(all.items.len(), 3);
+    let page = db.list_at("", Some("/a/1"), 1, before).await.unwrap();
+    assert_eq!(page.items[0].key, "/a/2");
+    assert!(page.more);
+    assert_eq!(
+        db.list_at("/a/", None, 0, 99).await.unwrap_err(),
+        StoreError::FutureRevision { requested: 99, current: db.revision() }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pagination_at_a_fixed_revision_while_writes_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(open(dir.path(), manual()));
+    for i in 0..100 {
+        db.create(&format!("/p/{i:03}"), val(&format!("v{i}"))).await.unwrap();
+    }
+    let at = db.revision();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (db, stop) = (db.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let i = n % 100;
+                db.update(&format!("/p/{i:03}"), val("changed"), None).await.ok();
+                db.create(&format!("/p/{i:03}x{n}"), val("extra")).await.unwrap();
+                if i % 3 == 0 {
+                    db.delete(&format!("/p/{:03}", (i + 1) % 100), None).await.ok();
+                }
+                n += 1;
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = db.list_at("/p/", after.as_deref(), 7, at).await.unwrap();
+        assert_eq!(page.revision, at);
+        assert!(page.items.len() <= 7);
+        for kv in &page.items {
+            let i: usize = kv.key[3..].parse().unwrap();
+            assert_eq!(kv.value, val(&format!("v{i}")));
+        }
+        seen.extend(page.items.iter().map(|kv| kv.key.clone()));
+        after = page.items.last().map(|kv| kv.key.clone());
+        if !page.more {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.await.unwrap();
+    let expected: Vec<_> = (0..100).map(|i| format!("/p/{i:03}")).collect();
+    assert_eq!(seen, expected);
+    assert!(db.revision() > at + 10, "writes went on meanwhile");
+}
+
+/// (revision, kind, key, value, previous value)
+type Expect = (Revision, EventKind, &'static str, &'static str, Option<&'static str>);
+
+fn check_events(got: &[Event], want: &[Expect]) {
+    let got: Vec<_> = got
+        .iter()
+        .map(|e| (e.revision(), e.kind, e.kv.key.clone(), e.kv.value.clone(), e.prev.as_ref().map(|p| p.value.clone())))
+        .collect();
+    let want: Vec<_> =
+        want.iter().map(|(r, k, key, v, p)| (*r, *k, key.to_string(), val(v), p.map(val))).collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_from_several_starting_points() {
+    use EventKind::*;
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), manual());
+    let mut early = db.events(0).await.unwrap();
+    db.create("/a", val("a1")).await.unwrap(); // 1
+    db.create("/b", val("b1")).await.unwrap(); // 2
+    db.update("/a", val("a2"), Some(1)).await.unwrap(); // 3
+    db.delete("/b", None).await.unwrap(); // 4
+    db.create("/b", val("b2")).await.unwrap(); // 5
+    let mut from0 = db.events(0).await.unwrap();
+    let mut from2 = db.events(2).await.unwrap();
+    let mut from5 = db.events(5).await.unwrap();
+    let mut future = db.events(6).await.unwrap();
+    db.update("/b", val("b3"), None).await.unwrap(); // 6
+    db.delete("/a", Some(3)).await.unwrap(); // 7
+
+    let all: Vec<Expect> = vec![
+        (1, Create, "/a", "a1", None),
+        (2, Create, "/b", "b1", None),
+        (3, Update, "/a", "a2", Some("a1")),
+        (4, Delete, "/b", "b1", Some("b1")),
+        (5, Create, "/b", "b2", None),
+        (6, Update, "/b", "b3", Some("b2")),
+        (7, Delete, "/a", "a2", Some("a2")),
+    ];
+    check_events(&collect(&mut early, 7).await, &all);
+    check_events(&collect(&mut from0, 7).await, &all);
+    check_events(&collect(&mut from2, 7).await, &all[2..]);
+    check_events(&collect(&mut from5, 7).await, &all[5..]);
+    check_events(&collect(&mut future, 7).await, &all[6..]);
+
+    // Nothing further is pending, and later batches still arrive in order.
+    db.create("/c", val("c1")).await.unwrap(); // 8
+    check_events(&collect(&mut early, 8).await, &[(8, Create, "/c", "c1", None)]);
+    let e = &collect(&mut from2, 8).await[0];
+    assert_eq!((e.kv.create_revision, e.kv.mod_revision), (8, 8));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_details_of_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), manual());
+    db.create("/k", val("one")).await.unwrap(); // 1
+    db.update("/k", val("two"), None).await.unwrap(); // 2
+    let mut live = db.events(2).await.unwrap();
+    db.delete("/k", None).await.unwrap(); // 3
+    let mut replay = db.events(2).await.unwrap();
+    for stream in [&mut live, &mut replay] {
+        let e = collect(stream, 3).await.remove(0);
+        assert_eq!(e.kind, EventKind::Delete);
+        assert_eq!((e.kv.value.clone(), e.kv.create_revision, e.kv.mod_revision), (val("two"), 1, 3));
+        let prev = e.prev.unwrap();
+        assert_eq!((prev.value, prev.create_revision, prev.mod_revision), (val("two"), 1, 2));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_keeps_live_values_and_removes_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SqliteOptions { compaction_step_rows: 3, ..manual() };
+    let db = open(dir.path(), opts);
+    db.create("/a", val("a0")).await.unwrap(); // 1
+    for i in 1..=5 {
+        db.update("/a", val(&format!("a{i}")), None).await.unwrap(); // 2..=6
+    }
+    db.create("/b", val("b")).await.unwrap(); // 7
+    db.delete("/b", None).await.unwrap(); // 8
+    db.create("/c", val("c")).await.unwrap(); // 9
+    db.update("/c", val("c2"), None).await.unwrap(); // 10
+    assert_eq!(log_rows(db.path()), 10);
+
+    db.compact(9).await.unwrap();
+    assert_eq!(db.compacted_revision().await.unwrap(), 9);
+    // Left: /a at 6, /c at 9 (still needed at revision 9) and 10.
+    assert_eq!(log_rows(db.path()), 3);
+    assert_eq!(db.get_at("/a", 8).await, Err(StoreError::TooOld { requested: 8, oldest: 9 }));
+    assert!(matches!(db.list_at("/", None, 0, 3).await, Err(StoreError::TooOld { .. })));
+    assert!(matches!(db.events(5).await, Err(StoreError::TooOld { requested: 5, oldest: 9 })));
+    let at9 = db.list_at("/", None, 0, 9).await.unwrap();
+    let got: Vec<_> = at9.items.iter().map(|kv| (kv.key.as_str(), kv.value.clone(), kv.mod_revision)).collect();
+    assert_eq!(got, vec![("/a", val("a5"), 6), ("/c", val("c"), 9)]);
+    assert_eq!(db.get_at("/c", 0).await.unwrap().unwrap().value, val("c2"));
+    assert_eq!(db.get_at("/b", 9).await.unwrap(), None);
+    let (items, rev) = db.load().await.unwrap();
+    assert_eq!(rev, 10);
+    assert_eq!(items.len(), 2);
+
+    let mut stream = db.events(9).await.unwrap();
+    let e = collect(&mut stream, 10).await;
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].prev.as_ref().unwrap().value, val("c"));
+
+    assert_eq!(db.compact(99).await, Err(StoreError::FutureRevision { requested: 99, current: 10 }));
+    db.compact(4).await.unwrap(); // already compacted past it: nothing to do
+    assert_eq!(db.compacted(), 9);
+    // Compacting away a trailing tombstone keeps the revision counter.
+    db.delete("/c", None).await.unwrap(); // 11
+    db.compact(11).await.unwrap();
+    assert_eq!(log_rows(db.path()), 1);
+    assert_eq!(db.revision(), 11);
+    drop(db);
+    let db = open(dir.path(), manual());
+    assert_eq!((db.revision(), db.compacted()), (11, 11));
+    assert_eq!(db.create("/d", val("d")).await.unwrap().mod_revision, 12);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reopen_recovers_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut want = BTreeMap::new();
+    {
+        let db = open(dir.path(), manual());
+        for i in 0..200 {
+            let key = format!("/r/{i:03}");
+            let kv = db.create(&key, val(&format!("v{i}"))).await.unwrap();
+            want.insert(key, kv);
+        }
+        for i in (0..200).step_by(3) {
+            let key = format!("/r/{i:03}");
+            let kv = db.update(&key, val(&format!("u{i}")), None).await.unwrap();
+            want.insert(key, kv);
+        }
+        for i in (0..200).step_by(7) {
+            let key = format!("/r/{i:03}");
+            db.delete(&key, None).await.unwrap();
+            want.remove(&key);
+        }
+    }
+    let db = open(dir.path(), manual());
+    let rev = db.revision();
+    assert_eq!(rev, 200 + 67 + 29);
+    let (items, at) = db.load().await.unwrap();
+    assert_eq!(at, rev);
+    let got: BTreeMap<_, _> = items.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+    assert_eq!(got, want);
+    // The index was rebuilt: preconditions hold across the restart.
+    let (key, kv) = want.iter().next().unwrap();
+    assert!(matches!(db.create(key, val("x")).await, Err(StoreError::AlreadyExists { .. })));
+    let next = db.update(key, val("after"), Some(kv.mod_revision)).await.unwrap();
+    assert_eq!((next.mod_revision, next.create_revision), (rev + 1, kv.create_revision));
+    assert_eq!(db.create("/r/000", val("again")).await.unwrap().mod_revision, rev + 2);
+}
+
+fn assert_refused(path: &Path, what: &str) {
+    let before = std::fs::read(path).unwrap();
+    match SqliteBackend::open(path, manual()) {
+        Err(StoreError::Corrupt(msg)) => {
+            assert!(msg.contains(&path.display().to_string()), "{what}: message names the file: {msg}")
+        }
+        Err(e) => panic!("{what}: expected Corrupt, got {e:?}"),
+        Ok(_) => panic!("{what}: expected Corrupt, opened it"),
+    }
+    assert_eq!(std::fs::read(path).unwrap(), before, "{what}: file untouched");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refuses_files_that_are_not_usable() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let text = dir.path().join("text.db");
+    std::fs::write(&text, "apiVersion: v1\nkind: Pod\n").unwrap();
+    assert_refused(&text, "text file");
+
+    let foreign = dir.path().join("foreign.db");
+    {
+        let conn = rusqlite::Connection::open(&foreign).unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);").unwrap();
+    }
+    assert_refused(&foreign, "foreign database");
+
+    let other_app = dir.path().join("other-app.db");
+    {
+        let conn = rusqlite::Connection::open(&other_app).unwrap();
+        conn.execute_batch("PRAGMA application_id = 42;").unwrap();
+    }
+    assert_refused(&other_app, "another application's database");
+
+    let newer = dir.path().join("newer.db");
+    {
+        let db = SqliteBackend::open(&newer, manual()).unwrap();
+        db.create("/k", val("v")).await.unwrap();
+    }
+    {
+        let conn = rusqlite::Connection::open(&newer).unwrap();
+        conn.execute_batch("PRAGMA user_version = 99;").unwrap();
+    }
+    assert_refused(&newer, "newer schema");
+
+    let damaged = dir.path().join("damaged.db");
+    {
+        let db = SqliteBackend::open(&damaged, manual()).unwrap();
+        for i in 0..300 {
+            db.create(&format!("/k/{i}"), Bytes::from(vec![b'x'; 300])).await.unwrap();
+        }
+    }
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    assert!(bytes.len() > 8 * 4096);
+    for page in 2..bytes.len() / 4096 {
+        let at = page * 4096;
+        bytes[at..at + 64].fill(0xa5);
+    }
+    std::fs::write(&damaged, &bytes).unwrap();
+    assert_refused(&damaged, "damaged pages");
+
+    // An empty file is a new database; the parent directory is created private.
+    let fresh = dir.path().join("sub").join("dir").join("fresh.db");
+    let db = SqliteBackend::open(&fresh, manual()).unwrap();
+    db.create("/k", val("v")).await.unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(fresh.parent().unwrap()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let db = SqliteBackend::open(&empty, manual()).unwrap();
+    assert_eq!(db.create("/k", val("v")).await.unwrap().mod_revision, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writer_options_are_on_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), manual());
+    db.create("/k", val("v")).await.unwrap();
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    let get = |p: &str| conn.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, rusqlite::types::Value>(0)).unwrap();
+    assert_eq!(get("journal_mode"), rusqlite::types::Value::Text("wal".into()));
+    assert_eq!(get("auto_vacuum"), rusqlite::types::Value::Integer(2));
+    assert_eq!(get("application_id"), rusqlite::types::Value::Integer(super::APPLICATION_ID.into()));
+    assert_eq!(get("user_version"), rusqlite::types::Value::Integer(super::SCHEMA_VERSION.into()));
+}
+
+/// Rewriting one key many times must not grow the file without bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn automatic_compaction_bounds_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SqliteOptions {
+        compaction_interval: Duration::from_millis(20),
+        retain_revisions: 100,
+        wal_autocheckpoint_pages: 100,
+        wal_size_limit: 256 << 10,
+        ..Default::default()
+    };
+    let db = Arc::new(open(dir.path(), opts));
+    db.create("/hot", Bytes::from(vec![0u8; 1024])).await.unwrap();
+    let writers: Vec<_> = (0..16u8)
+        .map(|w| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                for i in 0..1875u32 {
+                    let mut value = vec![w; 1024];
+                    value[..4].copy_from_slice(&i.to_le_bytes());
+                    db.update("/hot", Bytes::from(value), None).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut peak = 0;
+    for w in writers {
+        while !w.is_finished() {
+            peak = peak.max(db.disk_usage());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        w.await.unwrap();
+    }
+    assert_eq!(db.revision(), 30_001);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    db.flush().await.unwrap();
+    let size = db.disk_usage();
+    eprintln!("after 30000 rewrites: {size} bytes on disk (peak {peak}), compacted to {}", db.compacted());
+    assert!(size < 2 << 20, "database and WAL use {size} bytes after 30000 rewrites");
+    assert!(peak < 8 << 20, "peak use {peak} bytes");
+    assert!(db.compacted() > 29_000, "compacted to {}", db.compacted());
+    assert!(log_rows(db.path()) < 1_000);
+    assert_eq!(db.get_at("/hot", 0).await.unwrap().unwrap().mod_revision, 30_001);
+}
+
+fn run(cmd: &str, args: &[&str]) -> bool {
+    std::process::Command::new(cmd)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Writes 1 KiB values until a write fails; returns the acknowledged keys and the failure.
+async fn fill(db: &SqliteBackend, from: usize) -> (Vec<(String, Revision)>, StoreError) {
+    let mut acked = Vec::new();
+    for i in from.. {
+        let key = format!("/fill/{i:06}");
+        match db.create(&key, Bytes::from(vec![(i % 251) as u8; 1024])).await {
+            Ok(kv) => acked.push((key, kv.mod_revision)),
+            Err(e) => return (acked, e),
+        }
+        assert!(i < from + 1_000_000, "storage never filled up");
+    }
+    unreachable!()
+}
+
+async fn check_acked(db: &SqliteBackend, acked: &[(String, Revision)]) {
+    for (i, (key, rev)) in acked.iter().enumerate() {
+        let kv = db.get_at(key, 0).await.unwrap().unwrap_or_else(|| panic!("{key} lost"));
+        assert_eq!(kv.mod_revision, *rev);
+        let n: usize = key[6..].parse().unwrap();
+        assert_eq!(kv.value.len(), 1024, "{i}");
+        assert!(kv.value.iter().all(|b| *b == (n % 251) as u8));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_disk_fails_writes_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mnt_str = mnt.to_str().unwrap();
+    if run("mount", &["-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt_str]) {
+        let result = tokio::spawn(full_tmpfs(mnt.clone())).await;
+        assert!(run("umount", &[mnt_str]), "unmount");
+        result.unwrap();
+    } else {
+        // Not allowed to mount: cap the database size instead.
+        full_page_limit(&mnt).await;
+    }
+}
+
+async fn full_tmpfs(mnt: std::path::PathBuf) {
+    let db = open(&mnt, manual());
+    let (acked, err) = fill(&db, 0).await;
+    assert!(matches!(err, StoreError::WriteFailed(_)), "{err:?}");
+    assert!(acked.len() > 100, "only {} writes fit", acked.len());
+    assert!(matches!(db.create("/still-full", Bytes::from(vec![0; 4096])).await, Err(StoreError::WriteFailed(_))));
+    check_acked(&db, &acked).await;
+    assert_eq!(db.revision(), acked.last().unwrap().1);
+
+    assert!(run("mount", &["-o", "remount,size=64m", mnt.to_str().unwrap()]), "remount");
+    let kv = db.create("/after", val("space again")).await.unwrap();
+    assert_eq!(kv.mod_revision, acked.last().unwrap().1 + 1);
+    check_acked(&db, &acked).await;
+    drop(db);
+    let db = open(&mnt, manual());
+    check_acked(&db, &acked).await;
+    assert_eq!(db.get_at("/after", 0).await.unwrap().unwrap().value, val("space again"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn page_limit_fails_writes_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    full_page_limit(dir.path()).await;
+}
+
+async fn full_page_limit(dir: &Path) {
+    let small = SqliteOptions { max_db_pages: 1024, ..manual() };
+    let db = open(dir, small);
+    let (acked, err) = fill(&db, 0).await;
+    assert!(matches!(err, StoreError::WriteFailed(_)), "{err:?}");
+    assert!(acked.len() > 500);
+    check_acked(&db, &acked).await;
+    drop(db);
+    let db = open(dir, manual());
+    check_acked(&db, &acked).await;
+    db.create("/after", val("space again")).await.unwrap();
+}
