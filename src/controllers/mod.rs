@@ -1,0 +1,106 @@
+//! The controllers of the controller manager, each an ordinary API client (kube-rs) that
+//! watches through informers and writes through the API: ReplicaSet, Deployment, Namespace,
+//! ServiceAccount and the garbage collector. [`run_all`] starts them and the scheduler as named
+//! tasks; [`start_cluster_components`] is what the server calls after bootstrap.
+
+pub mod client;
+pub mod cluster;
+pub mod deployment;
+pub mod expectations;
+pub mod garbagecollector;
+pub mod informer;
+pub mod namespace;
+pub mod podutil;
+pub mod queue;
+pub mod replicaset;
+pub mod serviceaccount;
+pub mod worker;
+
+pub use client::in_process_client;
+pub use cluster::{start_cluster_components, ComponentOptions};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use informer::spawn_named;
+
+/// Which controllers run and how many workers each has.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    /// Concurrent syncs per controller (upstream's --concurrent-*-syncs, default 5).
+    pub workers: usize,
+    /// Whether the scheduler runs alongside the controllers.
+    pub scheduler: bool,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions { workers: 5, scheduler: true }
+    }
+}
+
+/// What ended the controller manager.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("controller {name} failed")]
+    Failed {
+        name: &'static str,
+        #[source]
+        source: anyhow::Error,
+    },
+    #[error("controller {name} stopped")]
+    Stopped { name: &'static str },
+}
+
+/// Starts every controller (and the scheduler, if asked) as named tasks; returns when one of
+/// them ends, with the reason. They are meant to run for the life of the process.
+pub async fn run_all(client: kube::Client, opts: ControllerOptions) -> anyhow::Result<()> {
+    let w = opts.workers;
+    let mut tasks: Vec<(&'static str, BoxFuture<'static, anyhow::Result<()>>)> = vec![
+        ("replicaset", replicaset::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
+        ("deployment", deployment::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
+        ("namespace", namespace::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
+        (
+            "serviceaccount",
+            serviceaccount::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
+        (
+            "garbagecollector",
+            garbagecollector::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
+    ];
+    if opts.scheduler {
+        let c = client.clone();
+        tasks.push((
+            "scheduler",
+            async move { crate::scheduler::run(c, Default::default()).await.map_err(Into::into) }
+                .boxed(),
+        ));
+    }
+    let handles: Vec<_> = tasks
+        .into_iter()
+        .map(|(name, fut)| {
+            tracing::info!(controller = name, "starting");
+            (name, spawn_named(name, fut))
+        })
+        .collect();
+    let _guard = AbortOnDrop(handles.iter().map(|(_, h)| h.abort_handle()).collect());
+    let waits = handles.into_iter().map(|(name, h)| h.map(move |r| (name, r)));
+    let ((name, result), _, _) = futures::future::select_all(waits).await;
+    match result {
+        Ok(Ok(())) => Err(ControllerError::Stopped { name }.into()),
+        Ok(Err(source)) => Err(ControllerError::Failed { name, source }.into()),
+        Err(join) => Err(ControllerError::Failed { name, source: join.into() }.into()),
+    }
+}
+
+/// Aborts tasks when dropped, so no component outlives the group it belongs to.
+pub struct AbortOnDrop(pub Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! The ReplicaSet controller: keeps the number of active pods a ReplicaSet controls equal to
+//! spec.replicas. It adopts orphan pods its selector matches, releases owned pods whose labels no
+//! longer match, creates missing pods in slow-start batches (1, 2, 4, ...) and deletes surplus
+//! ones (unscheduled, pending and unready first), and reports replicas, fullyLabeledReplicas,
+//! readyReplicas, availableReplicas and observedGeneration in status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::join_all;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use super::expectations::Expectations;
+use super::informer::{self, Change};
+use super::podutil::{self, controller_of, is_active, key_of, selector_matches, split_key};
+use super::queue::WorkQueue;
+use super::worker::{run_workers, Action};
+
+/// The most pods created or deleted in one sync (upstream's burstReplicas).
+pub const BURST_REPLICAS: usize = 500;
+/// The field manager of this controller's writes.
+const MANAGER: &str = "replicaset-controller";
+
+/// What can go wrong syncing a ReplicaSet.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaSetError {
+    #[error("cannot {action} for replica set {key}")]
+    Api {
+        action: &'static str,
+        key: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("an informer of the replicaset controller stopped")]
+    InformerStopped,
+}
+
+struct Ctx {
+    client: Client,
+    sets: Store<ReplicaSet>,
+    pods: Store<Pod>,
+    expectations: Expectations,
+}
+
+/// Runs the controller with `workers` concurrent syncs until an informer stops.
+pub async fn run(client: Client, workers: usize) -> Result<(), ReplicaSetError> {
+    let queue = WorkQueue::new();
+    let q = queue.clone();
+    let (sets, sets_task) = informer::spawn(
+        "replicaset-informer",
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+        move |c| match c {
+            Change::Applied(rs) | Change::Deleted(rs) => q.add(key_of(rs)),
+            Change::Synced => {}
+        },
+    );
+    let (q, sets_for_pods) = (queue.clone(), sets.clone());
+    let (pods, pods_task) = informer::spawn(
+        "replicaset-pod-informer",
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        move |c| match c {
+            Change::Applied(pod) | Change::Deleted(pod) => {
+                for key in owners_of(&sets_for_pods, pod) {
+                    q.add(key);
+                }
+            }
+            Change::Synced => {}
+        },
+    );
+    let _guard = super::AbortOnDrop(vec![sets_task.abort_handle(), pods_task.abort_handle()]);
+    let ready = futures::future::join(sets.wait_until_ready(), pods.wait_until_ready());
+    if ready.await.0.is_err() {
+        return Err(ReplicaSetError::InformerStopped);
+    }
+    let ctx = Arc::new(Ctx { client, sets, pods, expectations: Expectations::default() });
+    let workers = run_workers("replicaset", queue, workers, move |key| {
+        let ctx = ctx.clone();
+        async move { sync(&ctx, &key).await }
+    });
+    tokio::select! {
+        _ = workers => {}
+        _ = sets_task => {}
+        _ = pods_task => {}
+    }
+    Err(ReplicaSetError::InformerStopped)
+}
+
+/// The ReplicaSets a pod event concerns: its controller if that is a ReplicaSet, else (an
+/// orphan) every ReplicaSet in its namespace whose selector matches it.
+fn owners_of(sets: &Store<ReplicaSet>, pod: &Pod) -> Vec<String> {
+    let ns = pod.namespace().unwrap_or_default();
+    if let Some(owner) = controller_of(&pod.metadata) {
+        return if owner.kind == "ReplicaSet" {
+            vec![format!("{ns}/{}", owner.name)]
+        } else {
+            vec![]
+        };
+    }
+    if pod.metadata.deletion_timestamp.is_some() {
+        return vec![];
+    }
+    let labels = pod.labels();
+    sets.state()
+        .iter()
+        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|rs| {
+            rs.spec.as_ref().is_some_and(|s| {
+                !podutil::selector_is_empty(&s.selector) && selector_matches(&s.selector, labels)
+            })
+        })
+        .map(|rs| key_of(rs.as_ref()))
+        .collect()
+}
+
+async fn sync(ctx: &Ctx, key: &str) -> Result<Action, ReplicaSetError> {
+    let (ns, name) = split_key(key);
+    let ns = ns.unwrap_or("default");
+    let Some(rs) = ctx.sets.get(&ObjectRef::new(name).within(ns)) else {
+        ctx.expectations.clear(key);
+        return Ok(Action::Done);
+    };
+    let Some(spec) = rs.spec.as_ref() else { return Ok(Action::Done) };
+    let uid = rs.uid().unwrap_or_default();
+    let err = |action: &'static str| {
+        let key = key.to_string();
+        move |source| ReplicaSetError::Api { action, key, source }
+    };
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+
+    // Claim: owned pods that still match, plus orphans that match (adopted).
+    let mut owned: Vec<Arc<Pod>> = vec![];
+    for pod in ctx.pods.state() {
+        if pod.namespace().as_deref() != Some(ns) {
+            continue;
+        }
+        let matches = selector_matches(&spec.selector, pod.labels());
+        match controller_of(&pod.metadata) {
+            Some(r) if r.uid == uid => {
+                if matches || rs.metadata.deletion_timestamp.is_some() {
+                    owned.push(pod);
+                } else {
+                    release(&pods_api, &pod, &uid).await.map_err(err("release a pod"))?;
+                }
+            }
+            Some(_) => {}
+            None if matches
+                && is_active(&pod)
+                && rs.metadata.deletion_timestamp.is_none()
+                && !podutil::selector_is_empty(&spec.selector) =>
+            {
+                match adopt(&pods_api, &pod, &rs).await {
+                    Ok(()) => owned.push(pod),
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                    Err(e) => return Err(err("adopt a pod")(e)),
+                }
+            }
+            None => {}
+        }
+    }
+    let active: Vec<Arc<Pod>> = owned.iter().filter(|p| is_active(p)).cloned().collect();
+
+    let satisfied = ctx.expectations.satisfied(
+        key,
+        |n| ctx.pods.get(&ObjectRef::new(n).within(ns)).is_some(),
+        |u| !active.iter().any(|p| p.metadata.uid.as_deref() == Some(u)),
+    );
+    if satisfied && rs.metadata.deletion_timestamp.is_none() {
+        manage_replicas(ctx, key, &rs, &active, &pods_api).await?;
+    }
+
+    let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
+    let (status, requeue) = compute_status(&rs, &active);
+    let current = rs.status.clone().unwrap_or_default();
+    let changed = current.replicas != status.replicas
+        || current.fully_labeled_replicas.unwrap_or(0)
+            != status.fully_labeled_replicas.unwrap_or(0)
+        || current.ready_replicas.unwrap_or(0) != status.ready_replicas.unwrap_or(0)
+        || current.available_replicas.unwrap_or(0) != status.available_replicas.unwrap_or(0)
+        || current.observed_generation != status.observed_generation;
+    if changed {
+        let patch = json!({"status": {
+            "replicas": status.replicas,
+            "fullyLabeledReplicas": status.fully_labeled_replicas,
+            "readyReplicas": status.ready_replicas,
+            "availableReplicas": status.available_replicas,
+            "observedGeneration": status.observed_generation,
+        }});
+        match rs_api
+            .patch_status(
+                name,
+                &PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() },
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::Done),
+            Err(e) => return Err(err("update status")(e)),
+        }
+    }
+    Ok(match requeue {
+        Some(d) => Action::RequeueAfter(d),
+        None => Action::Done,
+    })
+}
+
+/// Creates or deletes pods so the active count approaches spec.replicas.
+async fn manage_replicas(
+    ctx: &Ctx,
+    key: &str,
+    rs: &ReplicaSet,
+    active: &[Arc<Pod>],
+    pods_api: &Api<Pod>,
+) -> Result<(), ReplicaSetError> {
+    let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
+    let have = active.len();
+    if have < want {
+        let mut remaining = (want - have).min(BURST_REPLICAS);
+        let pod = pod_from_template(rs);
+        let mut batch = 1usize;
+        while remaining > 0 {
+            let n = batch.min(remaining);
+            let pp = PostParams::default();
+            let results = join_all((0..n).map(|_| pods_api.create(&pp, &pod))).await;
+            let mut created = vec![];
+            let mut failure = None;
+            for r in results {
+                match r {
+                    Ok(p) => created.push(p.name_any()),
+                    Err(e) => failure = Some(e),
+                }
+            }
+            tracing::debug!(replicaset = %key, created = created.len(), "created pods");
+            ctx.expectations.expect_creations(key, created);
+            if let Some(e) = failure {
+                // A terminating namespace refuses new pods; that is not worth retrying.
+                if matches!(&e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
+                {
+                    return Ok(());
+                }
+                return Err(ReplicaSetError::Api {
+                    action: "create pods",
+                    key: key.to_string(),
+                    source: e,
+                });
+            }
+            remaining -= n;
+            batch = (batch * 2).min(remaining.max(1));
+        }
+    } else if have > want {
+        let mut victims: Vec<&Arc<Pod>> = active.iter().collect();
+        victims.sort_by_key(|p| deletion_rank(p));
+        let victims: Vec<&Arc<Pod>> =
+            victims.into_iter().take((have - want).min(BURST_REPLICAS)).collect();
+        ctx.expectations
+            .expect_deletions(key, victims.iter().filter_map(|p| p.metadata.uid.clone()).collect());
+        let results = join_all(victims.iter().map(|p| {
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: p.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            let name = p.name_any();
+            async move { pods_api.delete(&name, &dp).await }
+        }))
+        .await;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => {
+                    ctx.expectations.clear(key);
+                    return Err(ReplicaSetError::Api {
+                        action: "delete pods",
+                        key: key.to_string(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        tracing::debug!(replicaset = %key, deleted = have - want, "deleted pods");
+    }
+    Ok(())
+}
+
+/// The order pods are deleted in when scaling down: lower sorts first.
+fn deletion_rank(pod: &Pod) -> (u8, u8, u8, i64, std::cmp::Reverse<String>) {
+    let scheduled =
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+    let phase_rank = match phase {
+        "Pending" | "" => 0,
+        "Unknown" => 1,
+        _ => 2,
+    };
+    let restarts: i64 = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| i64::from(c.restart_count)).sum())
+        .unwrap_or(0);
+    let created = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| podutil::time_of(t).to_rfc3339())
+        .unwrap_or_default();
+    // Newer pods go first: compare creation times in reverse.
+    (
+        scheduled as u8,
+        phase_rank,
+        podutil::is_ready(pod) as u8,
+        -restarts,
+        std::cmp::Reverse(created),
+    )
+}
+
+/// A pod for `rs`: the template's labels, annotations and spec, generateName from the set's
+/// name, and the set as controlling owner.
+pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
+    let template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
+    let tmeta = template.metadata.unwrap_or_default();
+    let mut prefix = format!("{}-", rs.name_any());
+    if prefix.len() > 58 {
+        prefix.truncate(57);
+        prefix.push('-');
+    }
+    Pod {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            generate_name: Some(prefix),
+            namespace: rs.namespace(),
+            labels: tmeta.labels,
+            annotations: tmeta.annotations,
+            finalizers: tmeta.finalizers,
+            owner_references: Some(vec![podutil::controller_ref(rs)]),
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
+    }
+}
+
+fn compute_status(
+    rs: &ReplicaSet,
+    active: &[Arc<Pod>],
+) -> (k8s_openapi::api::apps::v1::ReplicaSetStatus, Option<Duration>) {
+    let spec = rs.spec.as_ref();
+    let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0);
+    let template_labels: BTreeMap<String, String> = spec
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let now = Utc::now();
+    let (mut labeled, mut ready, mut available) = (0, 0, 0);
+    let mut requeue: Option<Duration> = None;
+    for p in active {
+        let labels = p.labels();
+        if template_labels.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            labeled += 1;
+        }
+        if podutil::is_ready(p) {
+            ready += 1;
+            if podutil::is_available(p, min_ready, now) {
+                available += 1;
+            } else {
+                let d = Duration::from_secs(min_ready.max(1) as u64);
+                requeue = Some(requeue.map_or(d, |r| r.min(d)));
+            }
+        }
+    }
+    let nz = |n: i32| (n > 0).then_some(n);
+    let status = k8s_openapi::api::apps::v1::ReplicaSetStatus {
+        replicas: active.len() as i32,
+        fully_labeled_replicas: nz(labeled),
+        ready_replicas: nz(ready),
+        available_replicas: nz(available),
+        observed_generation: rs.metadata.generation,
+        conditions: rs.status.as_ref().and_then(|s| s.conditions.clone()),
+        ..Default::default()
+    };
+    (status, requeue)
+}
+
+async fn adopt(api: &Api<Pod>, pod: &Pod, rs: &ReplicaSet) -> Result<(), kube::Error> {
+    let patch = json!({"metadata": {
+        "ownerReferences": [podutil::controller_ref(rs)],
+        "uid": pod.metadata.uid,
+    }});
+    api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await.map(|_| ())
+}
+
+async fn release(api: &Api<Pod>, pod: &Pod, owner_uid: &str) -> Result<(), kube::Error> {
+    let patch = json!({"metadata": {
+        "ownerReferences": [{"$patch": "delete", "uid": owner_uid}],
+        "uid": pod.metadata.uid,
+    }});
+    match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,93 @@
+//! Scores: how good a feasible node is for a pod, as upstream's default plugins weigh it —
+//! NodeResourcesFit with LeastAllocated (weight 1), NodeResourcesBalancedAllocation (1),
+//! NodeAffinity preferred terms (2) and TaintToleration's PreferNoSchedule count (3). Plugin
+//! scores are 0..=100 and normalized across the feasible nodes where upstream normalizes.
+
+use k8s_openapi::api::core::v1::PodSpec;
+
+use super::cache::NodeInfo;
+use super::filters::{term_matches, tolerated};
+use super::resources::Resources;
+
+const MAX_SCORE: i64 = 100;
+
+/// The total weighted score of each feasible node, in the order given.
+pub fn score(spec: &PodSpec, non_zero: &Resources, nodes: &[&NodeInfo]) -> Vec<i64> {
+    let mut affinity: Vec<i64> = nodes.iter().map(|n| preferred_affinity(spec, n)).collect();
+    normalize(&mut affinity, false);
+    let mut taints: Vec<i64> = nodes.iter().map(|n| prefer_no_schedule_count(spec, n)).collect();
+    normalize(&mut taints, true);
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            least_allocated(non_zero, n) + balanced(non_zero, n) + 2 * affinity[i] + 3 * taints[i]
+        })
+        .collect()
+}
+
+fn fractions(req: &Resources, n: &NodeInfo) -> (f64, f64) {
+    let frac = |used: i64, want: i64, alloc: i64| {
+        if alloc <= 0 {
+            1.0
+        } else {
+            ((used + want) as f64 / alloc as f64).min(1.0)
+        }
+    };
+    (
+        frac(n.non_zero_requested.milli_cpu, req.milli_cpu, n.allocatable.milli_cpu),
+        frac(n.non_zero_requested.memory, req.memory, n.allocatable.memory),
+    )
+}
+
+/// Mean free fraction of cpu and memory after placing the pod, 0..=100.
+fn least_allocated(req: &Resources, n: &NodeInfo) -> i64 {
+    let (cpu, mem) = fractions(req, n);
+    (((1.0 - cpu) + (1.0 - mem)) / 2.0 * MAX_SCORE as f64) as i64
+}
+
+/// How evenly cpu and memory would be used: 100 minus the standard deviation, 0..=100.
+fn balanced(req: &Resources, n: &NodeInfo) -> i64 {
+    let (cpu, mem) = fractions(req, n);
+    let std = (cpu - mem).abs() / 2.0;
+    ((1.0 - std) * MAX_SCORE as f64) as i64
+}
+
+fn preferred_affinity(spec: &PodSpec, n: &NodeInfo) -> i64 {
+    let Some(terms) = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_ref())
+    else {
+        return 0;
+    };
+    terms
+        .iter()
+        .filter(|t| t.weight != 0 && term_matches(&t.preference, &n.node))
+        .map(|t| i64::from(t.weight))
+        .sum()
+}
+
+fn prefer_no_schedule_count(spec: &PodSpec, n: &NodeInfo) -> i64 {
+    let tolerations = spec.tolerations.as_deref().unwrap_or(&[]);
+    n.node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|ts| {
+            ts.iter()
+                .filter(|t| t.effect == "PreferNoSchedule" && !tolerated(t, tolerations))
+                .count() as i64
+        })
+        .unwrap_or(0)
+}
+
+/// Scales scores to 0..=100 by the maximum (reversed: fewer is better).
+fn normalize(scores: &mut [i64], reverse: bool) {
+    let max = scores.iter().copied().max().unwrap_or(0);
+    for s in scores.iter_mut() {
+        let v = if max == 0 { 0 } else { *s * MAX_SCORE / max };
+        *s = if reverse { MAX_SCORE - v } else { v };
+    }
+}
