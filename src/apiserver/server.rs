@@ -405,8 +405,10 @@ async fn body_limit(State(max): State<usize>, req: Request, next: Next) -> Respo
         return next.run(req).await;
     }
     let long_running = req.extensions().get::<RequestAttributes>().is_some_and(|a| a.long_running);
-    let may_have_body =
-        !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let may_have_body = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::CONNECT
+    );
     if long_running || !may_have_body || req.headers().contains_key(axum::http::header::UPGRADE) {
         return next.run(req).await;
     }
