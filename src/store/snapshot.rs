@@ -81,7 +81,10 @@ fn inspect(path: &Path) -> Result<SnapshotInfo> {
 /// Writes a consistent copy of the database at `db_path` (which may be in use) to `out`.
 pub fn save(db_path: &Path, out: &Path) -> super::Result<SnapshotInfo> {
     if out.exists() {
-        return Err(StoreError::Invalid(format!("{}: already exists; not overwriting it", out.display())));
+        return Err(StoreError::Invalid(format!(
+            "{}: already exists; not overwriting it",
+            out.display()
+        )));
     }
     if !db_path.exists() {
         return Err(StoreError::Invalid(format!("{}: no database there", db_path.display())));
@@ -98,9 +101,9 @@ pub fn save(db_path: &Path, out: &Path) -> super::Result<SnapshotInfo> {
     drop(create_private(&tmp)?);
     let copied = (|| {
         let source = sqlite::open_checked_readonly(db_path)?;
-        source
-            .execute("VACUUM INTO ?1", [&tmp_str])
-            .map_err(|e| StoreError::Unavailable(format!("{}: snapshot failed: {e}", db_path.display())))?;
+        source.execute("VACUUM INTO ?1", [&tmp_str]).map_err(|e| {
+            StoreError::Unavailable(format!("{}: snapshot failed: {e}", db_path.display()))
+        })?;
         drop(source);
         sync_file(&tmp)?;
         inspect(&tmp)
@@ -152,7 +155,9 @@ pub fn restore(file: &Path, data_dir: &Path, force: bool) -> super::Result<Snaps
         dst.sync_all().map_err(|e| io_err(&tmp, "cannot sync", e))?;
         drop(dst);
         inspect(&tmp).map_err(|e| match e {
-            StoreError::Corrupt(why) => StoreError::Corrupt(why.replace(&tmp.display().to_string(), &file.display().to_string())),
+            StoreError::Corrupt(why) => StoreError::Corrupt(
+                why.replace(&tmp.display().to_string(), &file.display().to_string()),
+            ),
             e => e,
         })
     })();
@@ -178,3 +183,132 @@ pub fn restore(file: &Path, data_dir: &Path, force: bool) -> super::Result<Snaps
     Ok(info)
 }
 
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use parking_lot::Mutex;
+
+    use super::{restore, save};
+    use crate::store::sqlite::{SqliteBackend, SqliteOptions};
+    use crate::store::{Backend, StoreError};
+
+    fn opts() -> SqliteOptions {
+        SqliteOptions { compaction_interval: Duration::ZERO, ..Default::default() }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn save_while_writing_then_restore() {
+        let live = tempfile::tempdir().unwrap();
+        let db =
+            Arc::new(SqliteBackend::open(&SqliteBackend::db_path(live.path()), opts()).unwrap());
+        for i in 0..100 {
+            db.create(&format!("/pre/{i}"), Bytes::from(format!("p{i}"))).await.unwrap();
+        }
+        let acked: Arc<Mutex<Vec<(String, i64, Bytes)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let (db, acked, stop) = (db.clone(), acked.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("/w/{w}/{}", i % 20);
+                        let value = Bytes::from(format!("{w}.{i}"));
+                        let kv = match db.update(&key, value.clone(), None).await {
+                            Err(StoreError::NotFound { .. }) => {
+                                db.create(&key, value.clone()).await.unwrap()
+                            }
+                            other => other.unwrap(),
+                        };
+                        acked.lock().push((key, kv.mod_revision, value));
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = out_dir.path().join("backup").join("snap.db");
+        let path = db.path().to_owned();
+        let copy = out.clone();
+        let info = tokio::task::spawn_blocking(move || save(&path, &copy)).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.await.unwrap();
+        }
+        assert!(
+            info.revision > 100 && info.revision < db.revision(),
+            "{info:?} vs {}",
+            db.revision()
+        );
+        assert!(info.bytes > 0 && info.bytes == std::fs::metadata(&out).unwrap().len());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        // Saving over an existing file is refused.
+        assert!(matches!(save(db.path(), &out), Err(StoreError::Invalid(_))));
+
+        // The state at the snapshot's revision, from the acknowledged writes.
+        let mut model = std::collections::BTreeMap::new();
+        let mut writes = acked.lock().clone();
+        writes.sort_by_key(|w| w.1);
+        for (key, rev, value) in writes.iter().filter(|w| w.1 <= info.revision) {
+            model.insert(key.clone(), (*rev, value.clone()));
+        }
+        for i in 0..100 {
+            model.insert(format!("/pre/{i}"), (i + 1, Bytes::from(format!("p{i}"))));
+        }
+        assert_eq!(info.keys as usize, model.len());
+
+        let restored = tempfile::tempdir().unwrap();
+        let got = restore(&out, restored.path(), false).unwrap();
+        assert_eq!((got.revision, got.keys), (info.revision, info.keys));
+        let db2 = SqliteBackend::open(&SqliteBackend::db_path(restored.path()), opts()).unwrap();
+        assert_eq!(db2.revision(), info.revision);
+        let (items, at) = db2.load().await.unwrap();
+        assert_eq!(at, info.revision);
+        let state: std::collections::BTreeMap<_, _> =
+            items.into_iter().map(|kv| (kv.key, (kv.mod_revision, kv.value))).collect();
+        assert_eq!(state, model);
+        let next = db2.create("/after-restore", Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(next.mod_revision, info.revision + 1);
+        drop(db2);
+
+        // An existing database is only replaced with force; the WAL of the old one goes too.
+        assert!(matches!(restore(&out, restored.path(), false), Err(StoreError::Invalid(_))));
+        restore(&out, restored.path(), true).unwrap();
+        let db3 = SqliteBackend::open(&SqliteBackend::db_path(restored.path()), opts()).unwrap();
+        assert_eq!(db3.revision(), info.revision);
+        assert_eq!(db3.get_at("/after-restore", 0).await.unwrap(), None);
+    }
+
+    #[test]
+    fn restore_refuses_files_that_are_not_skiff_databases() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("snap.txt");
+        std::fs::write(&text, "not a database at all").unwrap();
+        let target = dir.path().join("data");
+        assert!(matches!(restore(&text, &target, false), Err(StoreError::Corrupt(_))));
+        let foreign = dir.path().join("foreign.db");
+        {
+            let conn = rusqlite::Connection::open(&foreign).unwrap();
+            conn.execute_batch("CREATE TABLE t (x)").unwrap();
+        }
+        assert!(matches!(restore(&foreign, &target, false), Err(StoreError::Corrupt(_))));
+        assert!(!SqliteBackend::db_path(&target).exists(), "nothing was installed");
+        let leftovers: Vec<_> =
+            std::fs::read_dir(SqliteBackend::db_path(&target).parent().unwrap())
+                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert!(matches!(save(&foreign, &dir.path().join("out.db")), Err(StoreError::Corrupt(_))));
+        assert!(!dir.path().join("out.db").exists());
+    }
+}

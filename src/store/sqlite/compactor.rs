@@ -50,7 +50,9 @@ impl Compactor {
         vacuum_pages: u32,
         busy_timeout: Duration,
     ) -> Result<Compactor> {
-        let read = |name| schema::meta(conn, name).map_err(|e| schema::map_err(path, e, StoreError::Unavailable));
+        let read = |name| {
+            schema::meta(conn, name).map_err(|e| schema::map_err(path, e, StoreError::Unavailable))
+        };
         let target = read("compacted")?;
         let cursor = read("compact_cursor")?.min(target);
         Ok(Compactor {
@@ -74,7 +76,8 @@ impl Compactor {
 
     /// When the next step is due: None when idle.
     pub fn next_step(&self) -> Option<Instant> {
-        let busy = self.cursor < self.target || self.vacuum_pending || !self.flush_waiters.is_empty();
+        let busy =
+            self.cursor < self.target || self.vacuum_pending || !self.flush_waiters.is_empty();
         busy.then(|| self.retry_at.unwrap_or_else(Instant::now))
     }
 
@@ -165,7 +168,8 @@ impl Compactor {
                  WHERE revision > ?1 AND revision <= ?2 ORDER BY revision LIMIT ?3",
             )?;
             let mut delete = conn.prepare_cached("DELETE FROM log WHERE revision = ?1")?;
-            let mut found = rows.query(rusqlite::params![self.cursor, self.target, self.step_rows as i64])?;
+            let mut found =
+                rows.query(rusqlite::params![self.cursor, self.target, self.step_rows as i64])?;
             while let Some(row) = found.next()? {
                 let revision: Revision = row.get(0)?;
                 let prev: Revision = row.get(1)?;
@@ -220,7 +224,10 @@ impl Compactor {
         let result = if busy == 0 {
             Ok(())
         } else {
-            Err(StoreError::Unavailable(format!("{}: readers kept the WAL busy", self.path.display())))
+            Err(StoreError::Unavailable(format!(
+                "{}: readers kept the WAL busy",
+                self.path.display()
+            )))
         };
         for waiter in self.flush_waiters.drain(..) {
             let _ = waiter.send(result.clone());

@@ -31,8 +31,10 @@ use super::{Backend, EventStream, KeyValue, ListPage, Result, Revision, StoreErr
 use reader::ReadError;
 use writer::{Op, Request};
 
+pub(crate) use schema::{
+    check_header, create_parent, describe, open_checked_readonly, quick_check,
+};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
-pub(crate) use schema::{check_header, create_parent, describe, open_checked_readonly, quick_check};
 
 /// Tuning of the SQLite backend.
 #[derive(Clone, Debug)]
@@ -222,7 +224,8 @@ impl SqliteBackend {
         T: Send + 'static,
         F: FnOnce(&Connection, Revision) -> Result<T, ReadError> + Send + 'static,
     {
-        let permit = self.inner.read_permits.clone().acquire_owned().await.map_err(|_| stopped())?;
+        let permit =
+            self.inner.read_permits.clone().acquire_owned().await.map_err(|_| stopped())?;
         let inner = self.inner.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -328,7 +331,8 @@ impl Backend for SqliteBackend {
         let start_after = start_after.map(str::to_owned);
         self.read(move |conn, current| {
             let revision = reader::resolve(conn, revision, current)?;
-            let (items, more) = reader::list_at(conn, &prefix, start_after.as_deref(), limit, revision)?;
+            let (items, more) =
+                reader::list_at(conn, &prefix, start_after.as_deref(), limit, revision)?;
             Ok(ListPage { items, revision, more })
         })
         .await
@@ -339,7 +343,12 @@ impl Backend for SqliteBackend {
         self.write(Op::Create { key: key.to_owned(), value }).await
     }
 
-    async fn update(&self, key: &str, value: Bytes, expected: Option<Revision>) -> Result<KeyValue> {
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<Revision>,
+    ) -> Result<KeyValue> {
         check_key(key)?;
         self.write(Op::Update { key: key.to_owned(), value, expected }).await
     }

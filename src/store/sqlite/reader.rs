@@ -14,12 +14,17 @@ use super::schema;
 
 /// Turns a stored key back into a string (keys are always written from `&str`).
 fn key_of(bytes: Vec<u8>) -> rusqlite::Result<String> {
-    String::from_utf8(bytes).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, Type::Blob, Box::new(e)))
+    String::from_utf8(bytes)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, Type::Blob, Box::new(e)))
 }
 
 /// Resolves the revision a read runs at: `requested`, or `current` when it is 0 or less.
 /// Must run inside the read transaction so that the compaction check matches the rows read.
-pub fn resolve(conn: &Connection, requested: Revision, current: Revision) -> Result<Revision, ReadError> {
+pub fn resolve(
+    conn: &Connection,
+    requested: Revision,
+    current: Revision,
+) -> Result<Revision, ReadError> {
     let compacted = schema::meta(conn, "compacted")?;
     if requested <= 0 {
         return Ok(current.max(compacted));
@@ -53,7 +58,11 @@ impl From<rusqlite::Error> for ReadError {
 }
 
 /// One key at `revision`.
-pub fn get_at(conn: &Connection, key: &str, revision: Revision) -> rusqlite::Result<Option<KeyValue>> {
+pub fn get_at(
+    conn: &Connection,
+    key: &str,
+    revision: Revision,
+) -> rusqlite::Result<Option<KeyValue>> {
     let mut stmt = conn.prepare_cached(
         "SELECT revision, value, create_revision, deleted FROM log \
          WHERE key = ?1 AND revision <= ?2 ORDER BY revision DESC LIMIT 1",
@@ -160,9 +169,14 @@ pub fn history(conn: &Connection, after: Revision, upto: Revision) -> rusqlite::
                 prev,
             }
         } else {
-            let kind = if create_revision == revision { EventKind::Create } else { EventKind::Update };
+            let kind =
+                if create_revision == revision { EventKind::Create } else { EventKind::Update };
             let value = Bytes::from(row.get::<_, Vec<u8>>(2)?);
-            Event { kind, kv: KeyValue { key, value, create_revision, mod_revision: revision }, prev }
+            Event {
+                kind,
+                kv: KeyValue { key, value, create_revision, mod_revision: revision },
+                prev,
+            }
         };
         events.push(event);
     }

@@ -52,7 +52,8 @@ pub fn map_err(path: &Path, e: rusqlite::Error, other: fn(String) -> StoreError)
             StoreError::Corrupt(format!("{}: {e}", path.display()))
         }
         _ => match e {
-            rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..) => {
                 StoreError::Corrupt(format!("{}: unexpected stored data: {e}", path.display()))
             }
             e => other(format!("{}: {e}", path.display())),
@@ -73,9 +74,9 @@ pub fn create_parent(path: &Path) -> Result<()> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .map_err(|e| StoreError::Unavailable(format!("{}: cannot create directory: {e}", dir.display())))
+    builder.create(dir).map_err(|e| {
+        StoreError::Unavailable(format!("{}: cannot create directory: {e}", dir.display()))
+    })
 }
 
 /// Fails with `Corrupt` unless `path` is absent, empty, or starts like an SQLite database.
@@ -122,7 +123,9 @@ pub fn probe(conn: &Connection, path: &Path) -> Result<Kind> {
         if version > SCHEMA_VERSION {
             return Err(corrupt(
                 path,
-                format!("schema version {version} is newer than this build supports ({SCHEMA_VERSION})"),
+                format!(
+                    "schema version {version} is newer than this build supports ({SCHEMA_VERSION})"
+                ),
             ));
         }
         if version < 1 {
@@ -143,7 +146,10 @@ pub fn probe(conn: &Connection, path: &Path) -> Result<Kind> {
     if app == 0 && version == 0 && objects == 0 {
         return Ok(Kind::Fresh);
     }
-    Err(corrupt(path, format!("not a skiff database (application_id {app:#x}, {objects} schema objects)")))
+    Err(corrupt(
+        path,
+        format!("not a skiff database (application_id {app:#x}, {objects} schema objects)"),
+    ))
 }
 
 fn pragma_int(conn: &Connection, path: &Path, name: &str) -> Result<i32> {
@@ -197,7 +203,10 @@ fn set_wal(conn: &Connection, path: &Path) -> Result<()> {
     if mode.eq_ignore_ascii_case("wal") {
         Ok(())
     } else {
-        Err(StoreError::Unavailable(format!("{}: cannot enable WAL (journal mode {mode})", path.display())))
+        Err(StoreError::Unavailable(format!(
+            "{}: cannot enable WAL (journal mode {mode})",
+            path.display()
+        )))
     }
 }
 
@@ -223,7 +232,8 @@ pub fn open_writer(path: &Path, pragmas: &WriterPragmas) -> Result<Connection> {
     }
     set_wal(&conn, path)?;
     conn.execute_batch("PRAGMA synchronous = FULL").map_err(fail)?;
-    conn.pragma_update(None, "wal_autocheckpoint", pragmas.wal_autocheckpoint_pages).map_err(fail)?;
+    conn.pragma_update(None, "wal_autocheckpoint", pragmas.wal_autocheckpoint_pages)
+        .map_err(fail)?;
     let _: i64 = conn
         .pragma_update_and_check(None, "journal_size_limit", pragmas.wal_size_limit, |r| r.get(0))
         .map_err(fail)?;

@@ -26,7 +26,9 @@ fn val(s: &str) -> Bytes {
 }
 
 fn log_rows(path: &Path) -> i64 {
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     conn.query_row("SELECT count(*) FROM log", [], |r| r.get(0)).unwrap()
 }
 
@@ -54,14 +56,20 @@ async fn create_get_update_delete() {
 
     let a = db.create("/a", val("v1")).await.unwrap();
     assert_eq!((a.create_revision, a.mod_revision), (1, 1));
-    assert_eq!(db.create("/a", val("x")).await, Err(StoreError::AlreadyExists { key: "/a".into() }));
+    assert_eq!(
+        db.create("/a", val("x")).await,
+        Err(StoreError::AlreadyExists { key: "/a".into() })
+    );
     let a2 = db.update("/a", val("v2"), Some(1)).await.unwrap();
     assert_eq!((a2.create_revision, a2.mod_revision, a2.value.clone()), (1, 2, val("v2")));
     assert_eq!(
         db.update("/a", val("v3"), Some(1)).await,
         Err(StoreError::Conflict { key: "/a".into(), expected: 1, current: 2 })
     );
-    assert_eq!(db.update("/nope", val("x"), None).await, Err(StoreError::NotFound { key: "/nope".into() }));
+    assert_eq!(
+        db.update("/nope", val("x"), None).await,
+        Err(StoreError::NotFound { key: "/nope".into() })
+    );
     assert_eq!(db.delete("/nope", None).await, Err(StoreError::NotFound { key: "/nope".into() }));
     assert_eq!(
         db.delete("/a", Some(7)).await,
@@ -77,8 +85,14 @@ async fn create_get_update_delete() {
     assert_eq!(db.get_at("/a", 3).await.unwrap(), None);
     assert_eq!(db.get_at("/a", 2).await.unwrap().unwrap().value, val("v2"));
     assert_eq!(db.get_at("/a", 1).await.unwrap().unwrap().value, val("v1"));
-    assert_eq!(db.get_at("/a", 9).await, Err(StoreError::FutureRevision { requested: 9, current: 3 }));
-    assert_eq!(db.update("/a", val("x"), None).await, Err(StoreError::NotFound { key: "/a".into() }));
+    assert_eq!(
+        db.get_at("/a", 9).await,
+        Err(StoreError::FutureRevision { requested: 9, current: 3 })
+    );
+    assert_eq!(
+        db.update("/a", val("x"), None).await,
+        Err(StoreError::NotFound { key: "/a".into() })
+    );
 
     let again = db.create("/a", val("new")).await.unwrap();
     assert_eq!((again.create_revision, again.mod_revision), (4, 4));
@@ -97,7 +111,9 @@ async fn concurrent_cas_has_one_winner_per_round() {
         let tasks: Vec<_> = (0..32)
             .map(|i| {
                 let db = db.clone();
-                tokio::spawn(async move { db.update("/cas", val(&format!("{round}-{i}")), Some(rev)).await })
+                tokio::spawn(async move {
+                    db.update("/cas", val(&format!("{round}-{i}")), Some(rev)).await
+                })
             })
             .collect();
         let mut winners = Vec::new();
@@ -136,7 +152,8 @@ async fn list_at_an_old_revision_sees_the_old_state() {
 
     let old = db.list_at("/a/", None, 0, before).await.unwrap();
     assert_eq!(old.revision, before);
-    let got: Vec<_> = old.items.iter().map(|kv| (kv.key.as_str(), kv.value.clone(), kv.mod_revision)).collect();
+    let got: Vec<_> =
+        old.items.iter().map(|kv| (kv.key.as_str(), kv.value.clone(), kv.mod_revision)).collect();
     assert_eq!(got, vec![("/a/1", val("a1"), 1), ("/a/2", val("a2"), 2)]);
     assert!(!old.more);
 
@@ -211,10 +228,20 @@ type Expect = (Revision, EventKind, &'static str, &'static str, Option<&'static 
 fn check_events(got: &[Event], want: &[Expect]) {
     let got: Vec<_> = got
         .iter()
-        .map(|e| (e.revision(), e.kind, e.kv.key.clone(), e.kv.value.clone(), e.prev.as_ref().map(|p| p.value.clone())))
+        .map(|e| {
+            (
+                e.revision(),
+                e.kind,
+                e.kv.key.clone(),
+                e.kv.value.clone(),
+                e.prev.as_ref().map(|p| p.value.clone()),
+            )
+        })
         .collect();
-    let want: Vec<_> =
-        want.iter().map(|(r, k, key, v, p)| (*r, *k, key.to_string(), val(v), p.map(val))).collect();
+    let want: Vec<_> = want
+        .iter()
+        .map(|(r, k, key, v, p)| (*r, *k, key.to_string(), val(v), p.map(val)))
+        .collect();
     assert_eq!(got, want);
 }
 
@@ -270,7 +297,10 @@ async fn event_details_of_deletes() {
     for stream in [&mut live, &mut replay] {
         let e = collect(stream, 3).await.remove(0);
         assert_eq!(e.kind, EventKind::Delete);
-        assert_eq!((e.kv.value.clone(), e.kv.create_revision, e.kv.mod_revision), (val("two"), 1, 3));
+        assert_eq!(
+            (e.kv.value.clone(), e.kv.create_revision, e.kv.mod_revision),
+            (val("two"), 1, 3)
+        );
         let prev = e.prev.unwrap();
         assert_eq!((prev.value, prev.create_revision, prev.mod_revision), (val("two"), 1, 2));
     }
@@ -299,7 +329,8 @@ async fn compaction_keeps_live_values_and_removes_history() {
     assert!(matches!(db.list_at("/", None, 0, 3).await, Err(StoreError::TooOld { .. })));
     assert!(matches!(db.events(5).await, Err(StoreError::TooOld { requested: 5, oldest: 9 })));
     let at9 = db.list_at("/", None, 0, 9).await.unwrap();
-    let got: Vec<_> = at9.items.iter().map(|kv| (kv.key.as_str(), kv.value.clone(), kv.mod_revision)).collect();
+    let got: Vec<_> =
+        at9.items.iter().map(|kv| (kv.key.as_str(), kv.value.clone(), kv.mod_revision)).collect();
     assert_eq!(got, vec![("/a", val("a5"), 6), ("/c", val("c"), 9)]);
     assert_eq!(db.get_at("/c", 0).await.unwrap().unwrap().value, val("c2"));
     assert_eq!(db.get_at("/b", 9).await.unwrap(), None);
@@ -312,7 +343,10 @@ async fn compaction_keeps_live_values_and_removes_history() {
     assert_eq!(e.len(), 1);
     assert_eq!(e[0].prev.as_ref().unwrap().value, val("c"));
 
-    assert_eq!(db.compact(99).await, Err(StoreError::FutureRevision { requested: 99, current: 10 }));
+    assert_eq!(
+        db.compact(99).await,
+        Err(StoreError::FutureRevision { requested: 99, current: 10 })
+    );
     db.compact(4).await.unwrap(); // already compacted past it: nothing to do
     assert_eq!(db.compacted(), 9);
     // Compacting away a trailing tombstone keeps the revision counter.
@@ -367,7 +401,10 @@ fn assert_refused(path: &Path, what: &str) {
     let before = std::fs::read(path).unwrap();
     match SqliteBackend::open(path, manual()) {
         Err(StoreError::Corrupt(msg)) => {
-            assert!(msg.contains(&path.display().to_string()), "{what}: message names the file: {msg}")
+            assert!(
+                msg.contains(&path.display().to_string()),
+                "{what}: message names the file: {msg}"
+            )
         }
         Err(e) => panic!("{what}: expected Corrupt, got {e:?}"),
         Ok(_) => panic!("{what}: expected Corrupt, opened it"),
@@ -446,10 +483,16 @@ async fn writer_options_are_on_the_file() {
     let db = open(dir.path(), manual());
     db.create("/k", val("v")).await.unwrap();
     let conn = rusqlite::Connection::open(db.path()).unwrap();
-    let get = |p: &str| conn.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, rusqlite::types::Value>(0)).unwrap();
+    let get = |p: &str| {
+        conn.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, rusqlite::types::Value>(0))
+            .unwrap()
+    };
     assert_eq!(get("journal_mode"), rusqlite::types::Value::Text("wal".into()));
     assert_eq!(get("auto_vacuum"), rusqlite::types::Value::Integer(2));
-    assert_eq!(get("application_id"), rusqlite::types::Value::Integer(super::APPLICATION_ID.into()));
+    assert_eq!(
+        get("application_id"),
+        rusqlite::types::Value::Integer(super::APPLICATION_ID.into())
+    );
     assert_eq!(get("user_version"), rusqlite::types::Value::Integer(super::SCHEMA_VERSION.into()));
 }
 
@@ -490,7 +533,10 @@ async fn automatic_compaction_bounds_the_file() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     db.flush().await.unwrap();
     let size = db.disk_usage();
-    eprintln!("after 30000 rewrites: {size} bytes on disk (peak {peak}), compacted to {}", db.compacted());
+    eprintln!(
+        "after 30000 rewrites: {size} bytes on disk (peak {peak}), compacted to {}",
+        db.compacted()
+    );
     assert!(size < 2 << 20, "database and WAL use {size} bytes after 30000 rewrites");
     assert!(peak < 8 << 20, "peak use {peak} bytes");
     assert!(db.compacted() > 29_000, "compacted to {}", db.compacted());
@@ -552,7 +598,10 @@ async fn full_tmpfs(mnt: std::path::PathBuf) {
     let (acked, err) = fill(&db, 0).await;
     assert!(matches!(err, StoreError::WriteFailed(_)), "{err:?}");
     assert!(acked.len() > 100, "only {} writes fit", acked.len());
-    assert!(matches!(db.create("/still-full", Bytes::from(vec![0; 4096])).await, Err(StoreError::WriteFailed(_))));
+    assert!(matches!(
+        db.create("/still-full", Bytes::from(vec![0; 4096])).await,
+        Err(StoreError::WriteFailed(_))
+    ));
     check_acked(&db, &acked).await;
     assert_eq!(db.revision(), acked.last().unwrap().1);
 

@@ -24,6 +24,9 @@ use crate::store::{Event, EventKind, KeyValue, Result, Revision, StoreError};
 use super::compactor::{rollback, Compactor};
 use super::{reader, schema, Shared};
 
+/// The longest a short batch waits for more writes before committing.
+const MAX_LINGER: Duration = Duration::from_millis(1);
+
 /// Where a request's answer goes.
 pub type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -41,8 +44,14 @@ pub enum Op {
 pub enum Request {
     Write(Op, Reply<KeyValue>),
     /// Events above `after`: the ones already committed, then every later batch.
-    Subscribe { after: Revision, reply: Reply<Subscription> },
-    Compact { revision: Revision, reply: Reply<()> },
+    Subscribe {
+        after: Revision,
+        reply: Reply<Subscription>,
+    },
+    Compact {
+        revision: Revision,
+        reply: Reply<()>,
+    },
     /// Return free pages and truncate the WAL.
     Flush(Reply<()>),
     Shutdown,
@@ -86,6 +95,10 @@ pub struct Writer {
     subscribers: Vec<Subscriber>,
     compactor: Compactor,
     next_auto_compaction: Option<Instant>,
+    /// Size of the last batch: about how many callers write concurrently.
+    expected: usize,
+    /// How long the last commit took.
+    last_commit: Duration,
 }
 
 /// The statements one batch uses.
@@ -154,6 +167,8 @@ impl Writer {
             subscribers: Vec::new(),
             compactor,
             next_auto_compaction,
+            expected: 1,
+            last_commit: Duration::ZERO,
         })
     }
 
@@ -181,24 +196,28 @@ impl Writer {
                     Err(_) => break,
                 },
             };
-            let mut next = first;
-            let mut stop = false;
-            while let Some(req) = next {
-                match req {
-                    Request::Write(op, reply) => batch.push((op, reply)),
-                    Request::Shutdown => {
-                        stop = true;
-                        break;
-                    }
-                    other => {
-                        self.commit_batch(&mut batch);
-                        self.control(other);
+            let mut stop = first.is_some_and(|req| self.take(req, &mut batch));
+            while !stop && batch.len() < self.config.max_batch {
+                match rx.try_recv() {
+                    Ok(req) => stop = self.take(req, &mut batch),
+                    Err(_) => break,
+                }
+            }
+            // Group commit: if fewer writes are pending than went into the last batch, their
+            // callers are probably about to send again; wait a moment for them.
+            let expected = self.expected.min(self.config.max_batch);
+            if !stop && !batch.is_empty() && batch.len() < expected {
+                let deadline = Instant::now() + self.linger();
+                while !stop && !batch.is_empty() && batch.len() < expected {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(req) => stop = self.take(req, &mut batch),
+                        Err(_) => break,
                     }
                 }
-                if batch.len() >= self.config.max_batch {
-                    break;
-                }
-                next = rx.try_recv().ok();
+            }
+            if !batch.is_empty() {
+                self.expected = batch.len();
             }
             self.commit_batch(&mut batch);
             if stop {
@@ -211,6 +230,25 @@ impl Writer {
             tracing::warn!(path = %self.path.display(), error = %e, "closing the sqlite database failed");
         }
         tracing::debug!("sqlite writer stopped");
+    }
+
+    /// Adds a request to the batch, or handles a control request after committing the batch.
+    /// Returns true on `Shutdown`.
+    fn take(&mut self, req: Request, batch: &mut Vec<(Op, Reply<KeyValue>)>) -> bool {
+        match req {
+            Request::Write(op, reply) => batch.push((op, reply)),
+            Request::Shutdown => return true,
+            other => {
+                self.commit_batch(batch);
+                self.control(other);
+            }
+        }
+        false
+    }
+
+    /// How long a short batch waits for more writes: half the last commit, at most 1 ms.
+    fn linger(&self) -> Duration {
+        (self.last_commit / 2).min(MAX_LINGER)
     }
 
     /// How long the loop may block waiting for requests (None: indefinitely).
@@ -242,7 +280,10 @@ impl Writer {
             Request::Subscribe { after, reply } => self.subscribe(after, reply),
             Request::Compact { revision, reply } => {
                 if revision > self.current {
-                    let _ = reply.send(Err(StoreError::FutureRevision { requested: revision, current: self.current }));
+                    let _ = reply.send(Err(StoreError::FutureRevision {
+                        requested: revision,
+                        current: self.current,
+                    }));
                 } else {
                     self.compactor.start(&self.conn, &self.shared, revision, Some(reply));
                 }
@@ -263,7 +304,8 @@ impl Writer {
             match reader::history(&self.conn, after, self.current) {
                 Ok(events) => events,
                 Err(e) => {
-                    let _ = reply.send(Err(schema::map_err(&self.path, e, StoreError::Unavailable)));
+                    let _ =
+                        reply.send(Err(schema::map_err(&self.path, e, StoreError::Unavailable)));
                     return;
                 }
             }
@@ -287,8 +329,10 @@ impl Writer {
         let mut results = Vec::with_capacity(size);
         let mut events = Vec::with_capacity(if want_events { size } else { 0 });
         let mut next = self.current + 1;
+        let started = Instant::now();
         self.overlay.clear();
-        let mut failure = self.conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).err();
+        let mut failure =
+            self.conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).err();
         {
             let mut stmts = None;
             if failure.is_none() {
@@ -315,6 +359,7 @@ impl Writer {
         if failure.is_none() {
             failure = self.conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).err();
         }
+        self.last_commit = started.elapsed();
         if let Some(e) = failure {
             rollback(&self.conn);
             self.overlay.clear();
@@ -391,9 +436,11 @@ impl State<'_> {
             return Err(StoreError::NotFound { key: key.to_owned() });
         };
         match expected {
-            Some(expected) if expected != entry.mod_revision => {
-                Err(StoreError::Conflict { key: key.to_owned(), expected, current: entry.mod_revision })
-            }
+            Some(expected) if expected != entry.mod_revision => Err(StoreError::Conflict {
+                key: key.to_owned(),
+                expected,
+                current: entry.mod_revision,
+            }),
             _ => Ok(entry),
         }
     }
@@ -415,7 +462,10 @@ fn apply(
                 return Ok(Err(StoreError::AlreadyExists { key }));
             }
             stmts.insert(revision, &key, &value, revision, 0, false)?;
-            state.overlay.insert(key.clone(), Some(Entry { mod_revision: revision, create_revision: revision }));
+            state.overlay.insert(
+                key.clone(),
+                Some(Entry { mod_revision: revision, create_revision: revision }),
+            );
             let kv = KeyValue { key, value, create_revision: revision, mod_revision: revision };
             if want_events {
                 events.push(Event { kind: EventKind::Create, kv: kv.clone(), prev: None });
@@ -427,13 +477,25 @@ fn apply(
                 Ok(entry) => entry,
                 Err(e) => return Ok(Err(e)),
             };
-            stmts.insert(revision, &key, &value, entry.create_revision, entry.mod_revision, false)?;
+            stmts.insert(
+                revision,
+                &key,
+                &value,
+                entry.create_revision,
+                entry.mod_revision,
+                false,
+            )?;
             let prev = if want_events { Some(stmts.value_at(entry.mod_revision)?) } else { None };
             state.overlay.insert(
                 key.clone(),
                 Some(Entry { mod_revision: revision, create_revision: entry.create_revision }),
             );
-            let kv = KeyValue { key, value, create_revision: entry.create_revision, mod_revision: revision };
+            let kv = KeyValue {
+                key,
+                value,
+                create_revision: entry.create_revision,
+                mod_revision: revision,
+            };
             if let Some(prev) = prev {
                 let prev = KeyValue { value: prev, mod_revision: entry.mod_revision, ..kv.clone() };
                 events.push(Event { kind: EventKind::Update, kv: kv.clone(), prev: Some(prev) });
@@ -448,7 +510,12 @@ fn apply(
             let last = stmts.value_at(entry.mod_revision)?;
             stmts.insert(revision, &key, &[], entry.create_revision, entry.mod_revision, true)?;
             state.overlay.insert(key.clone(), None);
-            let kv = KeyValue { key, value: last, create_revision: entry.create_revision, mod_revision: revision };
+            let kv = KeyValue {
+                key,
+                value: last,
+                create_revision: entry.create_revision,
+                mod_revision: revision,
+            };
             if want_events {
                 let prev = KeyValue { mod_revision: entry.mod_revision, ..kv.clone() };
                 events.push(Event { kind: EventKind::Delete, kv: kv.clone(), prev: Some(prev) });
