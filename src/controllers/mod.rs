@@ -13,6 +13,7 @@ pub mod namespace;
 pub mod podutil;
 pub mod queue;
 pub mod replicaset;
+pub mod rollout;
 pub mod serviceaccount;
 pub mod worker;
 
