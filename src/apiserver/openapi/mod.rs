@@ -1,4 +1,5 @@
-//! OpenAPI v3 documents for every served group-version, under /openapi/v3.
+//! OpenAPI v3 documents for every served group-version, under /openapi/v3, and the OpenAPI v2
+//! document derived from them at /openapi/v2 (JSON, or protobuf for kubectl up to 1.28).
 //!
 //! `/openapi/v3` is the index: each group-version's key (`api/v1`, `apis/apps/v1`) with the URL
 //! of its document, carrying the document's hash. A document fetched with its current hash is
@@ -11,7 +12,9 @@ mod components;
 mod document;
 mod operations;
 mod parameters;
+mod protobuf;
 mod resources;
+mod v2;
 
 use axum::body::Body;
 use axum::extract::Path;
@@ -29,6 +32,7 @@ pub use document::{hash_hex, Document};
 /// The routes under /openapi/v3.
 pub fn openapi_router() -> Router {
     Router::new()
+        .route("/openapi/v2", get(swagger_v2))
         .route("/openapi/v3", get(index))
         .route("/openapi/v3/", get(index))
         .route("/openapi/v3/api/{version}", get(core_document))
@@ -57,6 +61,33 @@ async fn index(headers: HeaderMap) -> Response {
         return cached(StatusCode::NOT_MODIFIED, &etag, "no-cache, private", Body::empty());
     }
     cached(StatusCode::OK, &etag, "no-cache, private", Body::from(body))
+}
+
+/// The media type /openapi/v2 protobuf is answered with (kubectl asks for it with `@v1.0`, a
+/// form Go's media type parser rejects in a response, so the answer spells it `.v1.0`).
+pub const PROTOBUF_V2: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+async fn swagger_v2(headers: HeaderMap) -> Response {
+    let doc = v2::swagger();
+    let wants_protobuf = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("protobuf"));
+    let (etag, body, media) = if wants_protobuf {
+        (format!("\"{}-pb\"", doc.hash), doc.protobuf.clone(), PROTOBUF_V2)
+    } else {
+        (format!("\"{}\"", doc.hash), doc.json.clone(), "application/json")
+    };
+    let (status, body) = if not_modified(&headers, &etag) {
+        (StatusCode::NOT_MODIFIED, Body::empty())
+    } else {
+        (StatusCode::OK, Body::from(body))
+    };
+    let mut response = cached(status, &etag, "no-cache, private", body);
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(media));
+    response.headers_mut().insert(axum::http::header::VARY, HeaderValue::from_static("Accept"));
+    response
 }
 
 async fn core_document(Path(version): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
