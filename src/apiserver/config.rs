@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
+use crate::controllers::ComponentOptions;
 use crate::store::etcd::EtcdTls;
 
 /// Request bodies larger than this are refused with 413, as kube-apiserver does (3 MiB).
@@ -59,6 +60,8 @@ pub struct ServerConfig {
     pub max_request_body_bytes: usize,
     /// More names and addresses for the serving certificate.
     pub tls_sans: Vec<String>,
+    /// The controllers, scheduler and simulated nodes to run once the API is ready (None: none).
+    pub components: Option<ComponentOptions>,
 }
 
 impl ServerConfig {
@@ -75,6 +78,7 @@ impl ServerConfig {
             max_requests_inflight: DEFAULT_MAX_REQUESTS_INFLIGHT,
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
             tls_sans: Vec::new(),
+            components: Some(ComponentOptions::default()),
         }
     }
 

@@ -6,7 +6,8 @@
 //! → routes (health, /version, /metrics, then the API and OpenAPI routers once the store is open).
 //!
 //! [`start`] returns as soon as the port is bound and the kubeconfig written; /readyz turns 200
-//! once the datastore is open and the bootstrap objects exist. A component failing ends the
+//! once the datastore is open and the bootstrap objects exist; then the cluster components
+//! (controllers, scheduler; see [`ServerConfig::components`]) start. A component failing ends the
 //! server with that error ([`ServerHandle::wait`]).
 
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ use super::pki::{self, Pki, PkiError, ServingNames};
 use super::status::ApiError;
 use super::tls::{self, TlsError};
 use super::{version, UserInfo};
+use crate::controllers::start_cluster_components;
 use crate::store::etcd::EtcdBackend;
 use crate::store::sqlite::{SqliteBackend, SqliteOptions};
 use crate::store::{Backend, CacheOptions, Store, StoreError};
@@ -80,6 +82,8 @@ pub enum ServerError {
     Storage(#[source] StoreError),
     #[error("cannot create the default objects: {0}")]
     Bootstrap(String),
+    #[error("the cluster components failed: {0}")]
+    Components(String),
     #[error("{0}")]
     Task(String),
 }
@@ -518,7 +522,14 @@ impl Supervisor {
         );
         tokio::pin!(storage);
         let mut storage_done = false;
+        let mut components: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
         let outcome = loop {
+            let components_ended = async {
+                match components.as_mut() {
+                    Some(task) => task.await,
+                    None => futures::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = stopped(&mut shutdown) => {
                     tracing::info!("shutting down");
@@ -527,12 +538,26 @@ impl Supervisor {
                 result = &mut storage, if !storage_done => {
                     storage_done = true;
                     match result {
-                        Ok(()) => {
+                        Ok(store) => {
                             let _ = self.phase.send(Phase::Ready);
                             tracing::info!(elapsed_ms = self.started.elapsed().as_millis() as u64, "ready");
+                            if let Some(opts) = self.config.components.clone() {
+                                match start_cluster_components(store, opts).await {
+                                    Ok(task) => components = Some(task),
+                                    Err(e) => break Err(ServerError::Components(format!("{e:#}"))),
+                                }
+                            }
                         }
                         Err(e) => break Err(e),
                     }
+                }
+                joined = components_ended => {
+                    let why = match joined {
+                        Ok(Ok(())) => "they stopped".to_string(),
+                        Ok(Err(e)) => format!("{e:#}"),
+                        Err(e) => format!("their task ended: {e}"),
+                    };
+                    break Err(ServerError::Components(why));
                 }
                 joined = &mut accept => {
                     let why = match joined {
@@ -554,6 +579,9 @@ impl Supervisor {
             tracing::warn!("connections still open after the drain timeout; closing them");
         }
         accept.abort();
+        if let Some(task) = components {
+            task.abort();
+        }
         outcome
     }
 }
@@ -564,7 +592,7 @@ async fn open_storage(
     metrics: Arc<Metrics>,
     api: Arc<OnceLock<ApiRoutes>>,
     slot: Arc<OnceLock<Store>>,
-) -> Result<(), ServerError> {
+) -> Result<Store, ServerError> {
     let started = Instant::now();
     let backend: Arc<dyn Backend> = match &config.datastore {
         Datastore::Sqlite => {
@@ -613,7 +641,7 @@ async fn open_storage(
     };
     let _ = api.set(routes);
     health.set_bootstrapped();
-    Ok(())
+    Ok(store)
 }
 
 async fn accept_loop(
