@@ -29,8 +29,17 @@ use super::status::ApiError;
 
 pub use document::{hash_hex, Document};
 
-/// The routes under /openapi/v3.
+/// The routes under /openapi/v3 (and /openapi/v2). The documents are built on a background
+/// thread right away, so the first client does not wait for them.
 pub fn openapi_router() -> Router {
+    let _ = std::thread::Builder::new().name("openapi-build".into()).spawn(|| {
+        let started = std::time::Instant::now();
+        let _ = v2::swagger();
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "openapi documents built"
+        );
+    });
     Router::new()
         .route("/openapi/v2", get(swagger_v2))
         .route("/openapi/v3", get(index))
