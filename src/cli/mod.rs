@@ -3,6 +3,7 @@
 //! Every failure ends as one line on stderr ("error: what: why") and a non-zero exit status;
 //! usage errors are clap's (status 2).
 
+pub mod debug;
 pub mod server;
 pub mod snapshot;
 
@@ -26,6 +27,8 @@ pub enum CliError {
         #[source]
         source: crate::store::StoreError,
     },
+    #[error("{0}")]
+    Debug(String),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
 }
@@ -46,6 +49,9 @@ enum Command {
     Snapshot(snapshot::SnapshotCommand),
     /// Print the version.
     Version,
+    /// Tools for tests and troubleshooting.
+    #[command(subcommand, hide = true)]
+    Debug(debug::DebugCommand),
 }
 
 /// Runs the command line and returns the process exit status.
@@ -61,6 +67,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => server::run(args),
         Command::Snapshot(cmd) => snapshot::run(cmd),
+        Command::Debug(cmd) => debug::run(cmd),
         Command::Version => {
             print_version();
             Ok(())
