@@ -144,6 +144,8 @@ pub fn restore(file: &Path, data_dir: &Path, force: bool) -> super::Result<Snaps
     }
     sqlite::check_header(file)?;
     sqlite::create_parent(&target)?;
+    // A running server holds this lock; never swap the file under it.
+    let _lock = sqlite::lock(&target, std::time::Duration::ZERO)?;
     let tmp = with_suffix(&target, &format!(".restore-{}", std::process::id()));
     remove_if_present(&tmp)?;
     remove_sidecars(&tmp)?;
@@ -283,6 +285,13 @@ mod tests {
 
         // An existing database is only replaced with force; the WAL of the old one goes too.
         assert!(matches!(restore(&out, restored.path(), false), Err(StoreError::Invalid(_))));
+        let running =
+            SqliteBackend::open(&SqliteBackend::db_path(restored.path()), opts()).unwrap();
+        assert!(
+            matches!(restore(&out, restored.path(), true), Err(StoreError::Unavailable(_))),
+            "never replaced under a running server"
+        );
+        drop(running);
         restore(&out, restored.path(), true).unwrap();
         let db3 = SqliteBackend::open(&SqliteBackend::db_path(restored.path()), opts()).unwrap();
         assert_eq!(db3.revision(), info.revision);
@@ -305,7 +314,12 @@ mod tests {
         assert!(!SqliteBackend::db_path(&target).exists(), "nothing was installed");
         let leftovers: Vec<_> =
             std::fs::read_dir(SqliteBackend::db_path(&target).parent().unwrap())
-                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.file_name())
+                        .filter(|n| !n.to_string_lossy().ends_with(".lock"))
+                        .collect()
+                })
                 .unwrap_or_default();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         assert!(matches!(save(&foreign, &dir.path().join("out.db")), Err(StoreError::Corrupt(_))));

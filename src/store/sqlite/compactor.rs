@@ -189,7 +189,7 @@ impl Compactor {
         conn.execute_batch("COMMIT")?;
         self.cursor = cursor;
         if cursor >= self.target {
-            tracing::info!(revision = self.target, removed = self.removed, "compaction finished");
+            tracing::debug!(revision = self.target, removed = self.removed, "compaction finished");
             self.removed = 0;
             self.vacuum_pending = true;
             for waiter in self.waiters.drain(..) {
@@ -203,13 +203,17 @@ impl Compactor {
     fn vacuum_step(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         let free: i64 = conn.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
         if free > 0 {
-            conn.execute_batch(&format!("PRAGMA incremental_vacuum({})", self.vacuum_pages))?;
+            // The pragma frees one page per step: run it to the end.
+            let mut stmt =
+                conn.prepare_cached(&format!("PRAGMA incremental_vacuum({})", self.vacuum_pages))?;
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
         }
         if free <= i64::from(self.vacuum_pages) {
             self.vacuum_pending = false;
             if self.flush_waiters.is_empty() {
-                // Copy what is in the WAL into the database without waiting for readers.
-                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                // Empty the WAL too, unless a reader is using it right now.
+                self.truncate_wal(conn, Duration::ZERO)?;
             }
         }
         Ok(())
@@ -217,11 +221,8 @@ impl Compactor {
 
     /// Checkpoints the WAL and truncates it, waiting only briefly for readers.
     fn checkpoint(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        conn.busy_timeout(Duration::from_millis(200))?;
-        let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
-        conn.busy_timeout(self.busy_timeout)?;
-        let busy = done?;
-        let result = if busy == 0 {
+        let done = self.truncate_wal(conn, Duration::from_millis(200))?;
+        let result = if done {
             Ok(())
         } else {
             Err(StoreError::Unavailable(format!(
@@ -233,6 +234,17 @@ impl Compactor {
             let _ = waiter.send(result.clone());
         }
         Ok(())
+    }
+}
+
+impl Compactor {
+    /// Checkpoints the whole WAL and truncates it, waiting at most `wait` for readers. Returns
+    /// whether it got through.
+    fn truncate_wal(&self, conn: &Connection, wait: Duration) -> rusqlite::Result<bool> {
+        conn.busy_timeout(wait)?;
+        let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        conn.busy_timeout(self.busy_timeout)?;
+        Ok(busy? == 0)
     }
 }
 

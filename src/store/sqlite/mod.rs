@@ -32,7 +32,7 @@ use reader::ReadError;
 use writer::{Op, Request};
 
 pub(crate) use schema::{
-    check_header, create_parent, describe, open_checked_readonly, quick_check,
+    check_header, create_parent, describe, lock, open_checked_readonly, quick_check,
 };
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
@@ -72,7 +72,7 @@ impl Default for SqliteOptions {
             compaction_step_rows: 500,
             vacuum_step_pages: 256,
             wal_autocheckpoint_pages: 1000,
-            wal_size_limit: 16 << 20,
+            wal_size_limit: 8 << 20,
             cache_kib: 16 << 10,
             readers: 4,
             busy_timeout: Duration::from_secs(5),
@@ -101,7 +101,12 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     read_permits: Arc<Semaphore>,
     busy_timeout: Duration,
+    /// Held until the writer has stopped (fields drop after `Drop::drop`).
+    _lock: std::fs::File,
 }
+
+/// How long `open` waits for a previous owner of the database to close it.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -131,6 +136,8 @@ impl SqliteBackend {
             cache_kib: opts.cache_kib,
             max_db_pages: opts.max_db_pages,
         };
+        schema::create_parent(path)?;
+        let lock = schema::lock(path, LOCK_WAIT)?;
         let conn = schema::open_writer(path, &pragmas)?;
         let compactor = compactor::Compactor::load(
             &conn,
@@ -169,6 +176,7 @@ impl SqliteBackend {
                 readers: Mutex::new(vec![first_reader]),
                 read_permits: Arc::new(Semaphore::new(opts.readers.max(1))),
                 busy_timeout: opts.busy_timeout,
+                _lock: lock,
             }),
         })
     }

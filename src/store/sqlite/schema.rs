@@ -303,3 +303,45 @@ pub fn describe(conn: &Connection, path: &Path) -> Result<(Revision, u64)> {
         .map_err(fail)?;
     Ok((revision, keys.max(0) as u64))
 }
+
+/// The lock file that keeps a second writer (another process, or a second open in this one)
+/// away from a database.
+pub fn lock_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    std::path::PathBuf::from(name)
+}
+
+/// Takes the exclusive lock of the database at `path`, waiting up to `wait` for a previous
+/// owner (a backend being dropped) to let go. The lock lasts as long as the returned file.
+pub fn lock(path: &Path, wait: Duration) -> Result<std::fs::File> {
+    let lock = lock_path(path);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .map_err(|e| StoreError::Unavailable(format!("{}: {e}", lock.display())))?;
+    let started = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < wait => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Unavailable(format!(
+                    "{}: the database is in use by another skiff process",
+                    path.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "{}: cannot lock: {e}",
+                    lock.display()
+                )))
+            }
+        }
+    }
+}

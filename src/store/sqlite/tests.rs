@@ -191,7 +191,7 @@ async fn pagination_at_a_fixed_revision_while_writes_continue() {
                 let i = n % 100;
                 db.update(&format!("/p/{i:03}"), val("changed"), None).await.ok();
                 db.create(&format!("/p/{i:03}x{n}"), val("extra")).await.unwrap();
-                if i % 3 == 0 {
+                if i.is_multiple_of(3) {
                     db.delete(&format!("/p/{:03}", (i + 1) % 100), None).await.ok();
                 }
                 n += 1;
@@ -632,4 +632,21 @@ async fn full_page_limit(dir: &Path) {
     let db = open(dir, manual());
     check_acked(&db, &acked).await;
     db.create("/after", val("space again")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_has_one_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), manual());
+    db.create("/k", val("v")).await.unwrap();
+    let second = SqliteBackend::open(&SqliteBackend::db_path(dir.path()), manual());
+    assert!(matches!(second, Err(StoreError::Unavailable(_))), "a second writer is refused");
+    // Once the first is gone, the next open takes over (waiting briefly if needed).
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        drop(db);
+    });
+    let db = open(dir.path(), manual());
+    closer.join().unwrap();
+    assert_eq!(db.get_at("/k", 0).await.unwrap().unwrap().value, val("v"));
 }
