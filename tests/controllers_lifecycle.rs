@@ -31,13 +31,28 @@ async fn pods_run_finish_fail_and_are_deleted_gracefully() {
     let pods: Api<Pod> = Api::default_namespaced(cluster.client.clone());
     let pp = PostParams::default();
     pods.create(&pp, &pod("server", json!({}), "Always")).await.unwrap();
-    pods.create(&pp, &pod("job", json!({"skiff.dev/simulate-run-seconds": "0.2"}), "Never")).await.unwrap();
-    pods.create(&pp, &pod("crash", json!({"skiff.dev/simulate-exit-code": "3", "skiff.dev/simulate-run-seconds": "0.2"}), "Never"))
+    pods.create(&pp, &pod("job", json!({"skiff.dev/simulate-run-seconds": "0.2"}), "Never"))
         .await
         .unwrap();
-    pods.create(&pp, &pod("lazy", json!({"skiff.dev/simulate-never-ready": "true"}), "Always")).await.unwrap();
+    pods.create(
+        &pp,
+        &pod(
+            "crash",
+            json!({"skiff.dev/simulate-exit-code": "3", "skiff.dev/simulate-run-seconds": "0.2"}),
+            "Never",
+        ),
+    )
+    .await
+    .unwrap();
+    pods.create(&pp, &pod("lazy", json!({"skiff.dev/simulate-never-ready": "true"}), "Always"))
+        .await
+        .unwrap();
 
-    wait_for(T, "server running", || async { (phase(&pods, "server").await? == "Running").then_some(()) }).await.unwrap();
+    wait_for(T, "server running", || async {
+        (phase(&pods, "server").await? == "Running").then_some(())
+    })
+    .await
+    .unwrap();
     let server = pods.get("server").await.unwrap();
     let st = server.status.unwrap();
     assert!(st.pod_ip.is_some() && st.host_ip.is_some() && st.start_time.is_some());
@@ -50,24 +65,53 @@ async fn pods_run_finish_fail_and_are_deleted_gracefully() {
     assert!(cs.ready && cs.started == Some(true) && cs.restart_count == 0);
     assert!(cs.state.as_ref().unwrap().running.is_some());
 
-    wait_for(T, "job succeeded", || async { (phase(&pods, "job").await? == "Succeeded").then_some(()) }).await.unwrap();
+    wait_for(T, "job succeeded", || async {
+        (phase(&pods, "job").await? == "Succeeded").then_some(())
+    })
+    .await
+    .unwrap();
     let job = pods.get("job").await.unwrap();
-    let term = job.status.unwrap().container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+    let term = job.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
     assert_eq!((term.exit_code, term.reason.as_deref()), (0, Some("Completed")));
 
-    wait_for(T, "crash failed", || async { (phase(&pods, "crash").await? == "Failed").then_some(()) }).await.unwrap();
+    wait_for(T, "crash failed", || async {
+        (phase(&pods, "crash").await? == "Failed").then_some(())
+    })
+    .await
+    .unwrap();
     let crash = pods.get("crash").await.unwrap();
-    let term = crash.status.unwrap().container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+    let term = crash.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
     assert_eq!((term.exit_code, term.reason.as_deref()), (3, Some("Error")));
 
-    wait_for(T, "lazy running", || async { (phase(&pods, "lazy").await? == "Running").then_some(()) }).await.unwrap();
+    wait_for(T, "lazy running", || async {
+        (phase(&pods, "lazy").await? == "Running").then_some(())
+    })
+    .await
+    .unwrap();
     let lazy = pods.get("lazy").await.unwrap().status.unwrap();
     let ready = lazy.conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
-    assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("ContainersNotReady")));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_deref()),
+        ("False", Some("ContainersNotReady"))
+    );
 
     // A graceful delete marks the pod; the node stops it and removes it.
     pods.delete("server", &DeleteParams::default()).await.unwrap();
-    wait_for(T, "server removed", || async { pods.get_opt("server").await.ok()?.is_none().then_some(()) }).await.unwrap();
+    wait_for(T, "server removed", || async {
+        pods.get_opt("server").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +133,12 @@ async fn orphan_and_foreground_propagation() {
     for name in ["kept", "fg"] {
         deployments.create(&PostParams::default(), &make(name)).await.unwrap();
         wait_for(T, "2 pods", || async {
-            let n = pods.list(&ListParams::default().labels(&format!("app={name}"))).await.ok()?.items.len();
+            let n = pods
+                .list(&ListParams::default().labels(&format!("app={name}")))
+                .await
+                .ok()?
+                .items
+                .len();
             (n == 2).then_some(())
         })
         .await
@@ -98,7 +147,11 @@ async fn orphan_and_foreground_propagation() {
 
     // Orphan: the deployment goes, its replica set stays without an owner.
     deployments.delete("kept", &DeleteParams::orphan()).await.unwrap();
-    wait_for(T, "kept deleted", || async { deployments.get_opt("kept").await.ok()?.is_none().then_some(()) }).await.unwrap();
+    wait_for(T, "kept deleted", || async {
+        deployments.get_opt("kept").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .unwrap();
     let rs = sets.list(&ListParams::default().labels("app=kept")).await.unwrap().items;
     assert_eq!(rs.len(), 1);
     assert!(rs[0].metadata.owner_references.as_ref().is_none_or(|o| o.is_empty()));

@@ -164,7 +164,9 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
     let loop_task = spawn_named("scheduler-loop", async move {
         loop {
             let key = sched.shared.queue.get().await;
+            let began = std::time::Instant::now();
             sched.schedule_one(&key).await;
+            tracing::trace!(pod = %key, elapsed_us = began.elapsed().as_micros() as u64, "scheduling cycle");
             sched.shared.queue.done(&key);
         }
     });
@@ -350,11 +352,17 @@ impl Scheduler {
                 },
             };
             let api: Api<Pod> = Api::namespaced(client, &ns);
+            let began = std::time::Instant::now();
             let result: Result<serde_json::Value, kube::Error> = api
                 .create_subresource("binding", &pod.name_any(), &PostParams::default(), &binding)
                 .await;
             match result {
-                Ok(_) => tracing::trace!(pod = %key, node = %node, "bound"),
+                Ok(_) => tracing::trace!(
+                    pod = %key,
+                    node = %node,
+                    elapsed_us = began.elapsed().as_micros() as u64,
+                    "bound"
+                ),
                 Err(e) => {
                     shared.cache.lock().forget(&uid);
                     match &e {
