@@ -225,15 +225,9 @@ async fn generate_name_and_namespace_checks() {
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert_eq!(body["kind"], "Status");
 
-    let (code, _, _) = raw(
-        &env,
-        "POST",
-        "/api/v1/namespaces/default/configmaps",
-        "application/vnd.kubernetes.protobuf",
-        "x",
-        "",
-    )
-    .await;
+    let (code, _, _) =
+        raw(&env, "POST", "/api/v1/namespaces/default/configmaps", "application/cbor", "x", "")
+            .await;
     assert_eq!(code, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     let (code, _, body) = raw(

@@ -248,6 +248,8 @@ pub enum BodyFormat {
     MergePatch,
     StrategicMergePatch,
     ApplyPatch,
+    /// Kubernetes protobuf (kubectl 1.32+ for objects it builds itself).
+    Protobuf,
 }
 
 /// The format of the request body from its Content-Type (JSON when absent); 415 otherwise.
@@ -259,6 +261,7 @@ pub fn body_format(headers: &HeaderMap, patch: bool) -> Result<BodyFormat, ApiEr
         "" if !patch => BodyFormat::Json,
         "application/json" if !patch => BodyFormat::Json,
         "application/yaml" | "application/x-yaml" | "text/yaml" if !patch => BodyFormat::Yaml,
+        "application/vnd.kubernetes.protobuf" if !patch => BodyFormat::Protobuf,
         "application/json-patch+json" if patch => BodyFormat::JsonPatch,
         "application/merge-patch+json" if patch => BodyFormat::MergePatch,
         "application/strategic-merge-patch+json" if patch => BodyFormat::StrategicMergePatch,
@@ -273,21 +276,23 @@ pub fn body_format(headers: &HeaderMap, patch: bool) -> Result<BodyFormat, ApiEr
         _ => {
             return Err(ApiError::unsupported_media_type(format!(
                 "the body of the request was in an unknown format - accepted media types include: \
-                 application/json, application/yaml (got {ct:?})"
+                 application/json, application/yaml, application/vnd.kubernetes.protobuf (got {ct:?})"
             )))
         }
     };
     Ok(format)
 }
 
-/// Parses a JSON or YAML body into a value; 400 with the parser's message if malformed.
-pub fn parse_body(bytes: &[u8], yaml: bool) -> Result<serde_json::Value, ApiError> {
-    if yaml {
-        serde_norway::from_slice::<serde_json::Value>(bytes)
-            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
-    } else {
-        serde_json::from_slice::<serde_json::Value>(bytes)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+/// Parses a body of the given format into a value; 400 with the parser's message if malformed.
+pub fn parse_body(bytes: &[u8], format: BodyFormat) -> Result<serde_json::Value, ApiError> {
+    match format {
+        BodyFormat::Yaml | BodyFormat::ApplyPatch => {
+            serde_norway::from_slice::<serde_json::Value>(bytes)
+                .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
+        }
+        BodyFormat::Protobuf => Ok(super::handlers::protobuf::decode(bytes)?),
+        _ => serde_json::from_slice::<serde_json::Value>(bytes)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}"))),
     }
 }
 
@@ -390,11 +395,12 @@ mod tests {
             BodyFormat::ApplyPatch
         );
         assert_eq!(
-            body_format(&h("application/vnd.kubernetes.protobuf"), false).unwrap_err().code,
-            415
+            body_format(&h("application/vnd.kubernetes.protobuf"), false).unwrap(),
+            BodyFormat::Protobuf
         );
+        assert_eq!(body_format(&h("application/cbor"), false).unwrap_err().code, 415);
         assert_eq!(body_format(&h("application/json"), true).unwrap_err().code, 415);
-        assert!(parse_body(b"{", false).is_err());
-        assert_eq!(parse_body(b"a: 1\n", true).unwrap()["a"], 1);
+        assert!(parse_body(b"{", BodyFormat::Json).is_err());
+        assert_eq!(parse_body(b"a: 1\n", BodyFormat::Yaml).unwrap()["a"], 1);
     }
 }

@@ -8,6 +8,7 @@
 
 mod decode;
 mod patch;
+pub mod protobuf;
 mod read;
 mod response;
 mod subresources;

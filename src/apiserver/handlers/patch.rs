@@ -19,7 +19,7 @@ use crate::registry::{Registry, UpdatePart};
 
 pub(super) async fn patch(reg: &Registry, mut r: Req) -> Result<Response, ApiError> {
     let format = body_format(&r.headers, true)?;
-    let patch = parse_body(&r.body, format == BodyFormat::ApplyPatch)?;
+    let patch = parse_body(&r.body, format)?;
     let part = match r.path.subresource.as_deref() {
         None => UpdatePart::Main,
         Some("status") => UpdatePart::Status,

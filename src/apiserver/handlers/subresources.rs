@@ -45,7 +45,7 @@ pub(super) async fn create(reg: &Registry, r: Req, sub: &str) -> Result<Response
 pub(super) async fn update(reg: &Registry, mut r: Req, sub: &str) -> Result<Response, ApiError> {
     if sub == "scale" {
         let format = body_format(&r.headers, false)?;
-        let scale = parse_body(&r.body, format == BodyFormat::Yaml)?;
+        let scale = parse_body(&r.body, format)?;
         return write_scale(reg, r, scale).await;
     }
     let name = r.name().to_string();
@@ -189,7 +189,7 @@ async fn write_scale(reg: &Registry, r: Req, scale: Value) -> Result<Response, A
 /// Assigns a pod to a node (pods/binding, and the bindings resource).
 pub(super) async fn bind(reg: &Registry, r: Req, pod_name: &str) -> Result<Response, ApiError> {
     let format = body_format(&r.headers, false)?;
-    let binding = parse_body(&r.body, format == BodyFormat::Yaml)?;
+    let binding = parse_body(&r.body, format)?;
     let pods = catalog().find("", "v1", "pods").ok_or_else(not_found_path)?;
     let node = object::str_at(&binding, "target.name").unwrap_or("").to_string();
     if node.is_empty() {
@@ -241,11 +241,7 @@ pub(super) async fn bind(reg: &Registry, r: Req, pod_name: &str) -> Result<Respo
 /// Evicts a pod: a delete that PodDisruptionBudgets may refuse (429).
 async fn evict(reg: &Registry, r: Req) -> Result<Response, ApiError> {
     let format = body_format(&r.headers, false)?;
-    let eviction = if r.body.is_empty() {
-        json!({})
-    } else {
-        parse_body(&r.body, format == BodyFormat::Yaml)?
-    };
+    let eviction = if r.body.is_empty() { json!({}) } else { parse_body(&r.body, format)? };
     let pods = r.res;
     let name = r.name().to_string();
     let pod = reg.get(pods, r.namespace(), &name).await?;

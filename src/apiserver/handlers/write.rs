@@ -8,7 +8,7 @@ use super::decode::{decode_object, FieldValidation};
 use super::read::list_params;
 use super::response::success_status;
 use super::{subresources, write_options, Req};
-use crate::apiserver::request::{body_format, parse_body, BodyFormat};
+use crate::apiserver::request::{body_format, parse_body};
 use crate::apiserver::status::ApiError;
 use crate::registry::options::check_body;
 use crate::registry::{DeleteOptions, Registry, UpdatePart};
@@ -16,7 +16,7 @@ use crate::registry::{DeleteOptions, Registry, UpdatePart};
 pub(super) async fn create(reg: &Registry, mut r: Req) -> Result<Response, ApiError> {
     if r.res.plural == "bindings" {
         let format = body_format(&r.headers, false)?;
-        let body = parse_body(&r.body, format == BodyFormat::Yaml)?;
+        let body = parse_body(&r.body, format)?;
         let pod = body["metadata"]["name"].as_str().unwrap_or_default().to_string();
         return subresources::bind(reg, r, &pod).await;
     }
@@ -75,7 +75,7 @@ pub(super) async fn delete_collection(reg: &Registry, r: Req) -> Result<Response
 /// and field validation (warnings go to the response).
 pub(super) fn read_object(r: &mut Req, name: Option<&str>) -> Result<Value, ApiError> {
     let format = body_format(&r.headers, false)?;
-    let mut value = parse_body(&r.body, format == BodyFormat::Yaml)?;
+    let mut value = parse_body(&r.body, format)?;
     check_body(r.res, r.path.namespace.as_deref(), name, &mut value)?;
     let validation = FieldValidation::parse(r.query.get("fieldValidation"))?;
     let (obj, warnings) = decode_object(r.res, value, validation)?;
@@ -89,7 +89,7 @@ fn delete_options(r: &Req) -> Result<DeleteOptions, ApiError> {
         DeleteOptions::default()
     } else {
         let format = body_format(&r.headers, false)?;
-        DeleteOptions::from_value(&parse_body(&r.body, format == BodyFormat::Yaml)?)?
+        DeleteOptions::from_value(&parse_body(&r.body, format)?)?
     };
     if let Some(g) = r.query.int("gracePeriodSeconds")? {
         opts.grace_period_seconds = Some(g);

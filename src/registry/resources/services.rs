@@ -51,9 +51,16 @@ impl Strategy for ServiceStrategy {
                 json!({"clientIP": {"timeoutSeconds": 10800}}),
             );
         }
+        if spec.get("healthCheckNodePort").and_then(Value::as_i64) == Some(0) {
+            spec.remove("healthCheckNodePort");
+        }
         if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
             for p in ports {
                 if let Some(pm) = p.as_object_mut() {
+                    // 0 means "allocate one" (protobuf clients always send the field).
+                    if pm.get("nodePort").and_then(Value::as_i64) == Some(0) {
+                        pm.remove("nodePort");
+                    }
                     default_field(pm, "protocol", json!("TCP"));
                     if let Some(port) = pm.get("port").cloned() {
                         default_field(pm, "targetPort", port);
