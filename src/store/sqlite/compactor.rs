@@ -149,8 +149,9 @@ impl Compactor {
                 rollback(conn);
                 tracing::warn!(path = %self.path.display(), error = %e, "compaction step failed, will retry");
                 self.retry_at = Some(Instant::now() + RETRY_AFTER);
+                // Callers learn of the failure; the work itself is retried in the background.
                 let err = schema::map_err(&self.path, e, StoreError::WriteFailed);
-                for waiter in self.flush_waiters.drain(..) {
+                for waiter in self.waiters.drain(..).chain(self.flush_waiters.drain(..)) {
                     let _ = waiter.send(Err(err.clone()));
                 }
             }
