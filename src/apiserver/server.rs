@@ -30,6 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tower_http::compression::predicate::Predicate;
 use tower_http::compression::CompressionLayer;
+use tracing::Instrument;
 
 use super::authn::{self, Authenticator, LoopbackIdentity, PeerIdentity, TokenFile};
 use super::authz::{self, AuthorizerHandle, DefaultPolicy, RequestAttributes};
@@ -274,7 +275,9 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         stop_rx,
         started,
     };
-    let task = tokio::spawn(supervisor.run(shutdown_rx));
+    let task = tokio::spawn(
+        supervisor.run(shutdown_rx).instrument(tracing::info_span!("task", name = "apiserver")),
+    );
     Ok(ServerHandle {
         local_addr,
         server_url,
@@ -506,13 +509,16 @@ struct Supervisor {
 impl Supervisor {
     async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
         let (conn_tx, mut conn_rx) = mpsc::channel::<()>(1);
-        let mut accept = tokio::spawn(accept_loop(
-            self.listener,
-            self.acceptor,
-            self.app.clone(),
-            self.stop_rx.clone(),
-            conn_tx,
-        ));
+        let mut accept = tokio::spawn(
+            accept_loop(
+                self.listener,
+                self.acceptor,
+                self.app.clone(),
+                self.stop_rx.clone(),
+                conn_tx,
+            )
+            .instrument(tracing::info_span!("task", name = "listener")),
+        );
         let storage = open_storage(
             self.config.clone(),
             self.health.clone(),
