@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::resources::{self as res};
-use super::strategy::{CreateOnUpdate, DefaultStrategy, PathSegmentNames, Strategy};
+use super::strategy::{CreateOnUpdate, DefaultStrategy, Strategy};
 
 use k8s_openapi::api::{
     admissionregistration::v1 as admreg, apps::v1 as apps, autoscaling::v1 as as1,
@@ -347,8 +347,14 @@ fn build() -> Vec<ResourceInfo> {
                 STATUS,
             ])
             .with(res::nodes::NodeStrategy),
-        entry::<core::PersistentVolumeClaim>().short(&["pvc"]).subs(ONLY_STATUS),
-        entry::<core::PersistentVolume>().short(&["pv"]).subs(ONLY_STATUS),
+        entry::<core::PersistentVolumeClaim>()
+            .short(&["pvc"])
+            .subs(ONLY_STATUS)
+            .with(res::volumes::PersistentVolumeClaimStrategy),
+        entry::<core::PersistentVolume>()
+            .short(&["pv"])
+            .subs(ONLY_STATUS)
+            .with(res::volumes::PersistentVolumeStrategy),
         entry::<core::Pod>()
             .short(&["po"])
             .cats(ALL)
@@ -438,10 +444,10 @@ fn build() -> Vec<ResourceInfo> {
         // policy/v1
         entry::<policy::PodDisruptionBudget>().short(&["pdb"]).subs(ONLY_STATUS),
         // rbac.authorization.k8s.io/v1
-        entry::<rbac::ClusterRoleBinding>().with(PathSegmentNames),
-        entry::<rbac::ClusterRole>().with(PathSegmentNames),
-        entry::<rbac::RoleBinding>().with(PathSegmentNames),
-        entry::<rbac::Role>().with(PathSegmentNames),
+        entry::<rbac::ClusterRoleBinding>().with(res::rbac::BindingStrategy { cluster: true }),
+        entry::<rbac::ClusterRole>().with(res::rbac::RoleStrategy),
+        entry::<rbac::RoleBinding>().with(res::rbac::BindingStrategy { cluster: false }),
+        entry::<rbac::Role>().with(res::rbac::RoleStrategy),
         // scheduling.k8s.io/v1
         entry::<sched::PriorityClass>().short(&["pc"]),
         // storage.k8s.io/v1
