@@ -166,12 +166,12 @@ impl RequestAttributes {
             attrs.verb = "proxy".into();
         }
 
-        if parts.first() == Some(&"namespaces") {
-            if parts.len() > 1 {
-                attrs.namespace = parts[1].to_string();
-                if parts.len() > 2 && !matches!(parts[2], "status" | "finalize") {
-                    parts.drain(..2);
-                }
+        if parts.first() == Some(&"namespaces") && parts.len() > 1 {
+            attrs.namespace = parts[1].to_string();
+            // "namespaces/x/status" is the namespace's own subresource; anything else after the
+            // name is a resource inside that namespace.
+            if parts.len() > 2 && !matches!(parts[2], "status" | "finalize") {
+                parts.drain(..2);
             }
         }
         match parts.len() {
