@@ -41,7 +41,9 @@ pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub struct SqliteOptions {
     /// How often background compaction runs (zero: never automatically).
     pub compaction_interval: Duration,
-    /// How many recent revisions compaction keeps.
+    /// How many recent revisions compaction keeps. Older history only serves lists continued
+    /// at an old revision and exact-revision reads (watches come from the in-memory window), so
+    /// the default is small: a key rewritten for hours keeps the file near its live size.
     pub retain_revisions: i64,
     /// The most write requests committed in one transaction.
     pub max_batch: usize,
@@ -66,8 +68,8 @@ pub struct SqliteOptions {
 impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
-            compaction_interval: Duration::from_secs(10),
-            retain_revisions: 10_000,
+            compaction_interval: Duration::from_secs(5),
+            retain_revisions: 1_000,
             max_batch: 512,
             compaction_step_rows: 200,
             vacuum_step_pages: 64,
