@@ -328,7 +328,7 @@ fn build() -> Vec<ResourceInfo> {
         // core/v1
         create_only::<core::Binding>(),
         entry::<core::ConfigMap>().short(&["cm"]).with(res::configmaps::ConfigMapStrategy),
-        entry::<core::Endpoints>().short(&["ep"]).with(CreateOnUpdate),
+        entry::<core::Endpoints>().short(&["ep"]).with(res::misc::EndpointsStrategy),
         entry::<core::Event>().short(&["ev"]).with(res::events::EventStrategy),
         entry::<core::LimitRange>().short(&["limits"]).with(CreateOnUpdate),
         entry::<core::Namespace>()
@@ -368,11 +368,14 @@ fn build() -> Vec<ResourceInfo> {
             .with(res::replicationcontrollers::ReplicationControllerStrategy),
         entry::<core::ResourceQuota>().short(&["quota"]).subs(ONLY_STATUS),
         entry::<core::Secret>().with(res::secrets::SecretStrategy),
-        entry::<core::ServiceAccount>().short(&["sa"]).subs(&[Subresource {
-            name: "token",
-            kind: Some(("authentication.k8s.io", "v1", "TokenRequest")),
-            verbs: &["create"],
-        }]),
+        entry::<core::ServiceAccount>()
+            .short(&["sa"])
+            .subs(&[Subresource {
+                name: "token",
+                kind: Some(("authentication.k8s.io", "v1", "TokenRequest")),
+                verbs: &["create"],
+            }])
+            .with(res::misc::ServiceAccountStrategy),
         entry::<core::Service>()
             .short(&["svc"])
             .cats(ALL)
@@ -427,9 +430,9 @@ fn build() -> Vec<ResourceInfo> {
             .with(res::hpa::HpaStrategy)
             .converted(res::hpa::V1_CONVERSION),
         // coordination.k8s.io/v1
-        entry::<coord::Lease>().with(CreateOnUpdate),
+        entry::<coord::Lease>().with(res::misc::LeaseStrategy),
         // discovery.k8s.io/v1
-        entry::<disc::EndpointSlice>(),
+        entry::<disc::EndpointSlice>().with(res::misc::EndpointSliceStrategy),
         // events.k8s.io/v1 (stored as core v1 events)
         entry::<ev::Event>()
             .short(&["ev"])
@@ -437,31 +440,35 @@ fn build() -> Vec<ResourceInfo> {
             .converted(res::events::EVENTS_V1_CONVERSION),
         // networking.k8s.io/v1
         entry::<net::IngressClass>(),
-        entry::<net::Ingress>().short(&["ing"]).subs(ONLY_STATUS),
+        entry::<net::Ingress>().short(&["ing"]).subs(ONLY_STATUS).with(res::misc::IngressStrategy),
         entry::<net::IPAddress>().short(&["ip"]).with(res::ipaddresses::IpAddressStrategy),
         entry::<net::NetworkPolicy>().short(&["netpol"]),
         entry::<net::ServiceCIDR>().subs(ONLY_STATUS),
         // policy/v1
-        entry::<policy::PodDisruptionBudget>().short(&["pdb"]).subs(ONLY_STATUS),
+        entry::<policy::PodDisruptionBudget>()
+            .short(&["pdb"])
+            .subs(ONLY_STATUS)
+            .with(res::misc::PodDisruptionBudgetStrategy),
         // rbac.authorization.k8s.io/v1
         entry::<rbac::ClusterRoleBinding>().with(res::rbac::BindingStrategy { cluster: true }),
         entry::<rbac::ClusterRole>().with(res::rbac::RoleStrategy),
         entry::<rbac::RoleBinding>().with(res::rbac::BindingStrategy { cluster: false }),
         entry::<rbac::Role>().with(res::rbac::RoleStrategy),
         // scheduling.k8s.io/v1
-        entry::<sched::PriorityClass>().short(&["pc"]),
+        entry::<sched::PriorityClass>().short(&["pc"]).with(res::misc::PriorityClassStrategy),
         // storage.k8s.io/v1
         entry::<storage::CSIDriver>(),
         entry::<storage::CSINode>(),
         entry::<storage::CSIStorageCapacity>(),
-        entry::<storage::StorageClass>().short(&["sc"]),
+        entry::<storage::StorageClass>().short(&["sc"]).with(res::misc::StorageClassStrategy),
         entry::<storage::VolumeAttachment>().subs(ONLY_STATUS),
         // node.k8s.io/v1
         entry::<node::RuntimeClass>(),
         // certificates.k8s.io/v1
         entry::<certs::CertificateSigningRequest>()
             .short(&["csr"])
-            .subs(&[Subresource { name: "approval", kind: None, verbs: GET_PATCH_UPDATE }, STATUS]),
+            .subs(&[Subresource { name: "approval", kind: None, verbs: GET_PATCH_UPDATE }, STATUS])
+            .with(res::misc::CsrStrategy),
         // admissionregistration.k8s.io/v1
         entry::<admreg::MutatingWebhookConfiguration>().cats(API_EXT),
         entry::<admreg::ValidatingAdmissionPolicy>().cats(API_EXT).subs(ONLY_STATUS),

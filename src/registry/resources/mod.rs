@@ -9,6 +9,7 @@ pub mod events;
 pub mod hpa;
 pub mod ipaddresses;
 pub mod jobs;
+pub mod misc;
 pub mod namespaces;
 pub mod nodes;
 pub mod pods;
