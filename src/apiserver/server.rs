@@ -144,14 +144,7 @@ impl ServerHandle {
     /// A kube client that talks to this server in-process through its router (no TCP, no TLS),
     /// as `user`. Requests go through every stage, authorization included.
     pub fn loopback_client(&self, user: UserInfo) -> kube::Client {
-        let identity = LoopbackIdentity(user);
-        let svc = tower::ServiceBuilder::new()
-            .map_request(move |mut req: axum::http::Request<kube::client::Body>| {
-                req.extensions_mut().insert(identity.clone());
-                req
-            })
-            .service(self.app.clone());
-        kube::Client::new(svc, "default")
+        loopback_client(&self.app, user)
     }
 
     /// Asks the server to stop (graceful: readiness fails, connections drain).
@@ -296,6 +289,28 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
 struct ApiRoutes {
     api: Router,
     openapi: Router,
+}
+
+/// A kube client over `app` in-process (no TCP, no TLS) as `user`; its requests go through every
+/// stage of the pipeline, authorization and metrics included.
+pub fn loopback_client(app: &Router, user: UserInfo) -> kube::Client {
+    let identity = LoopbackIdentity(user);
+    let svc = tower::ServiceBuilder::new()
+        .map_request(move |mut req: axum::http::Request<kube::client::Body>| {
+            req.extensions_mut().insert(identity.clone());
+            req
+        })
+        .service(app.clone());
+    kube::Client::new(svc, "default")
+}
+
+/// Who the in-process controllers, scheduler and simulated nodes are.
+fn controller_identity() -> UserInfo {
+    UserInfo {
+        name: "system:kube-controller-manager".into(),
+        uid: String::new(),
+        groups: vec!["system:masters".into(), "system:authenticated".into()],
+    }
 }
 
 fn build_app(
@@ -544,11 +559,12 @@ impl Supervisor {
                 result = &mut storage, if !storage_done => {
                     storage_done = true;
                     match result {
-                        Ok(store) => {
+                        Ok(_store) => {
                             let _ = self.phase.send(Phase::Ready);
                             tracing::info!(elapsed_ms = self.started.elapsed().as_millis() as u64, "ready");
                             if let Some(opts) = self.config.components.clone() {
-                                match start_cluster_components(store, opts).await {
+                                let client = loopback_client(&self.app, controller_identity());
+                                match start_cluster_components(client, opts).await {
                                     Ok(task) => components = Some(task),
                                     Err(e) => break Err(ServerError::Components(format!("{e:#}"))),
                                 }

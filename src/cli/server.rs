@@ -10,6 +10,7 @@ use crate::apiserver::config::{
     default_data_dir, Datastore, EtcdTlsFiles, ServerConfig, DEFAULT_MAX_REQUESTS_INFLIGHT,
 };
 use crate::apiserver::server;
+use crate::controllers::ComponentOptions;
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -50,6 +51,13 @@ pub struct ServerArgs {
     /// Requests served at once (watches excluded) before new ones get 429.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_REQUESTS_INFLIGHT)]
     pub max_requests_inflight: usize,
+    /// Register this many simulated nodes (kwok-style: pods bound to them run without
+    /// containers).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub simulate_nodes: usize,
+    /// Run no controllers, scheduler or simulated nodes (the API alone).
+    #[arg(long)]
+    pub disable_controllers: bool,
 }
 
 impl ServerArgs {
@@ -69,6 +77,10 @@ impl ServerArgs {
             });
         }
         config.max_requests_inflight = self.max_requests_inflight;
+        config.components = (!self.disable_controllers).then(|| ComponentOptions {
+            simulate_nodes: self.simulate_nodes,
+            ..ComponentOptions::default()
+        });
         let tls = EtcdTlsFiles {
             ca_file: self.etcd_cafile.clone(),
             cert_file: self.etcd_certfile.clone(),

@@ -48,14 +48,13 @@ pub enum ClusterError {
     Join(#[source] tokio::task::JoinError),
 }
 
-/// Starts the controllers, the scheduler and the simulated nodes (as `opts` says) over an
-/// in-process client of `store`. Call after bootstrap; the returned task ends only when a
+/// Starts the controllers, the scheduler and the simulated nodes (as `opts` says) over `client`
+/// (in the server: an in-process client through the whole request pipeline). Call after bootstrap; the returned task ends only when a
 /// component fails (abort it to stop them all).
 pub async fn start_cluster_components(
-    store: Store,
+    client: kube::Client,
     opts: ComponentOptions,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
-    let client = in_process_client(store);
     Ok(spawn_named("cluster-components", run_components(client, opts)))
 }
 
@@ -117,7 +116,7 @@ impl LocalCluster {
             .map_err(ClusterError::Store)?;
         crate::registry::bootstrap::ensure_defaults(&store).await?;
         let client = in_process_client(store.clone());
-        let components = start_cluster_components(store.clone(), opts).await?;
+        let components = start_cluster_components(in_process_client(store.clone()), opts).await?;
         Ok(LocalCluster { store, client, components, _dir: Arc::new(dir) })
     }
 
