@@ -294,3 +294,30 @@ async fn bindings_and_evictions() {
         call(&env, "POST", "/api/v1/namespaces/default/pods/p/eviction", eviction, "").await;
     assert_eq!(code, StatusCode::CREATED, "{v}");
 }
+
+#[tokio::test]
+async fn kubernetes_service_endpoints_follow_the_server() {
+    let env = env().await;
+    let ip: std::net::IpAddr = "192.168.1.10".parse().unwrap();
+    skiff::registry::bootstrap::reconcile_kubernetes_endpoints(&env.store, ip, 6443).await.unwrap();
+    let other: std::net::IpAddr = "192.168.1.11".parse().unwrap();
+    skiff::registry::bootstrap::reconcile_kubernetes_endpoints(&env.store, other, 6443)
+        .await
+        .unwrap();
+    let (code, ep) =
+        call(&env, "GET", "/api/v1/namespaces/default/endpoints/kubernetes", Value::Null, "").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "192.168.1.11");
+    assert_eq!(ep["subsets"][0]["ports"][0]["port"], 6443);
+    let (code, slice) = call(
+        &env,
+        "GET",
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes",
+        Value::Null,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(slice["endpoints"][0]["addresses"][0], "192.168.1.11");
+    assert_eq!(slice["addressType"], "IPv4");
+}

@@ -78,3 +78,68 @@ async fn create_missing(
         Err(source) => Err(BootstrapError::Create { what: what.to_string(), source }),
     }
 }
+
+/// Points the `kubernetes` service at the API server: the Endpoints and EndpointSlice named
+/// `kubernetes` in default, with `address`:`port` as their one endpoint (what upstream's
+/// endpoint reconciler keeps). Creates or replaces them; the server calls it once its
+/// advertised address is known.
+pub async fn reconcile_kubernetes_endpoints(
+    store: &Store,
+    address: std::net::IpAddr,
+    port: u16,
+) -> anyhow::Result<()> {
+    let registry = Registry::new(store.clone());
+    let opts = WriteOptions {
+        field_manager: "skiff".into(),
+        create_if_missing: true,
+        ..Default::default()
+    };
+    let ip = address.to_string();
+    let family = if address.is_ipv4() { "IPv4" } else { "IPv6" };
+    let endpoints = catalog().find("", "v1", "endpoints").expect("endpoints are in the catalog");
+    let ep = json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    });
+    let slices = catalog()
+        .find("discovery.k8s.io", "v1", "endpointslices")
+        .expect("endpointslices are in the catalog");
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": family,
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    for (res, obj) in [(endpoints, ep), (slices, slice)] {
+        let what = format!("{} default/kubernetes", res.plural);
+        registry
+            .update(
+                res,
+                Some("default"),
+                "kubernetes",
+                super::UpdatePart::Main,
+                &opts,
+                &|current| {
+                    let mut next = obj.clone();
+                    if let Some(cur) = current {
+                        // Keep identity; replace the content.
+                        next["metadata"] = cur["metadata"].clone();
+                        next["metadata"]["labels"] = obj["metadata"]["labels"].clone();
+                        if let Some(m) = next["metadata"].as_object_mut() {
+                            m.remove("resourceVersion");
+                        }
+                    }
+                    Ok(next)
+                },
+            )
+            .await
+            .map_err(|source| BootstrapError::Create { what, source })?;
+    }
+    Ok(())
+}
