@@ -26,6 +26,8 @@ pub struct DeleteOutcome {
 }
 
 const MAX_ATTEMPTS: usize = 16;
+/// The longest grace period honoured (ten years).
+const MAX_GRACE_SECONDS: i64 = 10 * 365 * 24 * 3600;
 
 impl Registry {
     /// Deletes one object.
@@ -203,8 +205,9 @@ fn check_preconditions(
 
 /// Sets deletionTimestamp (now plus the grace period) unless an earlier one is already set.
 fn mark_deleting(obj: &mut Value, grace: Option<i64>) {
-    let grace = grace.unwrap_or(0);
-    let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
+    // Clamped so that absurd requests cannot overflow the clock arithmetic.
+    let grace = grace.unwrap_or(0).clamp(0, MAX_GRACE_SECONDS);
+    let when = chrono::Utc::now() + chrono::TimeDelta::seconds(grace);
     let meta = object::meta_mut(obj);
     let existing_grace = meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64);
     let has_timestamp = meta.get("deletionTimestamp").is_some_and(|v| !v.is_null());
@@ -246,5 +249,8 @@ mod tests {
         assert_eq!(o["metadata"]["deletionTimestamp"], ts);
         mark_deleting(&mut o, Some(0));
         assert_eq!(o["metadata"]["deletionGracePeriodSeconds"], 0);
+        let mut huge = json!({"metadata": {"name": "p"}});
+        mark_deleting(&mut huge, Some(i64::MAX));
+        assert_eq!(huge["metadata"]["deletionGracePeriodSeconds"], MAX_GRACE_SECONDS);
     }
 }

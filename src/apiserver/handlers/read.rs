@@ -20,6 +20,9 @@ use crate::registry::selector::{FieldSelector, LabelSelector};
 use crate::registry::watch::{EventType, WatchParams};
 use crate::registry::{ListParams, Registry};
 
+/// The longest watch timeout honoured (a day).
+const MAX_WATCH_SECONDS: i64 = 24 * 3600;
+
 pub(super) async fn get(reg: &Registry, r: Req) -> Result<Response, ApiError> {
     let obj = reg.get(r.res, r.namespace(), r.name()).await?;
     Ok(r.shape.object(StatusCode::OK, r.res, obj))
@@ -42,7 +45,7 @@ pub(super) async fn watch(reg: &Registry, r: Req) -> Result<Response, ApiError> 
         });
     }
     let timeout = match r.query.int("timeoutSeconds")? {
-        Some(t) if t > 0 => Duration::from_secs(t as u64),
+        Some(t) if t > 0 => Duration::from_secs(t.min(MAX_WATCH_SECONDS) as u64),
         _ => Duration::from_secs(rand::rng().random_range(1800..3600)),
     };
     let params = WatchParams {
