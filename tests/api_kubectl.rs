@@ -136,6 +136,11 @@ async fn kubectl_versions_work() {
             "{out}"
         );
 
+        let out = run.ok(&["-n", ns, "describe", "deploy", "web"]).await;
+        assert!(out.contains("Replicas:") && out.contains("nginx:1.25"), "{out}");
+        run.ok(&["-n", ns, "describe", "svc", "web"]).await;
+        run.ok(&["-n", ns, "get", "events"]).await;
+        run.ok(&["get", "pods", "-A", "-o", "wide"]).await;
         run.ok(&["-n", ns, "scale", "deploy", "web", "--replicas=3"]).await;
         let out =
             run.ok(&["-n", ns, "get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]).await;
