@@ -239,7 +239,10 @@ fn error_status(e: StoreError, at: Revision) -> Value {
         StoreError::CacheReset => {
             ApiError::gone(format!("too old resource version: {at} ({})", at + 1))
         }
-        other => ApiError::internal(other.to_string()),
+        other => ApiError::from_store(
+            other,
+            crate::apiserver::status::Target { group: "", resource: "", name: "" },
+        ),
     };
     err.to_status()
 }
