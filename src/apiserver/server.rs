@@ -10,7 +10,7 @@
 //! (controllers, scheduler; see [`ServerConfig::components`]) start. A component failing ends the
 //! server with that error ([`ServerHandle::wait`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -524,6 +524,7 @@ struct Supervisor {
 impl Supervisor {
     async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
         let (conn_tx, mut conn_rx) = mpsc::channel::<()>(1);
+        let advertise = self.listener.local_addr().ok();
         let mut accept = tokio::spawn(
             accept_loop(
                 self.listener,
@@ -536,6 +537,7 @@ impl Supervisor {
         );
         let storage = open_storage(
             self.config.clone(),
+            advertise,
             self.health.clone(),
             self.metrics.clone(),
             self.api.clone(),
@@ -610,6 +612,7 @@ impl Supervisor {
 
 async fn open_storage(
     config: ServerConfig,
+    advertise: Option<SocketAddr>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     api: Arc<OnceLock<ApiRoutes>>,
@@ -657,6 +660,13 @@ async fn open_storage(
     crate::registry::bootstrap::ensure_defaults(&store)
         .await
         .map_err(|e| ServerError::Bootstrap(format!("{e:#}")))?;
+    if let Some(addr) = advertise {
+        // The `kubernetes` service points at this server (loopback when bound to every address).
+        let ip = if addr.ip().is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
+        crate::registry::bootstrap::reconcile_kubernetes_endpoints(&store, ip, addr.port())
+            .await
+            .map_err(|e| ServerError::Bootstrap(format!("{e:#}")))?;
+    }
     let routes = ApiRoutes {
         api: super::handlers::api_router(store.clone()),
         openapi: super::openapi::openapi_router(),
