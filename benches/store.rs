@@ -35,7 +35,8 @@ fn ms(d: Duration) -> String {
 }
 
 async fn sqlite_store(dir: &tempfile::TempDir, opts: SqliteOptions) -> Store {
-    let backend = SqliteBackend::open(&SqliteBackend::db_path(dir.path()), opts).expect("open sqlite");
+    let backend =
+        SqliteBackend::open(&SqliteBackend::db_path(dir.path()), opts).expect("open sqlite");
     Store::open(Arc::new(backend), CacheOptions::default()).await.expect("open store")
 }
 
@@ -72,7 +73,11 @@ async fn creates(store: &Store, writers: usize, secs: f64, tag: &str) -> Run {
     }
     let elapsed = started.elapsed().as_secs_f64();
     lat.sort();
-    Run { per_sec: lat.len() as f64 / elapsed, p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99) }
+    Run {
+        per_sec: lat.len() as f64 / elapsed,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+    }
 }
 
 async fn list_10k(store: &Store) {
@@ -170,7 +175,8 @@ async fn churn(rewrites: usize) {
         size as f64 / 1048576.0
     );
     // Let background compaction and vacuum catch up as they would during an hour-long run.
-    tokio::time::sleep(SqliteOptions::default().compaction_interval * 2 + Duration::from_secs(1)).await;
+    tokio::time::sleep(SqliteOptions::default().compaction_interval * 2 + Duration::from_secs(1))
+        .await;
     println!(
         "churn: database + WAL {:.2} MiB after background compaction (live data: 1 key of 1 KiB)",
         disk_size(&db) as f64 / 1048576.0
@@ -195,8 +201,11 @@ async fn etcd_creates(writers: usize, secs: f64) -> Option<Run> {
             return None;
         }
     };
-    let backend: Arc<dyn Backend> =
-        Arc::new(EtcdBackend::connect(&server.endpoint_url(), EtcdTls::default()).await.expect("connect etcd"));
+    let backend: Arc<dyn Backend> = Arc::new(
+        EtcdBackend::connect(&server.endpoint_url(), EtcdTls::default())
+            .await
+            .expect("connect etcd"),
+    );
     let store = Store::open(backend, CacheOptions::default()).await.expect("store over etcd");
     Some(creates(&store, writers, secs, "etcd").await)
 }

@@ -49,7 +49,11 @@ async fn acknowledged_writes_survive_sigkill() {
             .expect("spawn skiff debug store-load");
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).filter_map(|l| parse(&l)).collect::<Vec<_>>()
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| parse(&l))
+                .collect::<Vec<_>>()
         });
         // Let it write for a random while (start-up included), then kill it mid-flight.
         let wait = rng.random_range(150..900);
@@ -62,27 +66,38 @@ async fn acknowledged_writes_survive_sigkill() {
 
         let backend = SqliteBackend::open(
             &SqliteBackend::db_path(dir.path()),
-            SqliteOptions { compaction_interval: Duration::from_secs(3600), ..SqliteOptions::default() },
+            SqliteOptions {
+                compaction_interval: Duration::from_secs(3600),
+                ..SqliteOptions::default()
+            },
         )
         .expect("the database opens after a SIGKILL");
         let current = backend.current_revision().await.unwrap();
         let mut last = 0;
         for ack in &acks {
-            assert!(ack.revision > floor, "round {round}: revision {} not above {floor}", ack.revision);
-            let kv = backend
-                .get_at(&ack.key, ack.revision)
-                .await
-                .unwrap()
-                .unwrap_or_else(|| panic!("round {round}: acknowledged {} at {} is missing", ack.key, ack.revision));
+            assert!(
+                ack.revision > floor,
+                "round {round}: revision {} not above {floor}",
+                ack.revision
+            );
+            let kv = backend.get_at(&ack.key, ack.revision).await.unwrap().unwrap_or_else(|| {
+                panic!("round {round}: acknowledged {} at {} is missing", ack.key, ack.revision)
+            });
             assert_eq!(kv.mod_revision, ack.revision, "round {round}: {}", ack.key);
             assert_eq!(kv.value, ack.value.as_bytes(), "round {round}: {}", ack.key);
             last = last.max(ack.revision);
         }
-        assert!(current >= last, "round {round}: current revision {current} below an acknowledged {last}");
+        assert!(
+            current >= last,
+            "round {round}: current revision {current} below an acknowledged {last}"
+        );
         floor = current;
         total_acks += acks.len();
         drop(backend);
     }
-    assert!(total_acks > ROUNDS * WRITERS, "the writers made progress ({total_acks} acknowledged writes)");
+    assert!(
+        total_acks > ROUNDS * WRITERS,
+        "the writers made progress ({total_acks} acknowledged writes)"
+    );
     eprintln!("{ROUNDS} kills, {total_acks} acknowledged writes verified, final revision {floor}");
 }

@@ -28,25 +28,28 @@ fn configmap(name: &str) -> ConfigMap {
 async fn save_from_a_running_server_and_restore_into_a_new_data_dir() {
     let work = TempDir::new("snapshot-cli").expect("temp dir");
     let data = work.path().join("data");
-    let opts = || SpawnOptions {
-        args: vec!["--disable-controllers".into()],
-        ..SpawnOptions::default()
-    };
-    let mut server =
-        SkiffProcess::spawn_with(Path::new(SKIFF), SpawnOptions { data_dir: Some(data.clone()), ..opts() })
-            .await
-            .expect("start skiff");
+    let opts =
+        || SpawnOptions { args: vec!["--disable-controllers".into()], ..SpawnOptions::default() };
+    let mut server = SkiffProcess::spawn_with(
+        Path::new(SKIFF),
+        SpawnOptions { data_dir: Some(data.clone()), ..opts() },
+    )
+    .await
+    .expect("start skiff");
     let client = server.client().await.expect("client");
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
     for i in 0..50 {
-        cms.create(&PostParams::default(), &configmap(&format!("before-{i}"))).await.expect("create");
+        cms.create(&PostParams::default(), &configmap(&format!("before-{i}")))
+            .await
+            .expect("create");
     }
     // Keep writing while the snapshot is taken.
     let writer = {
         let cms = cms.clone();
         tokio::spawn(async move {
             for i in 0..200 {
-                let _ = cms.create(&PostParams::default(), &configmap(&format!("during-{i}"))).await;
+                let _ =
+                    cms.create(&PostParams::default(), &configmap(&format!("during-{i}"))).await;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         })
@@ -69,10 +72,12 @@ async fn save_from_a_running_server_and_restore_into_a_new_data_dir() {
     let out = skiff(&["snapshot", "restore", snap.to_str().expect("utf8")], &restored);
     assert!(out.status.success(), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
 
-    let mut server =
-        SkiffProcess::spawn_with(Path::new(SKIFF), SpawnOptions { data_dir: Some(restored), ..opts() })
-            .await
-            .expect("start skiff on the restored data dir");
+    let mut server = SkiffProcess::spawn_with(
+        Path::new(SKIFF),
+        SpawnOptions { data_dir: Some(restored), ..opts() },
+    )
+    .await
+    .expect("start skiff on the restored data dir");
     let cms: Api<ConfigMap> = Api::namespaced(server.client().await.expect("client"), "default");
     let list = cms.list(&Default::default()).await.expect("list");
     let names: Vec<String> = list.items.iter().filter_map(|c| c.metadata.name.clone()).collect();

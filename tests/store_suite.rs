@@ -28,7 +28,12 @@ impl Fixture {
     }
 
     async fn etcd() -> Fixture {
-        Fixture::Etcd(tokio::task::spawn_blocking(EtcdServer::start).await.unwrap().expect("start etcd-server"))
+        Fixture::Etcd(
+            tokio::task::spawn_blocking(EtcdServer::start)
+                .await
+                .unwrap()
+                .expect("start etcd-server"),
+        )
     }
 
     async fn backend(&self) -> Arc<dyn Backend> {
@@ -39,10 +44,15 @@ impl Fixture {
                     compaction_interval: Duration::from_secs(3600),
                     ..SqliteOptions::default()
                 };
-                Arc::new(SqliteBackend::open(&SqliteBackend::db_path(dir.path()), opts).expect("open sqlite"))
+                Arc::new(
+                    SqliteBackend::open(&SqliteBackend::db_path(dir.path()), opts)
+                        .expect("open sqlite"),
+                )
             }
             Fixture::Etcd(server) => Arc::new(
-                EtcdBackend::connect(&server.endpoint_url(), EtcdTls::default()).await.expect("connect etcd"),
+                EtcdBackend::connect(&server.endpoint_url(), EtcdTls::default())
+                    .await
+                    .expect("connect etcd"),
             ),
         }
     }
@@ -100,7 +110,10 @@ async fn semantics(f: Fixture) {
     }
     assert!(matches!(s.update("/t/none", val("x"), None).await, Err(StoreError::NotFound { .. })));
     assert!(matches!(s.delete("/t/none", None).await, Err(StoreError::NotFound { .. })));
-    assert!(matches!(s.delete("/t/a", Some(a.mod_revision)).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        s.delete("/t/a", Some(a.mod_revision)).await,
+        Err(StoreError::Conflict { .. })
+    ));
 
     // Reads at the latest revision and at past ones.
     assert_eq!(s.get("/t/a", None).await.unwrap().unwrap().value, val("1b"));
@@ -131,7 +144,9 @@ async fn cas_race(f: Fixture) {
             .map(|i| {
                 let s = s.clone();
                 let expected = current.mod_revision;
-                tokio::spawn(async move { s.update("/race/k", val(format!("{round}-{i}")), Some(expected)).await })
+                tokio::spawn(async move {
+                    s.update("/race/k", val(format!("{round}-{i}")), Some(expected)).await
+                })
             })
             .collect();
         let mut winners = Vec::new();
@@ -190,7 +205,10 @@ async fn watch_from_every_revision(f: Fixture) {
         let mut w = s.watch("/w/", from).unwrap();
         let got = take(&mut w, expected.len()).await;
         for (ev, (kind, key, value, rev)) in got.iter().zip(expected) {
-            assert_eq!((ev.kind, &ev.kv.key, &ev.kv.value, ev.revision()), (*kind, key, value, *rev));
+            assert_eq!(
+                (ev.kind, &ev.kv.key, &ev.kv.value, ev.revision()),
+                (*kind, key, value, *rev)
+            );
             if ev.kind != EventKind::Create {
                 assert!(ev.prev.is_some(), "updates and deletes carry the previous value");
             }
@@ -238,7 +256,8 @@ async fn paginated_list_is_consistent_during_writes(f: Fixture) {
     };
     let mut snapshots = Vec::new();
     for _ in 0..5 {
-        let mut page = s.list("/p/", &ListOptions { limit: 40, ..Default::default() }).await.unwrap();
+        let mut page =
+            s.list("/p/", &ListOptions { limit: 40, ..Default::default() }).await.unwrap();
         let revision = page.revision;
         let mut items = std::mem::take(&mut page.items);
         while page.more {
@@ -292,7 +311,10 @@ async fn too_old(f: Fixture) {
     let head = s.revision();
     assert!(s.watch("/o/", head - 9).is_ok(), "the last 10 revisions are watchable");
     s.compact(head - 5).await.unwrap();
-    assert!(matches!(s.get("/o/a", Some(first.mod_revision)).await, Err(StoreError::TooOld { .. })));
+    assert!(matches!(
+        s.get("/o/a", Some(first.mod_revision)).await,
+        Err(StoreError::TooOld { .. })
+    ));
     let opts = ListOptions { revision: Some(head - 10), ..Default::default() };
     assert!(matches!(s.list("/o/", &opts).await, Err(StoreError::TooOld { .. })));
     assert_eq!(s.get("/o/a", None).await.unwrap().unwrap().value, val("39"));
@@ -302,22 +324,21 @@ async fn compaction(f: Fixture) {
     let s = f.store().await;
     let log = write_history(&s, 200).await;
     let at = log[120].3;
-    let before = s.list("/w/", &ListOptions { revision: Some(at), ..Default::default() }).await.unwrap();
+    let before =
+        s.list("/w/", &ListOptions { revision: Some(at), ..Default::default() }).await.unwrap();
     let latest = s.list("/", &ListOptions::default()).await.unwrap();
     s.compact(at).await.unwrap();
     assert_eq!(s.store_backend_compacted().await, at);
     // History at and above the compaction point is intact; below it is gone.
-    let again = s.list("/w/", &ListOptions { revision: Some(at), ..Default::default() }).await.unwrap();
+    let again =
+        s.list("/w/", &ListOptions { revision: Some(at), ..Default::default() }).await.unwrap();
     assert_eq!(again.items, before.items);
     let backend_latest = s.backend().list_at("/", None, 0, s.revision()).await.unwrap();
     assert_eq!(backend_latest.items, latest.items, "every live value survives compaction");
     for (_, key, _, rev) in log.iter().filter(|e| e.3 > at) {
         assert!(s.get(key, Some(*rev)).await.is_ok());
     }
-    assert!(matches!(
-        s.backend().get_at("/w/k1", at - 1).await,
-        Err(StoreError::TooOld { .. })
-    ));
+    assert!(matches!(s.backend().get_at("/w/k1", at - 1).await, Err(StoreError::TooOld { .. })));
     // The store goes on after compaction.
     let kv = s.create("/w/after", val("a")).await.unwrap();
     assert!(kv.mod_revision > latest.revision);

@@ -174,7 +174,12 @@ impl Store {
     }
 
     /// Replaces a live key's value, if its mod_revision is `expected` (when given).
-    pub async fn update(&self, key: &str, value: Bytes, expected: Option<Revision>) -> Result<KeyValue> {
+    pub async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<Revision>,
+    ) -> Result<KeyValue> {
         let kv = self.inner.backend.update(key, value, expected).await?;
         self.wait_visible(kv.mod_revision).await;
         Ok(kv)
@@ -205,7 +210,8 @@ impl Store {
         let (tx, rx) = mpsc::channel(inner.opts.watcher_buffer.max(1));
         let ended = Arc::new(Mutex::new(None));
         let id = inner.next_watcher.fetch_add(1, Ordering::Relaxed);
-        st.watchers.insert(id, WatcherSlot { prefix: prefix.to_string(), tx, ended: ended.clone() });
+        st.watchers
+            .insert(id, WatcherSlot { prefix: prefix.to_string(), tx, ended: ended.clone() });
         Ok(Watcher { backlog, rx, ended, after, id, inner: Arc::downgrade(inner), done: false })
     }
 
@@ -222,10 +228,9 @@ impl Store {
 
     async fn wait_for(&self, revision: Revision, timeout: Duration) -> Result<()> {
         let mut rx = self.inner.revision_tx.subscribe();
-        let reached = tokio::time::timeout(timeout, async {
-            rx.wait_for(|r| *r >= revision).await.is_ok()
-        })
-        .await;
+        let reached =
+            tokio::time::timeout(timeout, async { rx.wait_for(|r| *r >= revision).await.is_ok() })
+                .await;
         match reached {
             Ok(true) => Ok(()),
             _ => Err(StoreError::Unavailable(format!(

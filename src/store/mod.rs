@@ -6,8 +6,8 @@
 
 pub mod cache;
 pub mod etcd;
-pub mod sqlite;
 pub mod snapshot;
+pub mod sqlite;
 
 use std::pin::Pin;
 
@@ -133,7 +133,8 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Replaces a live key's value. With `expected`, fails with `Conflict` unless the key's
     /// mod_revision is exactly that.
-    async fn update(&self, key: &str, value: Bytes, expected: Option<Revision>) -> Result<KeyValue>;
+    async fn update(&self, key: &str, value: Bytes, expected: Option<Revision>)
+        -> Result<KeyValue>;
 
     /// Deletes a live key (with the same precondition as update). Returns the last value, with
     /// `mod_revision` set to the revision of the delete.

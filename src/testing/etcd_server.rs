@@ -41,11 +41,7 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 pub fn etcd_binary() -> Option<PathBuf> {
     if let Some(value) = std::env::var_os(ETCD_ENV).filter(|v| !v.is_empty()) {
         let path = PathBuf::from(value);
-        return if path.components().count() > 1 {
-            Some(path)
-        } else {
-            find_in_path(&path)
-        };
+        return if path.components().count() > 1 { Some(path) } else { find_in_path(&path) };
     }
     let debian = Path::new(DEBIAN_ETCD);
     if is_executable(debian) {
@@ -61,9 +57,7 @@ pub fn etcd_available() -> bool {
 
 fn find_in_path(name: &Path) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| is_executable(p))
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -81,9 +75,7 @@ fn write_certificates(dir: &Path) -> io::Result<EtcdTls> {
     };
     let fail = |e: rcgen::Error| io::Error::other(format!("generating test certificates: {e}"));
     let mut ca_params = CertificateParams::new(Vec::new()).map_err(fail)?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "skiff-test-etcd-ca");
+    ca_params.distinguished_name.push(DnType::CommonName, "skiff-test-etcd-ca");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate().map_err(fail)?;
@@ -92,10 +84,8 @@ fn write_certificates(dir: &Path) -> io::Result<EtcdTls> {
     let leaf = |name: &str, sans: Vec<String>, usage| -> io::Result<(String, String)> {
         let mut params = CertificateParams::new(sans).map_err(fail)?;
         params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![usage];
         let key = KeyPair::generate().map_err(fail)?;
         let cert = params.signed_by(&key, &issuer).map_err(fail)?;
@@ -127,10 +117,7 @@ fn free_ports(n: usize) -> io::Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
         .collect::<io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
 }
 
 /// A running etcd member; see the module docs.
@@ -184,10 +171,8 @@ impl EtcdServer {
 
     fn start_once(binary: &Path, tls: bool) -> io::Result<EtcdServer> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let dir =
             std::env::temp_dir().join(format!("skiff-etcd-{}-{id}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -217,10 +202,7 @@ impl EtcdServer {
             format!("--initial-advertise-peer-urls={peer}"),
             format!("--initial-cluster=skiff-test={peer}"),
             "--initial-cluster-state=new".to_string(),
-            format!(
-                "--initial-cluster-token=skiff-test-{}-{id}",
-                std::process::id()
-            ),
+            format!("--initial-cluster-token=skiff-test-{}-{id}", std::process::id()),
             format!("--quota-backend-bytes={QUOTA_BACKEND_BYTES}"),
             format!("--max-request-bytes={MAX_REQUEST_BYTES}"),
             "--auto-compaction-retention=0".to_string(),
@@ -244,10 +226,7 @@ impl EtcdServer {
 
     /// Runs the member process with the recorded arguments and waits until it is healthy.
     fn spawn(&mut self) -> io::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
         let mut cmd = Command::new(&self.binary);
         for (name, _) in std::env::vars_os() {
             // Keep the environment from reconfiguring the member (flags win anyway, but etcd
@@ -256,15 +235,9 @@ impl EtcdServer {
                 cmd.env_remove(name);
             }
         }
-        cmd.args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        cmd.args(&self.args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         let child = cmd.spawn().map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot run {}: {e}", self.binary.display()),
-            )
+            io::Error::new(e.kind(), format!("cannot run {}: {e}", self.binary.display()))
         })?;
         self.child = Some(child);
         self.wait_healthy()
@@ -296,10 +269,7 @@ impl EtcdServer {
             if Instant::now() >= deadline {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!(
-                        "etcd not healthy after {START_DEADLINE:?}: {}",
-                        self.log_tail()
-                    ),
+                    format!("etcd not healthy after {START_DEADLINE:?}: {}", self.log_tail()),
                 ));
             }
             std::thread::sleep(POLL_INTERVAL);
@@ -362,9 +332,7 @@ impl EtcdServer {
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let start = log.len().saturating_sub(2_000);
-        let start = (start..log.len())
-            .find(|&i| log.is_char_boundary(i))
-            .unwrap_or(log.len());
+        let start = (start..log.len()).find(|&i| log.is_char_boundary(i)).unwrap_or(log.len());
         log[start..].trim().to_string()
     }
 
@@ -402,10 +370,7 @@ mod tests {
         let server = EtcdServer::start().expect("etcd starts");
         assert!(server.healthy());
         assert!(server.endpoint_url().starts_with("etcd://127.0.0.1:"));
-        assert_eq!(
-            server.client_url(),
-            format!("http://127.0.0.1:{}", server.client_port())
-        );
+        assert_eq!(server.client_url(), format!("http://127.0.0.1:{}", server.client_port()));
         let dir = server.dir().to_path_buf();
         assert!(dir.join("data").is_dir());
         drop(server);

@@ -17,7 +17,12 @@ use crate::store::{CacheOptions, Store, StoreError};
 const KEYS_PER_WRITER: u64 = 16;
 
 /// Runs `writers` writers until the process is killed (or `limit` writes each, when given).
-pub async fn run(data_dir: &Path, writers: usize, run_id: &str, limit: Option<u64>) -> anyhow::Result<()> {
+pub async fn run(
+    data_dir: &Path,
+    writers: usize,
+    run_id: &str,
+    limit: Option<u64>,
+) -> anyhow::Result<()> {
     let opts = SqliteOptions {
         // Keep the whole history so a checker can read every acknowledged revision back.
         compaction_interval: Duration::from_secs(24 * 3600),

@@ -30,14 +30,7 @@ impl Backend for EtcdBackend {
     async fn current_revision(&self) -> Result<Revision> {
         let opts = GetOptions::new().with_count_only();
         let mut kv = self.kv.clone();
-        match self
-            .rpc(
-                "revision",
-                false,
-                kv.get(self.keys.prefix().to_vec(), Some(opts)),
-            )
-            .await
-        {
+        match self.rpc("revision", false, kv.get(self.keys.prefix().to_vec(), Some(opts))).await {
             Ok(resp) => header_revision(resp.header()),
             Err(fail) => Err(self.read_error(fail, 0).await),
         }
@@ -66,10 +59,7 @@ impl Backend for EtcdBackend {
         // the events at it, so check that `after` is still readable first.
         if after > 0 && !self.readable(after).await? {
             let oldest = self.compacted_revision().await?;
-            return Err(StoreError::TooOld {
-                requested: after,
-                oldest,
-            });
+            return Err(StoreError::TooOld { requested: after, oldest });
         }
         let opts = WatchOptions::new()
             .with_range(range_end(self.keys.prefix()))
@@ -77,11 +67,7 @@ impl Backend for EtcdBackend {
             .with_start_revision(after + 1);
         let mut client = self.watch.clone();
         let stream = self
-            .rpc(
-                "watch",
-                false,
-                client.watch(self.keys.prefix().to_vec(), Some(opts)),
-            )
+            .rpc("watch", false, client.watch(self.keys.prefix().to_vec(), Some(opts)))
             .await
             .map_err(|fail| match fail {
                 Fail::Store(e) => e,
@@ -90,27 +76,15 @@ impl Backend for EtcdBackend {
                 }
             })?;
         tracing::debug!(after, "etcd watch started");
-        Ok(watch::event_stream(
-            stream,
-            self.keys.clone(),
-            after,
-            self.compacted.clone(),
-        ))
+        Ok(watch::event_stream(stream, self.keys.clone(), after, self.compacted.clone()))
     }
 
     async fn get_at(&self, key: &str, revision: Revision) -> Result<Option<KeyValue>> {
         check_revision(revision)?;
         let opts = GetOptions::new().with_revision(revision);
         let mut kv = self.kv.clone();
-        match self
-            .rpc("get", false, kv.get(self.keys.encode(key), Some(opts)))
-            .await
-        {
-            Ok(mut resp) => Ok(resp
-                .take_kvs()
-                .into_iter()
-                .next()
-                .map(|kv| self.keys.owned(kv))),
+        match self.rpc("get", false, kv.get(self.keys.encode(key), Some(opts))).await {
+            Ok(mut resp) => Ok(resp.take_kvs().into_iter().next().map(|kv| self.keys.owned(kv))),
             Err(fail) => Err(self.read_error(fail, revision).await),
         }
     }
@@ -140,9 +114,7 @@ impl Backend for EtcdBackend {
             .and_then([TxnOp::put(k, value.clone(), None)]);
         let (resp, revision) = self.txn(txn).await?;
         if !resp.succeeded() {
-            return Err(StoreError::AlreadyExists {
-                key: key.to_string(),
-            });
+            return Err(StoreError::AlreadyExists { key: key.to_string() });
         }
         Ok(KeyValue {
             key: key.to_string(),
@@ -186,22 +158,14 @@ impl Backend for EtcdBackend {
                 );
                 0
             });
-        Ok(KeyValue {
-            key: key.to_string(),
-            value,
-            create_revision,
-            mod_revision: revision,
-        })
+        Ok(KeyValue { key: key.to_string(), value, create_revision, mod_revision: revision })
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
         let k = self.keys.encode(key);
         let txn = Txn::new()
             .when(Self::preconditions(&k, expected))
-            .and_then([TxnOp::delete(
-                k.clone(),
-                Some(DeleteOptions::new().with_prev_key()),
-            )])
+            .and_then([TxnOp::delete(k.clone(), Some(DeleteOptions::new().with_prev_key()))])
             .or_else([TxnOp::get(k, Some(GetOptions::new().with_keys_only()))]);
         let (resp, revision) = self.txn(txn).await?;
         if !resp.succeeded() {
@@ -212,13 +176,8 @@ impl Backend for EtcdBackend {
             _ => None,
         });
         match prev {
-            Some(prev) => Ok(KeyValue {
-                mod_revision: revision,
-                ..prev
-            }),
-            None => Err(StoreError::NotFound {
-                key: key.to_string(),
-            }),
+            Some(prev) => Ok(KeyValue { mod_revision: revision, ..prev }),
+            None => Err(StoreError::NotFound { key: key.to_string() }),
         }
     }
 
@@ -231,10 +190,7 @@ impl Backend for EtcdBackend {
             opts = opts.with_physical();
         }
         let mut kv = self.kv.clone();
-        match self
-            .rpc("compact", true, kv.compact(revision, Some(opts)))
-            .await
-        {
+        match self.rpc("compact", true, kv.compact(revision, Some(opts))).await {
             Ok(_) => {
                 self.note_compacted(revision);
                 tracing::info!(revision, "compacted etcd");

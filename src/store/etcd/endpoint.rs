@@ -33,10 +33,7 @@ pub fn parse_endpoints(url: &str) -> Result<Endpoints> {
         return Err(invalid(url, "no host:port given"));
     }
     if let Some(c) = rest.chars().find(|c| matches!(c, '/' | '?' | '#' | '@')) {
-        return Err(invalid(
-            url,
-            format!("unexpected {c:?}: only host:port members are allowed"),
-        ));
+        return Err(invalid(url, format!("unexpected {c:?}: only host:port members are allowed")));
     }
     let scheme = if tls { "https" } else { "http" };
     let mut urls = Vec::new();
@@ -52,9 +49,7 @@ fn split_host_port(member: &str) -> std::result::Result<(&str, u16), String> {
         return Err("empty member (stray comma?)".into());
     }
     let (host, port) = if member.starts_with('[') {
-        let close = member
-            .find(']')
-            .ok_or_else(|| format!("unclosed '[' in {member:?}"))?;
+        let close = member.find(']').ok_or_else(|| format!("unclosed '[' in {member:?}"))?;
         let host = &member[..=close];
         let inner = &host[1..host.len() - 1];
         if inner.parse::<std::net::Ipv6Addr>().is_err() {
@@ -65,9 +60,8 @@ fn split_host_port(member: &str) -> std::result::Result<(&str, u16), String> {
             .ok_or_else(|| format!("member {member:?} has no port"))?;
         (host, port)
     } else {
-        let (host, port) = member
-            .rsplit_once(':')
-            .ok_or_else(|| format!("member {member:?} has no port"))?;
+        let (host, port) =
+            member.rsplit_once(':').ok_or_else(|| format!("member {member:?} has no port"))?;
         if host.contains(':') {
             return Err(format!("IPv6 address in {member:?} must be in brackets"));
         }
@@ -88,15 +82,10 @@ fn split_host_port(member: &str) -> std::result::Result<(&str, u16), String> {
 pub fn load_tls(tls: &EtcdTls) -> Result<etcd_client::TlsOptions> {
     let read = |what: &str, path: &Option<std::path::PathBuf>| -> Result<Vec<u8>> {
         let path = path.as_ref().ok_or_else(|| {
-            StoreError::Invalid(format!(
-                "etcds:// endpoints need the {what} file (none given)"
-            ))
+            StoreError::Invalid(format!("etcds:// endpoints need the {what} file (none given)"))
         })?;
         std::fs::read(path).map_err(|e| {
-            StoreError::Invalid(format!(
-                "cannot read etcd {what} file {}: {e}",
-                path.display()
-            ))
+            StoreError::Invalid(format!("cannot read etcd {what} file {}: {e}", path.display()))
         })
     };
     let ca = read("CA certificate", &tls.ca_file)?;
@@ -123,18 +112,9 @@ fn check_pem(what: &str, path: &Option<std::path::PathBuf>, pem: &[u8], key: boo
     if found {
         return Ok(());
     }
-    let shown = path
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    let wanted = if key {
-        "a PEM private key"
-    } else {
-        "a PEM certificate"
-    };
-    Err(StoreError::Invalid(format!(
-        "etcd {what} file {shown} does not contain {wanted}"
-    )))
+    let shown = path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let wanted = if key { "a PEM private key" } else { "a PEM certificate" };
+    Err(StoreError::Invalid(format!("etcd {what} file {shown} does not contain {wanted}")))
 }
 
 /// Whether any TLS file was given (an error for plain `etcd://` endpoints).
@@ -149,22 +129,12 @@ mod tests {
     #[test]
     fn parses_plain_and_tls_lists() {
         let e = parse_endpoints("etcd://127.0.0.1:2379").unwrap();
-        assert_eq!(
-            e,
-            Endpoints {
-                urls: vec!["http://127.0.0.1:2379".into()],
-                tls: false
-            }
-        );
+        assert_eq!(e, Endpoints { urls: vec!["http://127.0.0.1:2379".into()], tls: false });
         let e = parse_endpoints("etcds://a.example:2379,b-2.example:32379,[::1]:2379/").unwrap();
         assert!(e.tls);
         assert_eq!(
             e.urls,
-            vec![
-                "https://a.example:2379",
-                "https://b-2.example:32379",
-                "https://[::1]:2379"
-            ]
+            vec!["https://a.example:2379", "https://b-2.example:32379", "https://[::1]:2379"]
         );
     }
 
@@ -203,10 +173,7 @@ mod tests {
     #[test]
     fn tls_files_are_required() {
         let err = load_tls(&EtcdTls::default()).unwrap_err();
-        assert!(
-            matches!(&err, StoreError::Invalid(m) if m.contains("CA certificate")),
-            "{err}"
-        );
+        assert!(matches!(&err, StoreError::Invalid(m) if m.contains("CA certificate")), "{err}");
         let tls = EtcdTls {
             ca_file: Some("/nonexistent/ca.pem".into()),
             cert_file: Some("/nonexistent/c.pem".into()),
@@ -229,9 +196,6 @@ mod tests {
         };
         let err = load_tls(&tls).unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(
-            matches!(&err, StoreError::Invalid(m) if m.contains("PEM certificate")),
-            "{err}"
-        );
+        assert!(matches!(&err, StoreError::Invalid(m) if m.contains("PEM certificate")), "{err}");
     }
 }

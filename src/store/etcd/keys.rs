@@ -12,9 +12,7 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(prefix: &str) -> Keys {
-        Keys {
-            prefix: prefix.as_bytes().to_vec(),
-        }
+        Keys { prefix: prefix.as_bytes().to_vec() }
     }
 
     /// The prefix itself (the first etcd key skiff may own).

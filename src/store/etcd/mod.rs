@@ -139,12 +139,8 @@ impl EtcdBackend {
         if opts.key_prefix.is_empty() {
             tracing::warn!("etcd key prefix is empty; skiff will see every key in the cluster");
         }
-        let kv = client
-            .kv_client()
-            .max_decoding_message_size(MAX_DECODING_MESSAGE);
-        let watch = client
-            .watch_client()
-            .max_decoding_message_size(MAX_DECODING_MESSAGE);
+        let kv = client.kv_client().max_decoding_message_size(MAX_DECODING_MESSAGE);
+        let watch = client.watch_client().max_decoding_message_size(MAX_DECODING_MESSAGE);
         let backend = EtcdBackend {
             _client: client,
             kv,
@@ -185,10 +181,7 @@ impl EtcdBackend {
                 tracing::debug!(request = what, error = %err, "etcd request failed");
                 Err(Fail::Store(err))
             }
-            Err(_) => Err(Fail::Store(errors::timed_out(
-                what,
-                self.opts.request_timeout,
-            ))),
+            Err(_) => Err(Fail::Store(errors::timed_out(what, self.opts.request_timeout))),
         }
     }
 
@@ -200,17 +193,11 @@ impl EtcdBackend {
                     Ok(rev) => rev,
                     Err(_) => self.compacted.load(Ordering::Relaxed),
                 };
-                StoreError::TooOld {
-                    requested: revision,
-                    oldest,
-                }
+                StoreError::TooOld { requested: revision, oldest }
             }
             Fail::Future => {
                 let current = self.current_revision().await.unwrap_or(revision - 1);
-                StoreError::FutureRevision {
-                    requested: revision,
-                    current,
-                }
+                StoreError::FutureRevision { requested: revision, current }
             }
             Fail::Store(e) => e,
         }
@@ -235,14 +222,7 @@ impl EtcdBackend {
     async fn readable(&self, revision: Revision) -> Result<bool> {
         let opts = GetOptions::new().with_count_only().with_revision(revision);
         let mut kv = self.kv.clone();
-        match self
-            .rpc(
-                "probe",
-                false,
-                kv.get(self.keys.prefix().to_vec(), Some(opts)),
-            )
-            .await
-        {
+        match self.rpc("probe", false, kv.get(self.keys.prefix().to_vec(), Some(opts))).await {
             Ok(_) | Err(Fail::Future) => Ok(true),
             Err(Fail::Compacted) => Ok(false),
             Err(Fail::Store(e)) => Err(e),
@@ -252,10 +232,7 @@ impl EtcdBackend {
     /// Runs a single-key transaction (a write).
     async fn txn(&self, txn: Txn) -> Result<(TxnResponse, Revision)> {
         let mut kv = self.kv.clone();
-        let resp = self
-            .rpc("txn", true, kv.txn(txn))
-            .await
-            .map_err(Self::write_error)?;
+        let resp = self.rpc("txn", true, kv.txn(txn)).await.map_err(Self::write_error)?;
         let revision = header_revision(resp.header())?;
         Ok((resp, revision))
     }
@@ -268,31 +245,16 @@ impl EtcdBackend {
         limit: i64,
         revision: Revision,
     ) -> Result<ListPage> {
-        let opts = GetOptions::new()
-            .with_range(end)
-            .with_limit(limit)
-            .with_revision(revision);
+        let opts = GetOptions::new().with_range(end).with_limit(limit).with_revision(revision);
         let mut kv = self.kv.clone();
         let mut resp = match self.rpc("range", false, kv.get(start, Some(opts))).await {
             Ok(resp) => resp,
             Err(fail) => return Err(self.read_error(fail, revision).await),
         };
-        let read_at = if revision > 0 {
-            revision
-        } else {
-            header_revision(resp.header())?
-        };
+        let read_at = if revision > 0 { revision } else { header_revision(resp.header())? };
         let more = resp.more();
-        let items = resp
-            .take_kvs()
-            .into_iter()
-            .map(|kv| self.keys.owned(kv))
-            .collect();
-        Ok(ListPage {
-            items,
-            revision: read_at,
-            more,
-        })
+        let items = resp.take_kvs().into_iter().map(|kv| self.keys.owned(kv)).collect();
+        Ok(ListPage { items, revision: read_at, more })
     }
 
     /// Every live key under the prefix at one revision, or `TooOld` if a compaction
@@ -300,9 +262,7 @@ impl EtcdBackend {
     async fn load_once(&self) -> Result<(Vec<KeyValue>, Revision)> {
         let end = range_end(self.keys.prefix());
         let page_size = i64::try_from(self.opts.load_page_size.max(1)).unwrap_or(i64::MAX);
-        let mut page = self
-            .range(self.keys.prefix().to_vec(), end.clone(), page_size, 0)
-            .await?;
+        let mut page = self.range(self.keys.prefix().to_vec(), end.clone(), page_size, 0).await?;
         let revision = page.revision;
         let mut items = std::mem::take(&mut page.items);
         while page.more {
@@ -321,11 +281,7 @@ impl EtcdBackend {
     fn preconditions(k: &[u8], expected: Option<Revision>) -> Vec<Compare> {
         let mut cmp = vec![Compare::create_revision(k.to_vec(), CompareOp::Greater, 0)];
         if let Some(expected) = expected {
-            cmp.push(Compare::mod_revision(
-                k.to_vec(),
-                CompareOp::Equal,
-                expected,
-            ));
+            cmp.push(Compare::mod_revision(k.to_vec(), CompareOp::Equal, expected));
         }
         cmp
     }
@@ -337,14 +293,10 @@ impl EtcdBackend {
             _ => None,
         });
         match (current.flatten(), expected) {
-            (Some(current), Some(expected)) => StoreError::Conflict {
-                key: key.to_string(),
-                expected,
-                current,
-            },
-            _ => StoreError::NotFound {
-                key: key.to_string(),
-            },
+            (Some(current), Some(expected)) => {
+                StoreError::Conflict { key: key.to_string(), expected, current }
+            }
+            _ => StoreError::NotFound { key: key.to_string() },
         }
     }
 }

@@ -16,13 +16,9 @@ async fn setup(opts: EtcdOptions) -> Option<(EtcdServer, EtcdBackend)> {
         eprintln!("skipping: no etcd binary");
         return None;
     }
-    let server = tokio::task::spawn_blocking(EtcdServer::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let backend = EtcdBackend::connect_with(&server.endpoint_url(), EtcdTls::default(), opts)
-        .await
-        .unwrap();
+    let server = tokio::task::spawn_blocking(EtcdServer::start).await.unwrap().unwrap();
+    let backend =
+        EtcdBackend::connect_with(&server.endpoint_url(), EtcdTls::default(), opts).await.unwrap();
     Some((server, backend))
 }
 
@@ -31,9 +27,7 @@ fn b(s: &str) -> Bytes {
 }
 
 async fn raw_client(server: &EtcdServer) -> etcd_client::Client {
-    etcd_client::Client::connect([server.client_url()], None)
-        .await
-        .unwrap()
+    etcd_client::Client::connect([server.client_url()], None).await.unwrap()
 }
 
 /// Reads batches until the stream has delivered `last`.
@@ -70,23 +64,14 @@ async fn create_get_update_delete() {
     assert_eq!(be.get_at("/registry/a", 0).await.unwrap(), Some(a.clone()));
     assert_eq!(
         be.create("/registry/a", b("x")).await,
-        Err(StoreError::AlreadyExists {
-            key: "/registry/a".into()
-        })
+        Err(StoreError::AlreadyExists { key: "/registry/a".into() })
     );
 
-    let a2 = be
-        .update("/registry/a", b("v2"), Some(a.mod_revision))
-        .await
-        .unwrap();
-    assert_eq!(
-        (a2.create_revision, a2.value.clone()),
-        (a.create_revision, b("v2"))
-    );
+    let a2 = be.update("/registry/a", b("v2"), Some(a.mod_revision)).await.unwrap();
+    assert_eq!((a2.create_revision, a2.value.clone()), (a.create_revision, b("v2")));
     assert!(a2.mod_revision > a.mod_revision);
     assert_eq!(
-        be.update("/registry/a", b("v3"), Some(a.mod_revision))
-            .await,
+        be.update("/registry/a", b("v3"), Some(a.mod_revision)).await,
         Err(StoreError::Conflict {
             key: "/registry/a".into(),
             expected: a.mod_revision,
@@ -95,30 +80,13 @@ async fn create_get_update_delete() {
     );
     let a3 = be.update("/registry/a", b("v3"), None).await.unwrap();
     assert_eq!(a3.create_revision, a.create_revision);
-    assert_eq!(
-        be.get_at("/registry/a", a2.mod_revision).await.unwrap(),
-        Some(a2.clone())
-    );
-    assert_eq!(
-        be.get_at("/registry/a", a.mod_revision).await.unwrap(),
-        Some(a.clone())
-    );
+    assert_eq!(be.get_at("/registry/a", a2.mod_revision).await.unwrap(), Some(a2.clone()));
+    assert_eq!(be.get_at("/registry/a", a.mod_revision).await.unwrap(), Some(a.clone()));
 
-    let missing = || {
-        Err(StoreError::NotFound {
-            key: "/registry/none".into(),
-        })
-    };
+    let missing = || Err(StoreError::NotFound { key: "/registry/none".into() });
     assert_eq!(be.update("/registry/none", b("x"), None).await, missing());
-    assert_eq!(
-        be.update("/registry/none", b("x"), Some(0)).await,
-        missing()
-    );
-    assert_eq!(
-        be.update("/registry/none", b("x"), Some(a.mod_revision))
-            .await,
-        missing()
-    );
+    assert_eq!(be.update("/registry/none", b("x"), Some(0)).await, missing());
+    assert_eq!(be.update("/registry/none", b("x"), Some(a.mod_revision)).await, missing());
     assert_eq!(be.delete("/registry/none", None).await, missing());
     assert_eq!(be.get_at("/registry/none", 0).await.unwrap(), None);
 
@@ -130,23 +98,11 @@ async fn create_get_update_delete() {
             current: a3.mod_revision
         })
     );
-    let gone = be
-        .delete("/registry/a", Some(a3.mod_revision))
-        .await
-        .unwrap();
+    let gone = be.delete("/registry/a", Some(a3.mod_revision)).await.unwrap();
     let delete_rev = be.current_revision().await.unwrap();
-    assert_eq!(
-        gone,
-        KeyValue {
-            mod_revision: delete_rev,
-            ..a3.clone()
-        }
-    );
+    assert_eq!(gone, KeyValue { mod_revision: delete_rev, ..a3.clone() });
     assert_eq!(be.get_at("/registry/a", 0).await.unwrap(), None);
-    assert_eq!(
-        be.get_at("/registry/a", delete_rev - 1).await.unwrap(),
-        Some(a3)
-    );
+    assert_eq!(be.get_at("/registry/a", delete_rev - 1).await.unwrap(), Some(a3));
     // A new incarnation gets a new create revision.
     let again = be.create("/registry/a", b("again")).await.unwrap();
     assert!(again.create_revision > delete_rev);
@@ -155,13 +111,7 @@ async fn create_get_update_delete() {
     let mut raw = raw_client(&server).await;
     raw.put("/registry/foreign", "x", None).await.unwrap();
     let page = be.list_at("/registry/", None, 0, 0).await.unwrap();
-    assert_eq!(
-        page.items
-            .iter()
-            .map(|kv| kv.key.as_str())
-            .collect::<Vec<_>>(),
-        ["/registry/a"]
-    );
+    assert_eq!(page.items.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["/registry/a"]);
     let inside = raw.get("/skiff/registry/a", None).await.unwrap();
     assert_eq!(inside.kvs()[0].value(), b"again");
 
@@ -170,10 +120,7 @@ async fn create_get_update_delete() {
         be.get_at("/registry/a", future).await,
         Err(StoreError::FutureRevision { requested, .. }) if requested == future
     ));
-    assert!(matches!(
-        be.get_at("/registry/a", -1).await,
-        Err(StoreError::Invalid(_))
-    ));
+    assert!(matches!(be.get_at("/registry/a", -1).await, Err(StoreError::Invalid(_))));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -189,8 +136,7 @@ async fn cas_race_has_one_winner_per_round() {
             .map(|i| {
                 let be = be.clone();
                 tokio::spawn(async move {
-                    be.update("/race", b(&format!("{round}-{i}")), Some(expected))
-                        .await
+                    be.update("/race", b(&format!("{round}-{i}")), Some(expected)).await
                 })
             })
             .collect();
@@ -199,11 +145,7 @@ async fn cas_race_has_one_winner_per_round() {
         for t in tasks {
             match t.await.unwrap() {
                 Ok(kv) => winners.push(kv),
-                Err(StoreError::Conflict {
-                    current,
-                    expected: reported,
-                    ..
-                }) => {
+                Err(StoreError::Conflict { current, expected: reported, .. }) => {
                     assert_eq!(reported, expected);
                     conflicts.push(current)
                 }
@@ -237,10 +179,7 @@ async fn list_at_older_revision_with_limits() {
     assert_eq!((old.revision, old.more), (r1, false));
 
     let first = be.list_at("/p/", None, 2, r1).await.unwrap();
-    assert_eq!(
-        (first.items, first.more),
-        (vec![a.clone(), bb.clone()], true)
-    );
+    assert_eq!((first.items, first.more), (vec![a.clone(), bb.clone()], true));
     let rest = be.list_at("/p/", Some("/p/b"), 2, r1).await.unwrap();
     assert_eq!((rest.items, rest.more), (vec![c.clone()], false));
     // start_after is exclusive even for keys that do not exist.
@@ -257,21 +196,14 @@ async fn list_at_older_revision_with_limits() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pagination_at_fixed_revision_while_writing() {
-    let opts = EtcdOptions {
-        load_page_size: 7,
-        ..EtcdOptions::default()
-    };
+    let opts = EtcdOptions { load_page_size: 7, ..EtcdOptions::default() };
     let Some((_server, be)) = setup(opts).await else {
         return;
     };
     let be = Arc::new(be);
     let mut expected = Vec::new();
     for i in 0..40 {
-        expected.push(
-            be.create(&format!("/pods/{i:03}"), b(&format!("v{i}")))
-                .await
-                .unwrap(),
-        );
+        expected.push(be.create(&format!("/pods/{i:03}"), b(&format!("v{i}"))).await.unwrap());
     }
     let revision = be.current_revision().await.unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -285,9 +217,7 @@ async fn pagination_at_fixed_revision_while_writing() {
                     Ok(_) | Err(StoreError::NotFound { .. }) => {}
                     Err(e) => panic!("update: {e}"),
                 }
-                be.create(&format!("/pods/{n:03}x"), b("new"))
-                    .await
-                    .unwrap();
+                be.create(&format!("/pods/{n:03}x"), b("new")).await.unwrap();
                 match be.delete(&format!("/pods/{:03}", (n * 7) % 40), None).await {
                     Ok(_) | Err(StoreError::NotFound { .. }) => {}
                     Err(e) => panic!("delete: {e}"),
@@ -300,10 +230,7 @@ async fn pagination_at_fixed_revision_while_writing() {
     let mut got = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = be
-            .list_at("/pods/", after.as_deref(), 6, revision)
-            .await
-            .unwrap();
+        let page = be.list_at("/pods/", after.as_deref(), 6, revision).await.unwrap();
         assert_eq!(page.revision, revision);
         assert!(page.items.len() <= 6);
         after = page.items.last().map(|kv| kv.key.clone());
@@ -318,10 +245,7 @@ async fn pagination_at_fixed_revision_while_writing() {
     assert!(writer.await.unwrap() > 0);
     assert_eq!(got, expected);
     // load() pages (7 at a time) at one revision too: it matches a single list at that revision.
-    assert_eq!(
-        loaded,
-        be.list_at("", None, 0, load_rev).await.unwrap().items
-    );
+    assert_eq!(loaded, be.list_at("", None, 0, load_rev).await.unwrap().items);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -332,55 +256,21 @@ async fn events_from_several_revisions() {
     let start = be.current_revision().await.unwrap();
     let mut expected = Vec::new();
     let x = be.create("/e/x", b("x1")).await.unwrap();
-    expected.push(Event {
-        kind: EventKind::Create,
-        kv: x.clone(),
-        prev: None,
-    });
+    expected.push(Event { kind: EventKind::Create, kv: x.clone(), prev: None });
     let y = be.create("/e/y", b("y1")).await.unwrap();
-    expected.push(Event {
-        kind: EventKind::Create,
-        kv: y.clone(),
-        prev: None,
-    });
-    let x2 = be
-        .update("/e/x", b("x2"), Some(x.mod_revision))
-        .await
-        .unwrap();
-    expected.push(Event {
-        kind: EventKind::Update,
-        kv: x2.clone(),
-        prev: Some(x.clone()),
-    });
+    expected.push(Event { kind: EventKind::Create, kv: y.clone(), prev: None });
+    let x2 = be.update("/e/x", b("x2"), Some(x.mod_revision)).await.unwrap();
+    expected.push(Event { kind: EventKind::Update, kv: x2.clone(), prev: Some(x.clone()) });
     let ygone = be.delete("/e/y", None).await.unwrap();
-    expected.push(Event {
-        kind: EventKind::Delete,
-        kv: ygone,
-        prev: Some(y),
-    });
+    expected.push(Event { kind: EventKind::Delete, kv: ygone, prev: Some(y) });
     let y2 = be.create("/e/y", b("y2")).await.unwrap();
-    expected.push(Event {
-        kind: EventKind::Create,
-        kv: y2,
-        prev: None,
-    });
+    expected.push(Event { kind: EventKind::Create, kv: y2, prev: None });
     let last = be.current_revision().await.unwrap();
 
-    for (i, after) in [start, x.mod_revision, x2.mod_revision, last - 1]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, after) in [start, x.mod_revision, x2.mod_revision, last - 1].into_iter().enumerate() {
         let mut stream = be.events(after).await.unwrap();
-        let want: Vec<_> = expected
-            .iter()
-            .filter(|e| e.revision() > after)
-            .cloned()
-            .collect();
-        assert_eq!(
-            collect_until(&mut stream, last).await,
-            want,
-            "after {after} (#{i})"
-        );
+        let want: Vec<_> = expected.iter().filter(|e| e.revision() > after).cloned().collect();
+        assert_eq!(collect_until(&mut stream, last).await, want, "after {after} (#{i})");
         assert_quiet(&mut stream).await;
     }
 
@@ -389,14 +279,7 @@ async fn events_from_several_revisions() {
     assert_quiet(&mut stream).await;
     let z = be.create("/e/z", b("z")).await.unwrap();
     let live = collect_until(&mut stream, z.mod_revision).await;
-    assert_eq!(
-        live,
-        vec![Event {
-            kind: EventKind::Create,
-            kv: z,
-            prev: None
-        }]
-    );
+    assert_eq!(live, vec![Event { kind: EventKind::Create, kv: z, prev: None }]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -412,49 +295,22 @@ async fn compaction_makes_old_revisions_too_old() {
     be.compact(k1.mod_revision).await.unwrap(); // older: a no-op
     assert_eq!(be.compacted_revision().await.unwrap(), k2.mod_revision);
 
-    let too_old = |requested| StoreError::TooOld {
-        requested,
-        oldest: k2.mod_revision,
-    };
+    let too_old = |requested| StoreError::TooOld { requested, oldest: k2.mod_revision };
+    assert_eq!(be.get_at("/c/k", k1.mod_revision).await, Err(too_old(k1.mod_revision)));
     assert_eq!(
-        be.get_at("/c/k", k1.mod_revision).await,
-        Err(too_old(k1.mod_revision))
-    );
-    assert_eq!(
-        be.list_at("/c/", None, 0, k1.mod_revision)
-            .await
-            .unwrap_err(),
+        be.list_at("/c/", None, 0, k1.mod_revision).await.unwrap_err(),
         too_old(k1.mod_revision)
     );
-    assert_eq!(
-        be.events(k1.mod_revision).await.err(),
-        Some(too_old(k1.mod_revision))
-    );
-    assert_eq!(
-        be.get_at("/c/k", k2.mod_revision).await.unwrap(),
-        Some(k2.clone())
-    );
+    assert_eq!(be.events(k1.mod_revision).await.err(), Some(too_old(k1.mod_revision)));
+    assert_eq!(be.get_at("/c/k", k2.mod_revision).await.unwrap(), Some(k2.clone()));
     let mut stream = be.events(k2.mod_revision).await.unwrap();
     let events = collect_until(&mut stream, k3.mod_revision).await;
-    assert_eq!(
-        events,
-        vec![Event {
-            kind: EventKind::Update,
-            kv: k3.clone(),
-            prev: Some(k2)
-        }]
-    );
+    assert_eq!(events, vec![Event { kind: EventKind::Update, kv: k3.clone(), prev: Some(k2) }]);
 
     // Another client compacts further: a fresh backend and the old one both find it.
     let k4 = be.update("/c/k", b("4"), None).await.unwrap();
-    raw_client(&server)
-        .await
-        .compact(k4.mod_revision, None)
-        .await
-        .unwrap();
-    let fresh = EtcdBackend::connect(&server.endpoint_url(), EtcdTls::default())
-        .await
-        .unwrap();
+    raw_client(&server).await.compact(k4.mod_revision, None).await.unwrap();
+    let fresh = EtcdBackend::connect(&server.endpoint_url(), EtcdTls::default()).await.unwrap();
     assert_eq!(fresh.compacted_revision().await.unwrap(), k4.mod_revision);
     assert_eq!(be.compacted_revision().await.unwrap(), k4.mod_revision);
     assert!(matches!(
@@ -462,10 +318,7 @@ async fn compaction_makes_old_revisions_too_old() {
         Some(StoreError::TooOld { oldest, .. }) if oldest == k4.mod_revision
     ));
     let future = be.current_revision().await.unwrap() + 10;
-    assert!(matches!(
-        be.compact(future).await,
-        Err(StoreError::FutureRevision { .. })
-    ));
+    assert!(matches!(be.compact(future).await, Err(StoreError::FutureRevision { .. })));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -482,21 +335,10 @@ async fn broken_connection_is_unavailable() {
     be.create("/u/a", b("a")).await.unwrap();
     assert_eq!(stream.next().await.unwrap().unwrap().len(), 1);
     server.kill().unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(30), stream.next())
-        .await
-        .unwrap();
-    assert!(
-        matches!(next, Some(Err(StoreError::Unavailable(_)))),
-        "{next:?}"
-    );
-    assert!(
-        stream.next().await.is_none(),
-        "the stream ends after its error"
-    );
-    assert!(matches!(
-        be.get_at("/u/a", 0).await,
-        Err(StoreError::Unavailable(_))
-    ));
+    let next = tokio::time::timeout(Duration::from_secs(30), stream.next()).await.unwrap();
+    assert!(matches!(next, Some(Err(StoreError::Unavailable(_)))), "{next:?}");
+    assert!(stream.next().await.is_none(), "the stream ends after its error");
+    assert!(matches!(be.get_at("/u/a", 0).await, Err(StoreError::Unavailable(_))));
     let url = server.endpoint_url();
     let refused = EtcdBackend::connect_with(&url, EtcdTls::default(), opts).await;
     assert!(matches!(refused, Err(StoreError::Unavailable(_))));
@@ -504,23 +346,15 @@ async fn broken_connection_is_unavailable() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recovers_after_etcd_restarts() {
-    let opts = EtcdOptions {
-        request_timeout: Duration::from_secs(3),
-        ..EtcdOptions::default()
-    };
+    let opts = EtcdOptions { request_timeout: Duration::from_secs(3), ..EtcdOptions::default() };
     let Some((mut server, be)) = setup(opts).await else {
         return;
     };
     let a = be.create("/r/a", b("1")).await.unwrap();
     let mut stream = be.events(a.mod_revision).await.unwrap();
     let server = tokio::task::spawn_blocking(move || server.restart().map(|()| server));
-    let next = tokio::time::timeout(Duration::from_secs(30), stream.next())
-        .await
-        .unwrap();
-    assert!(
-        matches!(next, Some(Err(StoreError::Unavailable(_)))),
-        "{next:?}"
-    );
+    let next = tokio::time::timeout(Duration::from_secs(30), stream.next()).await.unwrap();
+    assert!(matches!(next, Some(Err(StoreError::Unavailable(_)))), "{next:?}");
     let _server = server.await.unwrap().unwrap();
     // The same backend works again once the channel has reconnected; the write was durable.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -535,36 +369,19 @@ async fn recovers_after_etcd_restarts() {
     };
     assert_eq!(got, Some(a.clone()));
     let mut stream = be.events(a.mod_revision).await.unwrap();
-    let a2 = be
-        .update("/r/a", b("2"), Some(a.mod_revision))
-        .await
-        .unwrap();
+    let a2 = be.update("/r/a", b("2"), Some(a.mod_revision)).await.unwrap();
     let events = collect_until(&mut stream, a2.mod_revision).await;
-    assert_eq!(
-        events,
-        vec![Event {
-            kind: EventKind::Update,
-            kv: a2,
-            prev: Some(a)
-        }]
-    );
+    assert_eq!(events, vec![Event { kind: EventKind::Update, kv: a2, prev: Some(a) }]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connect_validates_urls_and_tls() {
     let invalid = |r: super::Result<EtcdBackend>| matches!(r, Err(StoreError::Invalid(_)));
-    assert!(invalid(
-        EtcdBackend::connect("etcd://", EtcdTls::default()).await
-    ));
-    assert!(invalid(
-        EtcdBackend::connect("http://127.0.0.1:2379", EtcdTls::default()).await
-    ));
+    assert!(invalid(EtcdBackend::connect("etcd://", EtcdTls::default()).await));
+    assert!(invalid(EtcdBackend::connect("http://127.0.0.1:2379", EtcdTls::default()).await));
     let no_files = EtcdBackend::connect("etcds://127.0.0.1:2379", EtcdTls::default()).await;
     assert!(matches!(&no_files, Err(StoreError::Invalid(m)) if m.contains("CA certificate")));
-    let stray = EtcdTls {
-        ca_file: Some("/tmp/ca.pem".into()),
-        ..EtcdTls::default()
-    };
+    let stray = EtcdTls { ca_file: Some("/tmp/ca.pem".into()), ..EtcdTls::default() };
     let plain = EtcdBackend::connect("etcd://127.0.0.1:2379", stray).await;
     assert!(matches!(&plain, Err(StoreError::Invalid(m)) if m.contains("etcds://")));
 }
@@ -574,45 +391,23 @@ async fn tls_with_client_certificates() {
     if !etcd_available() {
         return;
     }
-    let server = tokio::task::spawn_blocking(EtcdServer::start_tls)
-        .await
-        .unwrap()
-        .unwrap();
+    let server = tokio::task::spawn_blocking(EtcdServer::start_tls).await.unwrap().unwrap();
     let url = server.endpoint_url();
     assert!(url.starts_with("etcds://"));
-    let be = EtcdBackend::connect(&url, server.client_tls())
-        .await
-        .unwrap();
+    let be = EtcdBackend::connect(&url, server.client_tls()).await.unwrap();
     let kv = be.create("/tls/a", b("secret")).await.unwrap();
     assert_eq!(be.get_at("/tls/a", 0).await.unwrap(), Some(kv));
 
     // A plain client cannot talk to it, and etcds:// without files is refused up front.
     let plain = url.replacen("etcds://", "etcd://", 1);
-    let opts = EtcdOptions {
-        request_timeout: Duration::from_secs(2),
-        ..EtcdOptions::default()
-    };
+    let opts = EtcdOptions { request_timeout: Duration::from_secs(2), ..EtcdOptions::default() };
     let refused = EtcdBackend::connect_with(&plain, EtcdTls::default(), opts.clone()).await;
-    assert!(
-        matches!(refused, Err(StoreError::Unavailable(_))),
-        "{:?}",
-        refused.err()
-    );
+    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{:?}", refused.err());
     let no_files = EtcdBackend::connect(&url, EtcdTls::default()).await;
     assert!(matches!(no_files, Err(StoreError::Invalid(_))));
     // A CA that did not sign the server's certificate fails the handshake.
-    let other = tokio::task::spawn_blocking(EtcdServer::start_tls)
-        .await
-        .unwrap()
-        .unwrap();
-    let wrong = EtcdTls {
-        ca_file: other.client_tls().ca_file,
-        ..server.client_tls()
-    };
+    let other = tokio::task::spawn_blocking(EtcdServer::start_tls).await.unwrap().unwrap();
+    let wrong = EtcdTls { ca_file: other.client_tls().ca_file, ..server.client_tls() };
     let refused = EtcdBackend::connect_with(&url, wrong, opts).await;
-    assert!(
-        matches!(refused, Err(StoreError::Unavailable(_))),
-        "{:?}",
-        refused.err()
-    );
+    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{:?}", refused.err());
 }

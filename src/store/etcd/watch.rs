@@ -31,13 +31,7 @@ pub fn event_stream(
     after: Revision,
     compacted: Arc<AtomicI64>,
 ) -> EventStream {
-    let state = State {
-        stream,
-        keys,
-        after,
-        delivered: after,
-        compacted,
-    };
+    let state = State { stream, keys, after, delivered: after, compacted };
     Box::pin(futures::stream::unfold(Some(state), |state| async move {
         let mut state = state?;
         match state.next_batch().await {
@@ -55,9 +49,7 @@ impl State {
                 Ok(Some(resp)) => resp,
                 Ok(None) => {
                     tracing::warn!(delivered = self.delivered, "etcd closed the watch stream");
-                    return Err(StoreError::Unavailable(
-                        "etcd closed the watch stream".into(),
-                    ));
+                    return Err(StoreError::Unavailable("etcd closed the watch stream".into()));
                 }
                 Err(e) => {
                     let err = errors::map(e, false);
@@ -82,22 +74,11 @@ impl State {
         let oldest = resp.compact_revision();
         if oldest > 0 {
             self.compacted.fetch_max(oldest, Ordering::Relaxed);
-            tracing::info!(
-                after = self.after,
-                oldest,
-                "etcd watch cancelled by compaction"
-            );
-            return StoreError::TooOld {
-                requested: self.delivered,
-                oldest,
-            };
+            tracing::info!(after = self.after, oldest, "etcd watch cancelled by compaction");
+            return StoreError::TooOld { requested: self.delivered, oldest };
         }
         let reason = resp.cancel_reason();
-        tracing::warn!(
-            delivered = self.delivered,
-            reason,
-            "etcd cancelled the watch"
-        );
+        tracing::warn!(delivered = self.delivered, reason, "etcd cancelled the watch");
         StoreError::Unavailable(format!("etcd cancelled the watch: {reason}"))
     }
 
@@ -120,20 +101,13 @@ impl State {
                     Event {
                         kind,
                         kv: self.keys.copied(kv),
-                        prev: if kind == EventKind::Create {
-                            None
-                        } else {
-                            prev
-                        },
+                        prev: if kind == EventKind::Create { None } else { prev },
                     }
                 }
                 EventType::Delete => match prev {
                     Some(prev) => Event {
                         kind: EventKind::Delete,
-                        kv: KeyValue {
-                            mod_revision: kv.mod_revision(),
-                            ..prev.clone()
-                        },
+                        kv: KeyValue { mod_revision: kv.mod_revision(), ..prev.clone() },
                         prev: Some(prev),
                     },
                     None => {
@@ -145,10 +119,7 @@ impl State {
                         );
                         Event {
                             kind: EventKind::Delete,
-                            kv: KeyValue {
-                                value: Bytes::new(),
-                                ..self.keys.copied(kv)
-                            },
+                            kv: KeyValue { value: Bytes::new(), ..self.keys.copied(kv) },
                             prev: None,
                         }
                     }
