@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,6 +19,12 @@ use crate::store::{Event, EventKind, Revision, StoreError};
 pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 /// How often an idle watch that allows bookmarks gets one.
 pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long a watch without timeoutSeconds lasts.
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How long before its end a watch gets its last bookmark (at most half its length), so a
+/// client that restarts it resumes from a current resourceVersion.
+const FINAL_BOOKMARK_LEAD: Duration = Duration::from_secs(2);
 
 /// The type of a watch event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,36 +180,97 @@ impl WatchTask {
                 return;
             }
         };
-        let deadline = tokio::time::sleep(p.timeout.unwrap_or(Duration::from_secs(1800)));
+        let timeout = p.timeout.unwrap_or(DEFAULT_WATCH_TIMEOUT);
+        let started = tokio::time::Instant::now();
+        let deadline = tokio::time::sleep_until(started + timeout);
         tokio::pin!(deadline);
-        let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
-        ticker.tick().await;
+        let mut marks = BookmarkSchedule::new(started, timeout);
+        let next_mark = tokio::time::sleep_until(marks.next(started));
+        tokio::pin!(next_mark);
         let mut last = start;
+        // Delivers one store event (or the end of the store watch); false when the watch is over.
+        let deliver = |next: Option<Result<Event, StoreError>>, last: &mut Revision| {
+            let step = match next {
+                None | Some(Err(StoreError::WatcherTooSlow)) => Err(None),
+                Some(Err(e)) => Err(Some(error_status(e, *last))),
+                Some(Ok(ev)) => {
+                    *last = (*last).max(ev.revision());
+                    Ok(translate(res, &ev, &p))
+                }
+            };
+            let send = &send;
+            async move {
+                match step {
+                    Err(None) => false,
+                    Err(Some(status)) => {
+                        send(EventType::Error, status).await;
+                        false
+                    }
+                    Ok(None) => true,
+                    Ok(Some((kind, obj))) => send(kind, obj).await,
+                }
+            }
+        };
         loop {
             tokio::select! {
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
-                _ = ticker.tick(), if p.allow_bookmarks => {
+                _ = &mut next_mark, if p.allow_bookmarks => {
+                    // The cache hands every event up to its revision to its watchers before it
+                    // publishes that revision: once this watcher's buffer is drained, nothing at
+                    // or below `progress` is left for it, so the bookmark can carry `progress`
+                    // even when other resources made it (clients then resume from a recent
+                    // revision instead of one that compaction may have removed).
+                    let progress = registry.store.revision();
+                    while let Some(next) = watcher.next().now_or_never() {
+                        if !deliver(next, &mut last).await {
+                            return;
+                        }
+                    }
+                    last = last.max(progress);
                     if !send(EventType::Bookmark, bookmark(res, last, false)).await {
                         return;
                     }
+                    let now = tokio::time::Instant::now();
+                    marks.sent(now);
+                    next_mark.as_mut().reset(marks.next(now));
                 }
-                next = watcher.next() => match next {
-                    None | Some(Err(StoreError::WatcherTooSlow)) => return,
-                    Some(Err(e)) => {
-                        send(EventType::Error, error_status(e, last)).await;
+                next = watcher.next() => {
+                    if !deliver(next, &mut last).await {
                         return;
-                    }
-                    Some(Ok(ev)) => {
-                        last = last.max(ev.revision());
-                        if let Some((kind, obj)) = translate(res, &ev, &p) {
-                            if !send(kind, obj).await {
-                                return;
-                            }
-                        }
                     }
                 }
             }
+        }
+    }
+}
+
+/// When a watch that allows bookmarks gets them: every [`BOOKMARK_INTERVAL`], and once shortly
+/// before the watch's deadline.
+struct BookmarkSchedule {
+    final_at: tokio::time::Instant,
+    final_sent: bool,
+}
+
+impl BookmarkSchedule {
+    fn new(started: tokio::time::Instant, timeout: Duration) -> Self {
+        let final_at = started + timeout - FINAL_BOOKMARK_LEAD.min(timeout / 2);
+        BookmarkSchedule { final_at, final_sent: false }
+    }
+
+    /// The next bookmark after one sent (or the watch started) at `now`.
+    fn next(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        let periodic = now + BOOKMARK_INTERVAL;
+        if self.final_sent || periodic < self.final_at {
+            periodic
+        } else {
+            self.final_at
+        }
+    }
+
+    fn sent(&mut self, now: tokio::time::Instant) {
+        if now >= self.final_at {
+            self.final_sent = true;
         }
     }
 }
@@ -289,6 +356,24 @@ mod tests {
             Some(EventType::Modified)
         );
         assert_eq!(t(&update(json!({}), json!({}))), None);
+    }
+
+    #[test]
+    fn bookmarks_come_periodically_and_once_before_the_deadline() {
+        let t0 = tokio::time::Instant::now();
+        let s = |secs: u64| Duration::from_secs(secs);
+        let mut short = BookmarkSchedule::new(t0, s(5));
+        assert_eq!(short.next(t0), t0 + s(3));
+        short.sent(t0 + s(3));
+        assert_eq!(short.next(t0 + s(3)), t0 + s(33));
+        let one = BookmarkSchedule::new(t0, s(1));
+        assert_eq!(one.next(t0), t0 + Duration::from_millis(500));
+        let mut long = BookmarkSchedule::new(t0, s(100));
+        assert_eq!(long.next(t0), t0 + BOOKMARK_INTERVAL);
+        long.sent(t0 + s(90));
+        assert_eq!(long.next(t0 + s(90)), t0 + s(98));
+        long.sent(t0 + s(98));
+        assert_eq!(long.next(t0 + s(98)), t0 + s(128));
     }
 
     #[test]
