@@ -1,0 +1,774 @@
+//! The StatefulSet controller: pods with stable names `<set>-<ordinal>` (labels
+//! statefulset.kubernetes.io/pod-name and apps.kubernetes.io/pod-index, hostname, and the
+//! serviceName as subdomain), each with its PersistentVolumeClaims `<template>-<set>-<ordinal>`
+//! created before it and kept as persistentVolumeClaimRetentionPolicy says. OrderedReady creates
+//! pod N only once pods below N are Running and Ready and removes pods from the highest ordinal
+//! down, one at a time; Parallel does both at once. Templates are recorded as ControllerRevisions
+//! ([`super::history`]); pods carry their revision's name in controller-revision-hash. The
+//! RollingUpdate strategy replaces pods at or above the partition from the highest ordinal down,
+//! one at a time, each after the previous is Ready; OnDelete only uses the new template for pods
+//! someone else deleted. Status (replicas, readyReplicas, currentReplicas, updatedReplicas,
+//! availableReplicas, currentRevision, updateRevision, collisionCount, observedGeneration) is
+//! what `kubectl rollout status` reads.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use super::history::{self, CONTROLLER_REVISION_HASH_LABEL};
+use super::informer::{self, Change};
+use super::podutil::{self, controller_of, key_of, selector_matches, split_key};
+use super::queue::WorkQueue;
+use super::worker::{run_workers, Action};
+use super::AbortOnDrop;
+
+/// The label with the pod's own name (so a Service can select one pod).
+pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+/// The label with the pod's ordinal.
+pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
+const MANAGER: &str = "statefulset-controller";
+
+/// What can go wrong syncing a StatefulSet.
+#[derive(Debug, thiserror::Error)]
+pub enum StatefulSetError {
+    #[error("cannot {action} for stateful set {key}")]
+    Api {
+        action: &'static str,
+        key: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("an informer of the statefulset controller stopped")]
+    InformerStopped,
+}
+
+struct Ctx {
+    client: Client,
+    sets: Store<StatefulSet>,
+    pods: Store<Pod>,
+    revisions: Store<ControllerRevision>,
+    claims: Store<PersistentVolumeClaim>,
+}
+
+/// Runs the controller with `workers` concurrent syncs until an informer stops.
+pub async fn run(client: Client, workers: usize) -> Result<(), StatefulSetError> {
+    let queue = WorkQueue::new();
+    let q = queue.clone();
+    let (sets, sets_task) = informer::spawn(
+        "statefulset-informer",
+        Api::<StatefulSet>::all(client.clone()),
+        watcher::Config::default(),
+        move |c| match c {
+            Change::Applied(s) | Change::Deleted(s) => q.add(key_of(s)),
+            Change::Synced => {}
+        },
+    );
+    let (q, for_pods) = (queue.clone(), sets.clone());
+    let (pods, pods_task) = informer::spawn(
+        "statefulset-pod-informer",
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        move |c| match c {
+            Change::Applied(pod) | Change::Deleted(pod) => {
+                for key in
+                    owners_of(&for_pods, &pod.metadata, pod.metadata.deletion_timestamp.is_some())
+                {
+                    q.add(key);
+                }
+            }
+            Change::Synced => {}
+        },
+    );
+    let (q, for_revs) = (queue.clone(), sets.clone());
+    let (revisions, revs_task) = informer::spawn(
+        "statefulset-revision-informer",
+        Api::<ControllerRevision>::all(client.clone()),
+        watcher::Config::default(),
+        move |c| match c {
+            Change::Applied(r) | Change::Deleted(r) => {
+                for key in owners_of(&for_revs, &r.metadata, false) {
+                    q.add(key);
+                }
+            }
+            Change::Synced => {}
+        },
+    );
+    let (claims, claims_task) = informer::spawn(
+        "statefulset-pvc-informer",
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        watcher::Config::default(),
+        |_| {},
+    );
+    let _guard = AbortOnDrop(vec![
+        sets_task.abort_handle(),
+        pods_task.abort_handle(),
+        revs_task.abort_handle(),
+        claims_task.abort_handle(),
+    ]);
+    let ready = futures::future::join4(
+        sets.wait_until_ready(),
+        pods.wait_until_ready(),
+        revisions.wait_until_ready(),
+        claims.wait_until_ready(),
+    )
+    .await;
+    if ready.0.is_err() || ready.1.is_err() || ready.2.is_err() || ready.3.is_err() {
+        return Err(StatefulSetError::InformerStopped);
+    }
+    let ctx = Arc::new(Ctx { client, sets, pods, revisions, claims });
+    let workers = run_workers("statefulset", queue, workers, move |key| {
+        let ctx = ctx.clone();
+        async move { sync(&ctx, &key).await }
+    });
+    tokio::select! {
+        _ = workers => {}
+        _ = sets_task => {}
+        _ = pods_task => {}
+        _ = revs_task => {}
+        _ = claims_task => {}
+    }
+    Err(StatefulSetError::InformerStopped)
+}
+
+/// The sets an event about a pod or revision concerns: its controller if that is a StatefulSet,
+/// else (an orphan) every set in its namespace whose selector matches it.
+fn owners_of(sets: &Store<StatefulSet>, meta: &ObjectMeta, deleting: bool) -> Vec<String> {
+    let ns = meta.namespace.clone().unwrap_or_default();
+    if let Some(owner) = controller_of(meta) {
+        return if owner.kind == "StatefulSet" {
+            vec![format!("{ns}/{}", owner.name)]
+        } else {
+            vec![]
+        };
+    }
+    if deleting {
+        return vec![];
+    }
+    let empty = BTreeMap::new();
+    let labels = meta.labels.as_ref().unwrap_or(&empty);
+    sets.state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|s| {
+            s.spec.as_ref().is_some_and(|sp| {
+                !podutil::selector_is_empty(&sp.selector) && selector_matches(&sp.selector, labels)
+            })
+        })
+        .map(|s| key_of(s.as_ref()))
+        .collect()
+}
+
+/// The parent name and ordinal a pod's name gives (`<parent>-<ordinal>`).
+pub fn parent_and_ordinal(name: &str) -> Option<(&str, i32)> {
+    let (parent, ord) = name.rsplit_once('-')?;
+    if ord.is_empty() || !ord.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((parent, ord.parse().ok()?))
+}
+
+fn ordinal_of(pod: &Pod) -> i32 {
+    parent_and_ordinal(pod.metadata.name.as_deref().unwrap_or("")).map_or(-1, |(_, o)| o)
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
+
+fn terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+fn running_and_ready(pod: &Pod) -> bool {
+    phase(pod) == "Running" && podutil::is_ready(pod)
+}
+
+fn healthy(pod: &Pod) -> bool {
+    running_and_ready(pod) && !terminating(pod)
+}
+
+fn revision_of(pod: &Pod) -> &str {
+    pod.labels().get(CONTROLLER_REVISION_HASH_LABEL).map(String::as_str).unwrap_or("")
+}
+
+/// The name of claim template `template`'s claim for `ordinal`.
+pub fn claim_name(template: &str, set: &str, ordinal: i32) -> String {
+    format!("{template}-{set}-{ordinal}")
+}
+
+/// whenDeleted and whenScaled of the retention policy (Retain when unset).
+fn retention(spec: &StatefulSetSpec) -> (bool, bool) {
+    let p = spec.persistent_volume_claim_retention_policy.as_ref();
+    let delete = |v: Option<&String>| v.map(String::as_str) == Some("Delete");
+    (
+        delete(p.and_then(|p| p.when_deleted.as_ref())),
+        delete(p.and_then(|p| p.when_scaled.as_ref())),
+    )
+}
+
+/// A pod of `set` at `ordinal` from `template`, labelled with `revision`.
+pub fn new_pod(set: &StatefulSet, template: &PodTemplateSpec, ordinal: i32, revision: &str) -> Pod {
+    let spec = set.spec.as_ref();
+    let tmeta = template.metadata.clone().unwrap_or_default();
+    let name = format!("{}-{ordinal}", set.name_any());
+    let mut labels = tmeta.labels.unwrap_or_default();
+    labels.insert(POD_NAME_LABEL.into(), name.clone());
+    labels.insert(POD_INDEX_LABEL.into(), ordinal.to_string());
+    labels.insert(CONTROLLER_REVISION_HASH_LABEL.into(), revision.into());
+    let mut pod_spec = template.spec.clone().unwrap_or_default();
+    pod_spec.hostname = Some(name.clone());
+    pod_spec.subdomain = spec.and_then(|s| s.service_name.clone()).filter(|s| !s.is_empty());
+    let templates = spec.and_then(|s| s.volume_claim_templates.clone()).unwrap_or_default();
+    if !templates.is_empty() {
+        let mut volumes: Vec<Volume> = templates
+            .iter()
+            .map(|t| {
+                let tname = t.metadata.name.clone().unwrap_or_default();
+                Volume {
+                    name: tname.clone(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: claim_name(&tname, &set.name_any(), ordinal),
+                        read_only: None,
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        for v in pod_spec.volumes.take().unwrap_or_default() {
+            if !volumes.iter().any(|c| c.name == v.name) {
+                volumes.push(v);
+            }
+        }
+        pod_spec.volumes = Some(volumes);
+    }
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: set.namespace(),
+            labels: Some(labels),
+            annotations: tmeta.annotations,
+            finalizers: tmeta.finalizers,
+            owner_references: Some(vec![podutil::controller_ref(set)]),
+            ..Default::default()
+        },
+        spec: Some(pod_spec),
+        status: None,
+    }
+}
+
+/// One sync's view of a set.
+struct View<'a> {
+    ctx: &'a Ctx,
+    key: &'a str,
+    set: Arc<StatefulSet>,
+    pods_api: Api<Pod>,
+    claims_api: Api<PersistentVolumeClaim>,
+    current_template: PodTemplateSpec,
+    current_name: String,
+    update_name: String,
+    min_ready: i32,
+}
+
+impl View<'_> {
+    fn err(&self, action: &'static str) -> impl FnOnce(kube::Error) -> StatefulSetError {
+        let key = self.key.to_string();
+        move |source| StatefulSetError::Api { action, key, source }
+    }
+
+    fn spec(&self) -> &StatefulSetSpec {
+        self.set.spec.as_ref().expect("synced sets have a spec")
+    }
+}
+
+async fn sync(ctx: &Ctx, key: &str) -> Result<Action, StatefulSetError> {
+    let (ns, name) = split_key(key);
+    let ns = ns.unwrap_or("default");
+    let Some(set) = ctx.sets.get(&ObjectRef::new(name).within(ns)) else {
+        return Ok(Action::Done);
+    };
+    let Some(spec) = set.spec.as_ref() else { return Ok(Action::Done) };
+    if podutil::selector_is_empty(&spec.selector) {
+        return Ok(Action::Done);
+    }
+    let err = |action: &'static str| {
+        let key = key.to_string();
+        move |source| StatefulSetError::Api { action, key, source }
+    };
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let revs_api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), ns);
+    let set_name = set.name_any();
+    let pods = history::claim_pods(&pods_api, &ctx.pods, set.as_ref(), &spec.selector, |p| {
+        parent_and_ordinal(p.metadata.name.as_deref().unwrap_or(""))
+            .is_some_and(|(parent, _)| parent == set_name)
+    })
+    .await
+    .map_err(err("claim pods"))?;
+    let pods: Vec<Arc<Pod>> = pods
+        .into_iter()
+        .filter(|p| {
+            parent_and_ordinal(p.metadata.name.as_deref().unwrap_or(""))
+                .is_some_and(|(parent, _)| parent == set_name)
+        })
+        .collect();
+    let revisions = history::claim(&revs_api, &ctx.revisions, set.as_ref(), &spec.selector)
+        .await
+        .map_err(err("claim revisions"))?;
+
+    // The update revision is the current template's; the current one is the status's.
+    let status = set.status.clone().unwrap_or_default();
+    let mut collision = status.collision_count.unwrap_or(0);
+    let data = history::template_patch(&spec.template);
+    let next = history::next_number(&revisions);
+    let equal = revisions.iter().rposition(|r| history::same_data(r, &data));
+    let update_rev = match equal {
+        Some(i) if i + 1 == revisions.len() => revisions[i].clone(),
+        Some(i) => history::renumber(&revs_api, &revisions[i], next)
+            .await
+            .map_err(err("renumber a revision"))?,
+        None => {
+            let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone());
+            let rev = history::new_revision(
+                set.as_ref(),
+                &labels.unwrap_or_default(),
+                set.annotations().clone(),
+                data,
+                next,
+                Some(collision),
+            );
+            history::create(&revs_api, set.as_ref(), rev, &mut collision)
+                .await
+                .map_err(err("create a revision"))?
+                .0
+        }
+    };
+    let current_rev = status
+        .current_revision
+        .as_ref()
+        .and_then(|n| revisions.iter().find(|r| &r.name_any() == n))
+        .cloned()
+        .unwrap_or_else(|| update_rev.clone());
+    let view = View {
+        ctx,
+        key,
+        set: set.clone(),
+        pods_api,
+        claims_api: Api::namespaced(ctx.client.clone(), ns),
+        current_template: history::template_of(&current_rev).unwrap_or(spec.template.clone()),
+        current_name: current_rev.name_any(),
+        update_name: update_rev.name_any(),
+        min_ready: spec.min_ready_seconds.unwrap_or(0),
+    };
+
+    let mut requeue = None;
+    if set.metadata.deletion_timestamp.is_none() {
+        requeue = update_pods(&view, &pods).await?;
+    }
+    let status_requeue = write_status(&view, &pods, collision).await?;
+    requeue = match (requeue, status_requeue) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+
+    // Old revisions no pod uses are dropped beyond revisionHistoryLimit.
+    let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
+    let live = |r: &ControllerRevision| {
+        let n = r.name_any();
+        n == view.current_name || n == view.update_name || pods.iter().any(|p| revision_of(p) == n)
+    };
+    history::truncate(&revs_api, &revisions, &live, limit)
+        .await
+        .map_err(err("delete old revisions"))?;
+    Ok(requeue.map_or(Action::Done, Action::RequeueAfter))
+}
+
+/// Creates, deletes and replaces pods; returns when to look again for a time-based wait.
+async fn update_pods(
+    view: &View<'_>,
+    pods: &[Arc<Pod>],
+) -> Result<Option<Duration>, StatefulSetError> {
+    let spec = view.spec();
+    let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0).max(0);
+    let count = spec.replicas.unwrap_or(1).max(0);
+    let monotonic = spec.pod_management_policy.as_deref() != Some("Parallel");
+    let mut slots: Vec<Option<Arc<Pod>>> = vec![None; count as usize];
+    let mut condemned: Vec<Arc<Pod>> = vec![];
+    for p in pods {
+        let ord = ordinal_of(p);
+        if ord >= start && ord < start + count {
+            slots[(ord - start) as usize] = Some(p.clone());
+        } else if ord >= 0 {
+            condemned.push(p.clone());
+        }
+    }
+    condemned.sort_by_key(|p| ordinal_of(p));
+    // The lowest unhealthy ordinal, missing pods included.
+    let first_unhealthy = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.as_ref().is_none_or(|p| !healthy(p)))
+        .map(|(i, _)| start + i as i32)
+        .chain(condemned.iter().filter(|p| !healthy(p)).map(|p| ordinal_of(p)))
+        .min();
+    let strategy = spec.update_strategy.as_ref();
+    let on_delete = strategy.and_then(|s| s.type_.as_deref()) == Some("OnDelete");
+    let partition = strategy
+        .and_then(|s| s.rolling_update.as_ref())
+        .and_then(|r| r.partition)
+        .unwrap_or(0)
+        .max(0);
+    let now = Utc::now();
+    let mut requeue = None;
+
+    for (i, slot) in slots.iter().enumerate() {
+        let ord = start + i as i32;
+        if let Some(p) = slot {
+            if matches!(phase(p), "Failed" | "Succeeded") && !terminating(p) {
+                tracing::info!(statefulset = %view.key, pod = %p.name_any(), "recreating finished pod");
+                delete_pod(view, p).await?;
+                if monotonic {
+                    return Ok(None);
+                }
+                continue;
+            }
+        }
+        let Some(p) = slot else {
+            // Pods below the partition are made from the current revision.
+            let (template, revision) = if !on_delete && (i as i32) < partition {
+                (&view.current_template, view.current_name.as_str())
+            } else {
+                (&spec.template, view.update_name.as_str())
+            };
+            ensure_claims(view, ord, None).await?;
+            let pod = new_pod(&view.set, template, ord, revision);
+            match view.pods_api.create(&PostParams::default(), &pod).await {
+                Ok(_) => {
+                    tracing::debug!(statefulset = %view.key, pod = %pod.name_any(), "created pod")
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(kube::Error::Api(e))
+                    if e.code == 403 && e.message.contains("being terminated") =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(view.err("create a pod")(e)),
+            }
+            if monotonic {
+                return Ok(None);
+            }
+            continue;
+        };
+        if terminating(p) {
+            if monotonic {
+                return Ok(None);
+            }
+            continue;
+        }
+        if monotonic && !running_and_ready(p) {
+            return Ok(None);
+        }
+        if monotonic && !podutil::is_available(p, view.min_ready, now) {
+            return Ok(Some(Duration::from_secs(view.min_ready.max(1) as u64)));
+        }
+        if !identity_matches(view, p, ord) {
+            let name = p.name_any();
+            let patch = json!({"metadata": {"labels": {
+                POD_NAME_LABEL: name,
+                POD_INDEX_LABEL: ord.to_string(),
+            }}});
+            let pp = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+            match view.pods_api.patch(&name, &pp, &Patch::Merge(patch)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => return Err(view.err("update a pod's identity")(e)),
+            }
+        }
+        ensure_claims(view, ord, Some((p, true))).await?;
+    }
+
+    // Scale down: highest ordinal first; in order, only a healthy pod or the first unhealthy.
+    for p in condemned.iter().rev() {
+        if terminating(p) {
+            if monotonic {
+                return Ok(requeue);
+            }
+            continue;
+        }
+        if monotonic && !running_and_ready(p) && first_unhealthy != Some(ordinal_of(p)) {
+            return Ok(requeue);
+        }
+        ensure_claims(view, ordinal_of(p), Some((p, false))).await?;
+        tracing::info!(statefulset = %view.key, pod = %p.name_any(), "deleting pod for scale down");
+        delete_pod(view, p).await?;
+        if monotonic {
+            return Ok(requeue);
+        }
+    }
+
+    if on_delete {
+        return Ok(requeue);
+    }
+    // Rolling update: the highest ordinal not at the update revision goes, one at a time.
+    for i in (partition.min(count) as usize..slots.len()).rev() {
+        let Some(p) = &slots[i] else { continue };
+        if revision_of(p) != view.update_name && !terminating(p) {
+            tracing::info!(statefulset = %view.key, pod = %p.name_any(), "deleting pod for update");
+            delete_pod(view, p).await?;
+            return Ok(requeue);
+        }
+        if !healthy(p) {
+            return Ok(requeue);
+        }
+        if !podutil::is_available(p, view.min_ready, now) {
+            requeue = Some(Duration::from_secs(view.min_ready.max(1) as u64));
+            return Ok(requeue);
+        }
+    }
+    Ok(requeue)
+}
+
+fn identity_matches(view: &View<'_>, pod: &Pod, ordinal: i32) -> bool {
+    let labels = pod.labels();
+    labels.get(POD_NAME_LABEL) == pod.metadata.name.as_ref()
+        && labels.get(POD_INDEX_LABEL) == Some(&ordinal.to_string())
+        && pod.namespace() == view.set.namespace()
+}
+
+async fn delete_pod(view: &View<'_>, pod: &Pod) -> Result<(), StatefulSetError> {
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match view.pods_api.delete(&pod.name_any(), &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(view.err("delete a pod")(e)),
+    }
+}
+
+/// An owner reference to a pod marking it as controller.
+fn pod_ref(pod: &Pod) -> OwnerReference {
+    OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: pod.name_any(),
+        uid: pod.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Creates the claims of `ordinal` that do not exist; with `pod` (and whether its ordinal is in
+/// range), makes their owner references follow the retention policy: whenDeleted=Delete makes
+/// the set their controller, whenScaled=Delete makes a scaled-down pod their controller.
+async fn ensure_claims(
+    view: &View<'_>,
+    ordinal: i32,
+    pod: Option<(&Pod, bool)>,
+) -> Result<(), StatefulSetError> {
+    let spec = view.spec();
+    let templates = spec.volume_claim_templates.as_deref().unwrap_or(&[]);
+    if templates.is_empty() {
+        return Ok(());
+    }
+    let set = view.set.as_ref();
+    let ns = set.namespace().unwrap_or_default();
+    let (when_deleted, when_scaled) = retention(spec);
+    let set_uid = set.uid().unwrap_or_default();
+    for t in templates {
+        let name = claim_name(t.metadata.name.as_deref().unwrap_or(""), &set.name_any(), ordinal);
+        let Some(existing) = view.ctx.claims.get(&ObjectRef::new(&name).within(&ns)) else {
+            let mut labels = t.metadata.labels.clone().unwrap_or_default();
+            for (k, v) in spec.selector.match_labels.iter().flatten() {
+                labels.insert(k.clone(), v.clone());
+            }
+            let claim = PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(ns.clone()),
+                    labels: Some(labels),
+                    annotations: t.metadata.annotations.clone(),
+                    owner_references: when_deleted.then(|| vec![podutil::controller_ref(set)]),
+                    ..Default::default()
+                },
+                spec: t.spec.clone(),
+                status: None,
+            };
+            match view.claims_api.create(&PostParams::default(), &claim).await {
+                Ok(_) => tracing::debug!(statefulset = %view.key, claim = %name, "created claim"),
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(view.err("create a persistent volume claim")(e)),
+            }
+            continue;
+        };
+        let Some((pod, in_range)) = pod else { continue };
+        if existing.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let refs = existing.metadata.owner_references.clone().unwrap_or_default();
+        let ours = |r: &OwnerReference| {
+            r.uid == set_uid
+                || r.uid == pod.uid().unwrap_or_default()
+                || (r.kind == "StatefulSet" && r.name == set.name_any())
+                || (r.kind == "Pod" && r.name == pod.name_any())
+        };
+        let mut want: Vec<OwnerReference> = refs.iter().filter(|r| !ours(r)).cloned().collect();
+        let foreign_controller = want.iter().any(|r| r.controller == Some(true));
+        if !foreign_controller {
+            if !in_range && when_scaled {
+                want.push(pod_ref(pod));
+            } else if when_deleted {
+                want.push(podutil::controller_ref(set));
+            }
+        }
+        if want != refs {
+            let patch = json!({"metadata": {
+                "ownerReferences": want,
+                "resourceVersion": existing.metadata.resource_version,
+            }});
+            let pp = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+            match view.claims_api.patch(&name, &pp, &Patch::Merge(patch)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(view.err("update a claim's owners")(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counts pods into status and writes it if it changed; returns when availability may change.
+async fn write_status(
+    view: &View<'_>,
+    pods: &[Arc<Pod>],
+    collision: i32,
+) -> Result<Option<Duration>, StatefulSetError> {
+    let set = &view.set;
+    let spec = view.spec();
+    let now = Utc::now();
+    let (mut replicas, mut ready, mut available, mut current, mut updated) = (0, 0, 0, 0, 0);
+    let mut requeue = None;
+    for p in pods {
+        if phase(p).is_empty() {
+            continue;
+        }
+        replicas += 1;
+        if running_and_ready(p) {
+            ready += 1;
+            if podutil::is_available(p, view.min_ready, now) {
+                available += 1;
+            } else {
+                requeue = Some(Duration::from_secs(view.min_ready.max(1) as u64));
+            }
+        }
+        if !terminating(p) {
+            if revision_of(p) == view.current_name {
+                current += 1;
+            }
+            if revision_of(p) == view.update_name {
+                updated += 1;
+            }
+        }
+    }
+    let mut current_name = view.current_name.clone();
+    let rolling =
+        spec.update_strategy.as_ref().and_then(|s| s.type_.as_deref()) != Some("OnDelete");
+    // A finished rolling update makes the update revision current.
+    if rolling && updated == replicas && ready == replicas {
+        current = updated;
+        current_name = view.update_name.clone();
+    }
+    let old = set.status.clone().unwrap_or_default();
+    let nz = |n: i32| (n > 0).then_some(n);
+    let changed = old.replicas != replicas
+        || old.ready_replicas.unwrap_or(0) != ready
+        || old.available_replicas.unwrap_or(0) != available
+        || old.current_replicas.unwrap_or(0) != current
+        || old.updated_replicas.unwrap_or(0) != updated
+        || old.current_revision.as_deref() != Some(current_name.as_str())
+        || old.update_revision.as_deref() != Some(view.update_name.as_str())
+        || old.observed_generation != set.metadata.generation
+        || old.collision_count.unwrap_or(0) != collision;
+    if changed {
+        let api: Api<StatefulSet> =
+            Api::namespaced(view.ctx.client.clone(), &set.namespace().unwrap_or_default());
+        let patch = json!({"status": {
+            "observedGeneration": set.metadata.generation,
+            "replicas": replicas,
+            "readyReplicas": nz(ready),
+            "availableReplicas": available,
+            "currentReplicas": nz(current),
+            "updatedReplicas": nz(updated),
+            "currentRevision": current_name,
+            "updateRevision": view.update_name,
+            "collisionCount": collision,
+        }});
+        let pp = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+        match api.patch_status(&set.name_any(), &pp, &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(view.err("update status")(e)),
+        }
+    }
+    Ok(requeue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_give_parents_and_ordinals() {
+        assert_eq!(parent_and_ordinal("web-0"), Some(("web", 0)));
+        assert_eq!(parent_and_ordinal("my-db-12"), Some(("my-db", 12)));
+        assert_eq!(parent_and_ordinal("web-x"), None);
+        assert_eq!(parent_and_ordinal("web"), None);
+        assert_eq!(claim_name("data", "web", 2), "data-web-2");
+    }
+
+    #[test]
+    fn pods_get_identity_storage_and_revision() {
+        let set: StatefulSet = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
+            "spec": {
+                "serviceName": "nginx",
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "c", "image": "i"}],
+                             "volumes": [{"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {}}],
+            },
+        }))
+        .unwrap();
+        let t = set.spec.as_ref().unwrap().template.clone();
+        let pod = new_pod(&set, &t, 3, "web-abc");
+        assert_eq!(pod.metadata.name.as_deref(), Some("web-3"));
+        let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!(labels[POD_NAME_LABEL], "web-3");
+        assert_eq!(labels[POD_INDEX_LABEL], "3");
+        assert_eq!(labels[CONTROLLER_REVISION_HASH_LABEL], "web-abc");
+        let spec = pod.spec.unwrap();
+        assert_eq!(
+            (spec.hostname.as_deref(), spec.subdomain.as_deref()),
+            (Some("web-3"), Some("nginx"))
+        );
+        let vols = spec.volumes.unwrap();
+        assert_eq!(vols.len(), 2);
+        assert_eq!(vols[0].persistent_volume_claim.as_ref().unwrap().claim_name, "data-web-3");
+        assert_eq!(vols[1].name, "tmp");
+    }
+}
