@@ -67,13 +67,22 @@ pub(super) async fn patch(
         )));
     }
     let current = reg.get(r.res, r.namespace(), r.name()).await?;
+    let current_rv = object::resource_version(&current).to_string();
+    // The resourceVersion read here is no precondition: only one the patch itself sets is (as
+    // upstream, a patch applies to whatever is current when it is written).
+    let unconditional = |mut patched: Value| {
+        if object::resource_version(&patched) == current_rv {
+            set_precondition(&mut patched, "");
+        }
+        patched
+    };
     if sub == "scale" {
         let scale = scale_of(r.res, &current);
         let patched = apply_patch("autoscaling/v1", "Scale", format, &scale, &patch)?;
-        return write_scale(reg, r, patched).await;
+        return write_scale(reg, r, unconditional(patched)).await;
     }
     let patched = apply_patch(&r.res.api_version(), r.res.kind, format, &current, &patch)?;
-    let (body, _) = decode_object(r.res, patched, FieldValidation::Ignore)?;
+    let (body, _) = decode_object(r.res, unconditional(patched), FieldValidation::Ignore)?;
     write_part(reg, r, sub, body).await
 }
 
