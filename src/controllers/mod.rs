@@ -1,13 +1,16 @@
 //! The controllers of the controller manager, each an ordinary API client (kube-rs) that
-//! watches through informers and writes through the API: ReplicaSet, Deployment, Namespace,
-//! ServiceAccount and the garbage collector. [`run_all`] starts them and the scheduler as named
-//! tasks; [`start_cluster_components`] is what the server calls after bootstrap.
+//! watches through informers and writes through the API: ReplicaSet, Deployment, StatefulSet and
+//! DaemonSet (their ControllerRevision history in [`history`]), Namespace, ServiceAccount and the
+//! garbage collector. [`run_all`] starts them and the scheduler as named tasks;
+//! [`start_cluster_components`] is what the server calls after bootstrap.
 
 pub mod client;
 pub mod cluster;
+pub mod daemonset;
 pub mod deployment;
 pub mod expectations;
 pub mod garbagecollector;
+pub mod history;
 pub mod informer;
 pub mod namespace;
 pub mod podutil;
@@ -15,6 +18,7 @@ pub mod queue;
 pub mod replicaset;
 pub mod rollout;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod worker;
 
 pub use client::in_process_client;
@@ -69,6 +73,11 @@ pub async fn run_all(client: kube::Client, opts: ControllerOptions) -> anyhow::R
             "garbagecollector",
             garbagecollector::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
         ),
+        (
+            "statefulset",
+            statefulset::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
+        ("daemonset", daemonset::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
     ];
     if opts.scheduler {
         let c = client.clone();
