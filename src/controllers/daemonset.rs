@@ -597,7 +597,12 @@ fn rolling_update(view: &View<'_>) -> (Vec<String>, Vec<Arc<Pod>>, Option<Durati
     };
     let with_pods = view.nodes.iter().filter(|n| !n.pods.is_empty());
     if max_surge == 0 {
-        let mut unavailable = 0;
+        // A node still waiting for its pod is unavailable too.
+        let mut unavailable = view
+            .nodes
+            .iter()
+            .filter(|n| n.should_run && n.pods.iter().all(|p| terminating(p)))
+            .count() as i32;
         let (mut must, mut candidates) = (vec![], vec![]);
         for node in with_pods {
             let Some((new, old)) = new_and_old(view, node) else {
@@ -605,7 +610,9 @@ fn rolling_update(view: &View<'_>) -> (Vec<String>, Vec<Arc<Pod>>, Option<Durati
                 continue;
             };
             match (new, old) {
-                (None, None) | (Some(_), Some(_)) => unavailable += 1,
+                // Counted above.
+                (None, None) => {}
+                (Some(_), Some(_)) => unavailable += 1,
                 (Some(new), None) => {
                     if !available(&new) {
                         wait_ready(&new);
