@@ -36,29 +36,101 @@ pub fn decode_object(
     validation: FieldValidation,
 ) -> Result<(Value, Vec<String>), ApiError> {
     coerce_quantities(&mut value, "");
-    let decoded = (res.decode)(&value).map_err(|e| {
+    // Upstream wraps every decode failure, strict ones included, in this sentence.
+    let cannot_handle = |e: &dyn std::fmt::Display| {
         ApiError::bad_request(format!(
             "{kind} in version \"{v}\" cannot be handled as a {kind}: {e}",
             kind = res.kind,
             v = res.version
         ))
-    })?;
+    };
+    let decoded = (res.decode)(&value).map_err(|e| cannot_handle(&e))?;
     let mut unknown = vec![];
     unknown_fields(&value, &decoded, "", &mut unknown);
+    let mut decoded = decoded;
+    omit_empty(&mut decoded);
     unknown.sort();
     let warnings = match validation {
         FieldValidation::Strict if !unknown.is_empty() => {
             let list: Vec<String> =
                 unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-            return Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                list.join(", ")
-            )));
+            return Err(cannot_handle(&format!("strict decoding error: {}", list.join(", "))));
         }
         FieldValidation::Warn => unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect(),
         _ => vec![],
     };
     Ok((decoded, warnings))
+}
+
+/// Drops the empty values Go's `omitempty` leaves out of upstream's objects, so they read back
+/// as upstream's do: empty maps and lists and zero generation in object metadata (top level and
+/// pod, job and claim templates), and empty node selectors, overheads and resource maps in pod
+/// specs.
+pub fn omit_empty(obj: &mut Value) {
+    omit_empty_meta(obj.get_mut("metadata"));
+    let Some(spec) = obj.get_mut("spec") else {
+        return;
+    };
+    for template in ["template", "jobTemplate"] {
+        if let Some(t) = spec.get_mut(template) {
+            omit_empty_meta(t.get_mut("metadata"));
+            omit_empty_pod_spec(t.get_mut("spec"));
+            if let Some(inner) = t.pointer_mut("/spec/template") {
+                omit_empty_meta(inner.get_mut("metadata"));
+                omit_empty_pod_spec(inner.get_mut("spec"));
+            }
+        }
+    }
+    if let Some(Value::Array(claims)) = spec.get_mut("volumeClaimTemplates") {
+        for claim in claims {
+            omit_empty_meta(claim.get_mut("metadata"));
+        }
+    }
+    if spec.get("containers").is_some() {
+        omit_empty_pod_spec(Some(spec));
+    }
+}
+
+fn is_empty_value(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+fn omit_empty_meta(meta: Option<&mut Value>) {
+    let Some(Value::Object(meta)) = meta else {
+        return;
+    };
+    meta.retain(|k, v| match k.as_str() {
+        "labels" | "annotations" | "ownerReferences" | "finalizers" | "managedFields" | "name"
+        | "generateName" | "namespace" | "uid" | "resourceVersion" | "selfLink" => {
+            !is_empty_value(v)
+        }
+        "generation" => v.as_i64() != Some(0),
+        _ => true,
+    });
+}
+
+fn omit_empty_pod_spec(spec: Option<&mut Value>) {
+    let Some(Value::Object(spec)) = spec else {
+        return;
+    };
+    spec.retain(|k, v| !(matches!(k.as_str(), "nodeSelector" | "overhead") && is_empty_value(v)));
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        let Some(Value::Array(containers)) = spec.get_mut(list) else {
+            continue;
+        };
+        for c in containers {
+            if let Some(Value::Object(r)) = c.get_mut("resources") {
+                r.retain(|k, v| {
+                    !(matches!(k.as_str(), "limits" | "requests") && is_empty_value(v))
+                });
+            }
+        }
+    }
 }
 
 /// Paths (dotted, `[i]` for list items) present and non-null in `original` but gone from
@@ -178,7 +250,8 @@ mod tests {
         assert_eq!(e.code, 400);
         assert_eq!(
             e.message,
-            "strict decoding error: unknown field \"spec.containers[0].bar\", unknown field \"spec.foo\""
+            "Pod in version \"v1\" cannot be handled as a Pod: strict decoding error: \
+             unknown field \"spec.containers[0].bar\", unknown field \"spec.foo\""
         );
     }
 
@@ -191,6 +264,23 @@ mod tests {
         assert_eq!(obj["spec"]["containers"][0]["resources"]["limits"]["memory"], "500m");
         let (_, none) = decode_object(pods(), pod(), FieldValidation::Ignore).unwrap();
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn empty_metadata_values_are_omitted() {
+        let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "r", "ownerReferences": [], "finalizers": [], "annotations": {}},
+            "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
+                "metadata": {"labels": {"a": "b"}, "annotations": {}, "generation": 0},
+                "spec": {"nodeSelector": {}, "containers": [{"name": "c", "image": "i",
+                    "resources": {"limits": {}, "requests": {"cpu": "1"}}}]}}}});
+        let res = catalog().find("apps", "v1", "replicasets").unwrap();
+        let (obj, _) = decode_object(res, rs, FieldValidation::Strict).unwrap();
+        assert_eq!(obj["metadata"], json!({"name": "r"}));
+        assert_eq!(obj["spec"]["template"]["metadata"], json!({"labels": {"a": "b"}}));
+        let spec = &obj["spec"]["template"]["spec"];
+        assert!(spec.get("nodeSelector").is_none());
+        assert_eq!(spec["containers"][0]["resources"], json!({"requests": {"cpu": "1"}}));
     }
 
     #[test]
