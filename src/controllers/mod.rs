@@ -7,11 +7,13 @@
 pub mod client;
 pub mod cluster;
 pub mod daemonset;
+pub mod cronjob;
 pub mod deployment;
 pub mod expectations;
 pub mod garbagecollector;
 pub mod history;
 pub mod informer;
+pub mod job;
 pub mod namespace;
 pub mod podutil;
 pub mod queue;
@@ -36,11 +38,17 @@ pub struct ControllerOptions {
     pub workers: usize,
     /// Whether the scheduler runs alongside the controllers.
     pub scheduler: bool,
+    /// The base of the Job controller's pod failure back-off (upstream: 10 s).
+    pub job_pod_failure_backoff: std::time::Duration,
 }
 
 impl Default for ControllerOptions {
     fn default() -> Self {
-        ControllerOptions { workers: 5, scheduler: true }
+        ControllerOptions {
+            workers: 5,
+            scheduler: true,
+            job_pod_failure_backoff: job::DEFAULT_POD_FAILURE_BACKOFF,
+        }
     }
 }
 
@@ -78,6 +86,16 @@ pub async fn run_all(client: kube::Client, opts: ControllerOptions) -> anyhow::R
             statefulset::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
         ),
         ("daemonset", daemonset::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
+        (
+            "job",
+            job::run(
+                client.clone(),
+                job::JobOptions { workers: w, pod_failure_backoff: opts.job_pod_failure_backoff },
+            )
+            .map(|r| r.map_err(Into::into))
+            .boxed(),
+        ),
+        ("cronjob", cronjob::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
     ];
     if opts.scheduler {
         let c = client.clone();

@@ -113,6 +113,20 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, PodSyncError> {
         // The containers stop at once (or after the stop time asked for, within the grace
         // period); then the pod is removed for good.
         let _ = deleted_at;
+        // A finalizer (a Job's tracking finalizer) keeps the pod: it ends Failed, as a
+        // kubelet reports a pod whose containers it killed.
+        let kept = pod.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty());
+        if kept && phase != "Succeeded" && phase != "Failed" {
+            let started = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(crate::controllers::podutil::time_of)
+                .unwrap_or_else(Utc::now);
+            let status = finished_status(&pod, started, Utc::now(), 137);
+            patch_status(&api, name, status).await.map_err(err("stop"))?;
+            return Ok(Action::Done);
+        }
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {

@@ -1,0 +1,1094 @@
+//! The Job controller: runs pods until spec.completions of them succeed (NonIndexed) or every
+//! completion index has a succeeded pod (Indexed), at most spec.parallelism at a time. Failed
+//! pods are replaced after an exponential back-off (10 s doubling, at most 10 min) until
+//! backoffLimit is passed; spec.podFailurePolicy can fail the job at once, ignore a failure or
+//! fail an index; activeDeadlineSeconds bounds the run; suspend deletes the active pods.
+//!
+//! Pods carry the `batch.kubernetes.io/job-tracking` finalizer, so a finished (or deleted)
+//! pod is counted exactly once: its uid goes to status.uncountedTerminatedPods, then the
+//! finalizer is removed, then the uid moves to status.succeeded / status.failed. A finishing
+//! job first gets SuccessCriteriaMet or FailureTarget; Complete or Failed follow once no pod is
+//! left running or uncounted.
+
+mod events;
+pub mod failurepolicy;
+pub mod indexes;
+
+pub use events::record as record_event;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use parking_lot::Mutex;
+use serde_json::json;
+
+use super::expectations::Expectations;
+use super::informer::{self, Change};
+use super::podutil::{self, controller_of, key_of, split_key};
+use super::queue::WorkQueue;
+use super::worker::{run_workers, Action};
+use failurepolicy::Verdict;
+
+/// The finalizer that keeps a job's pod until the job has counted it.
+pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
+/// The annotation (and label) holding an Indexed job pod's completion index.
+pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+/// The pod annotation counting earlier failures of the same index (backoffLimitPerIndex).
+pub const INDEX_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-failure-count";
+/// The controller name in spec.managedBy that this controller serves.
+pub const MANAGED_BY: &str = "kubernetes.io/job-controller";
+/// The first delay before a failed pod is replaced; it doubles with each further failure.
+pub const DEFAULT_POD_FAILURE_BACKOFF: Duration = Duration::from_secs(10);
+/// The longest delay before a failed pod is replaced.
+pub const MAX_POD_FAILURE_BACKOFF: Duration = Duration::from_secs(600);
+/// The most pods created or deleted in one sync.
+const BURST: usize = 500;
+const MANAGER: &str = "job-controller";
+/// How soon to look again after a write lost a race.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct JobOptions {
+    pub workers: usize,
+    /// The base of the failure back-off (upstream: 10 s); tests shorten it.
+    pub pod_failure_backoff: Duration,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions { workers: 5, pod_failure_backoff: DEFAULT_POD_FAILURE_BACKOFF }
+    }
+}
+
+/// What can go wrong syncing a Job.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("cannot {action} for job {key}")]
+    Api {
+        action: &'static str,
+        key: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("an informer of the job controller stopped")]
+    InformerStopped,
+}
+
+/// Failures since the job's last success, and when the latest happened.
+#[derive(Clone, Copy, Debug, Default)]
+struct BackoffRecord {
+    failures: u32,
+    last_failure: Option<DateTime<Utc>>,
+}
+
+struct Ctx {
+    client: Client,
+    jobs: Store<Job>,
+    pods: Store<Pod>,
+    expectations: Expectations,
+    /// Per job: uids of pods whose finalizer this controller removed, until the cache agrees.
+    unfinalized: Mutex<HashMap<String, HashSet<String>>>,
+    backoff: Mutex<HashMap<String, BackoffRecord>>,
+    base_backoff: Duration,
+}
+
+/// Runs the controller until an informer stops.
+pub async fn run(client: Client, opts: JobOptions) -> Result<(), JobError> {
+    let queue = WorkQueue::new();
+    let q = queue.clone();
+    let (jobs, jobs_task) = informer::spawn(
+        "job-informer",
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default(),
+        move |c| match c {
+            Change::Applied(j) | Change::Deleted(j) => q.add(key_of(j)),
+            Change::Synced => {}
+        },
+    );
+    let q = queue.clone();
+    let (pods, pods_task) = informer::spawn(
+        "job-pod-informer",
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        move |c| match c {
+            Change::Applied(pod) | Change::Deleted(pod) => {
+                if let Some(owner) = controller_of(&pod.metadata).filter(|o| o.kind == "Job") {
+                    let ns = pod.namespace().unwrap_or_default();
+                    q.add(format!("{ns}/{}", owner.name));
+                }
+            }
+            Change::Synced => {}
+        },
+    );
+    let _guard = super::AbortOnDrop(vec![jobs_task.abort_handle(), pods_task.abort_handle()]);
+    let ready = futures::future::join(jobs.wait_until_ready(), pods.wait_until_ready());
+    if ready.await.0.is_err() {
+        return Err(JobError::InformerStopped);
+    }
+    let ctx = Arc::new(Ctx {
+        client,
+        jobs,
+        pods,
+        expectations: Expectations::default(),
+        unfinalized: Mutex::new(HashMap::new()),
+        backoff: Mutex::new(HashMap::new()),
+        base_backoff: opts.pod_failure_backoff,
+    });
+    let workers = run_workers("job", queue, opts.workers, move |key| {
+        let ctx = ctx.clone();
+        async move { sync(&ctx, &key).await }
+    });
+    tokio::select! {
+        _ = workers => {}
+        _ = jobs_task => {}
+        _ = pods_task => {}
+    }
+    Err(JobError::InformerStopped)
+}
+
+fn has_finalizer(pod: &Pod) -> bool {
+    pod.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == TRACKING_FINALIZER))
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(phase(pod), "Succeeded" | "Failed")
+}
+
+/// Replacement pods wait until a failed pod has fully terminated (spec.podReplacementPolicy
+/// Failed, the default with a pod failure policy).
+fn only_replace_failed(job: &Job) -> bool {
+    let spec = job.spec.as_ref();
+    match spec.and_then(|s| s.pod_replacement_policy.as_deref()) {
+        Some(p) => p == "Failed",
+        None => spec.is_some_and(|s| s.pod_failure_policy.is_some()),
+    }
+}
+
+/// Whether a pod counts as failed: phase Failed or, unless only failed pods are replaced,
+/// deleted before it succeeded.
+fn is_failed(pod: &Pod, job: &Job) -> bool {
+    if phase(pod) == "Failed" {
+        return true;
+    }
+    if only_replace_failed(job) {
+        return false;
+    }
+    pod.metadata.deletion_timestamp.is_some() && phase(pod) != "Succeeded"
+}
+
+/// When a pod finished: the latest container finish time, else when its deletion was asked
+/// for (the deletion timestamp less the grace period), else now.
+fn finish_time(pod: &Pod, now: DateTime<Utc>) -> DateTime<Utc> {
+    let status = pod.status.as_ref();
+    let latest = status
+        .into_iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+        .map(podutil::time_of)
+        .max();
+    let deleted = pod.metadata.deletion_timestamp.as_ref().map(|t| {
+        let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0);
+        podutil::time_of(t) - chrono::Duration::seconds(grace)
+    });
+    latest.or(deleted).unwrap_or(now).min(now)
+}
+
+fn to_time(t: DateTime<Utc>) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_second(t.timestamp()).unwrap_or_default())
+}
+
+fn condition_true<'a>(status: &'a JobStatus, kind: &str) -> Option<&'a JobCondition> {
+    status.conditions.as_ref()?.iter().find(|c| c.type_ == kind && c.status == "True")
+}
+
+/// Whether the job has finished (Complete or Failed is True).
+pub fn is_finished(job: &Job) -> bool {
+    job.status.as_ref().is_some_and(|s| {
+        condition_true(s, "Complete").is_some() || condition_true(s, "Failed").is_some()
+    })
+}
+
+/// Sets a condition, keeping its transition time when its status does not change.
+fn set_condition(status: &mut JobStatus, kind: &str, value: bool, reason: &str, message: &str) {
+    let now = to_time(Utc::now());
+    let v = if value { "True" } else { "False" };
+    let conds = status.conditions.get_or_insert_with(Vec::new);
+    if let Some(c) = conds.iter_mut().find(|c| c.type_ == kind) {
+        if c.status != v {
+            c.last_transition_time = Some(now.clone());
+        }
+        c.status = v.into();
+        c.reason = Some(reason.into());
+        c.message = Some(message.into());
+        c.last_probe_time = Some(now);
+        return;
+    }
+    conds.push(JobCondition {
+        type_: kind.into(),
+        status: v.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_probe_time: Some(now.clone()),
+        last_transition_time: Some(now),
+    });
+}
+
+/// The reason for ending a job that is on its way to finishing.
+#[derive(Clone, Debug)]
+enum Ending {
+    Success(String, String),
+    Failure(String, String),
+}
+
+async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
+    let (ns, name) = split_key(key);
+    let ns = ns.unwrap_or("default");
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let err = |action: &'static str| {
+        let key = key.to_string();
+        move |source| JobError::Api { action, key, source }
+    };
+    let job = ctx.jobs.get(&ObjectRef::new(name).within(ns));
+    let uid = job.as_ref().and_then(|j| j.uid()).unwrap_or_default();
+
+    // Pods of an earlier job of this name (or of one that is gone) lose the finalizer.
+    let strays: Vec<Arc<Pod>> = ctx
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns) && has_finalizer(p))
+        .filter(|p| {
+            controller_of(&p.metadata)
+                .is_some_and(|o| o.kind == "Job" && o.name == name && o.uid != uid)
+        })
+        .collect();
+    let mut retry = false;
+    for p in &strays {
+        retry |= !remove_finalizer(&pods_api, p).await.map_err(err("remove a pod finalizer"))?;
+    }
+    let Some(job) = job else {
+        ctx.expectations.clear(key);
+        ctx.unfinalized.lock().remove(key);
+        ctx.backoff.lock().remove(key);
+        return Ok(if retry { Action::RequeueAfter(RETRY) } else { Action::Done });
+    };
+    if job.spec.as_ref().and_then(|s| s.managed_by.as_deref()).is_some_and(|m| m != MANAGED_BY) {
+        return Ok(Action::Done);
+    }
+    let Some(spec) = job.spec.clone() else { return Ok(Action::Done) };
+    let mut pods: Vec<Arc<Pod>> = ctx
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .filter(|p| controller_of(&p.metadata).is_some_and(|o| o.uid == uid))
+        .collect();
+    pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(podutil::time_of));
+
+    // Pods whose finalizer we removed stay skipped until the cache shows it gone.
+    let skip: HashSet<String> = {
+        let mut map = ctx.unfinalized.lock();
+        let set = map.entry(key.to_string()).or_default();
+        set.retain(|u| {
+            pods.iter().any(|p| p.metadata.uid.as_deref() == Some(u) && has_finalizer(p))
+        });
+        set.clone()
+    };
+
+    if is_finished(&job) {
+        for p in pods.iter().filter(|p| has_finalizer(p)) {
+            retry |=
+                !remove_finalizer(&pods_api, p).await.map_err(err("remove a pod finalizer"))?;
+        }
+        return Ok(if retry { Action::RequeueAfter(RETRY) } else { Action::Done });
+    }
+
+    let active_now = |p: &Pod| !is_terminal(p) && p.metadata.deletion_timestamp.is_none();
+    let satisfied = ctx.expectations.satisfied(
+        key,
+        |n| ctx.pods.get(&ObjectRef::new(n).within(ns)).is_some(),
+        |u| !pods.iter().any(|p| p.metadata.uid.as_deref() == Some(u) && active_now(p)),
+    );
+    if !satisfied {
+        return Ok(Action::RequeueAfter(Duration::from_secs(1)));
+    }
+
+    let now = Utc::now();
+    let mut status = job.status.clone().unwrap_or_default();
+    let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+    let completions = spec.completions;
+    let parallelism = spec.parallelism.unwrap_or(1).max(0);
+    let limit = completions.unwrap_or(0);
+    let uncounted = status.uncounted_terminated_pods.clone().unwrap_or_default();
+    let mut unc_succeeded: BTreeSet<String> = uncounted.succeeded.into_iter().flatten().collect();
+    let mut unc_failed: BTreeSet<String> = uncounted.failed.into_iter().flatten().collect();
+    let mut completed = indexes::parse(status.completed_indexes.as_deref().unwrap_or(""), limit);
+    let mut failed_indexes = indexes::parse(status.failed_indexes.as_deref().unwrap_or(""), limit);
+    let per_index = spec.backoff_limit_per_index.filter(|_| indexed);
+
+    let mut ending: Option<Ending> = if let Some(c) = condition_true(&status, "FailureTarget") {
+        Some(Ending::Failure(
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default(),
+        ))
+    } else {
+        condition_true(&status, "SuccessCriteriaMet").map(|c| {
+            Ending::Success(
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            )
+        })
+    };
+
+    // Count pods that finished since the last sync (first into uncountedTerminatedPods).
+    let mut unfinalize: Vec<Arc<Pod>> = vec![];
+    let mut finished: Vec<(DateTime<Utc>, bool)> = vec![];
+    let mut flush = false;
+    for pod in &pods {
+        let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
+        if !has_finalizer(pod) || skip.contains(&pod_uid) {
+            continue;
+        }
+        if unc_succeeded.contains(&pod_uid) || unc_failed.contains(&pod_uid) {
+            unfinalize.push(pod.clone());
+            continue;
+        }
+        let index = indexes::of_pod(pod).filter(|i| *i < limit);
+        if phase(pod) == "Succeeded" {
+            if indexed {
+                if let Some(i) = index {
+                    completed.insert(i);
+                }
+            }
+            unc_succeeded.insert(pod_uid);
+            finished.push((finish_time(pod, now), true));
+            unfinalize.push(pod.clone());
+            flush = true;
+        } else if is_failed(pod, &job) || matches!(ending, Some(Ending::Failure(..))) {
+            unfinalize.push(pod.clone());
+            let verdict = match &spec.pod_failure_policy {
+                Some(policy) if phase(pod) == "Failed" => failurepolicy::evaluate(policy, pod),
+                _ => Verdict::Count,
+            };
+            match verdict {
+                Verdict::Ignore => continue,
+                Verdict::FailJob(message) => {
+                    if ending.is_none() {
+                        record_event(
+                            &ctx.client,
+                            MANAGER,
+                            job.as_ref(),
+                            true,
+                            "PodFailurePolicy",
+                            message.clone(),
+                        );
+                        ending = Some(Ending::Failure("PodFailurePolicy".into(), message));
+                    }
+                }
+                Verdict::FailIndex => {
+                    if let (Some(i), Some(_)) = (index, per_index) {
+                        failed_indexes.insert(i);
+                    }
+                }
+                Verdict::Count => {
+                    if let (Some(i), Some(lim)) = (index, per_index) {
+                        if index_failures(pod) + 1 > lim {
+                            failed_indexes.insert(i);
+                        }
+                    }
+                }
+            }
+            if !indexed || index.is_some() {
+                unc_failed.insert(pod_uid);
+                finished.push((finish_time(pod, now), false));
+                flush = true;
+            }
+        }
+    }
+    finished.sort_by_key(|(t, _)| *t);
+    if !finished.is_empty() {
+        let mut map = ctx.backoff.lock();
+        let rec = map.entry(key.to_string()).or_default();
+        for (t, ok) in &finished {
+            if *ok {
+                rec.failures = 0;
+            } else {
+                rec.failures += 1;
+                rec.last_failure = Some(rec.last_failure.map_or(*t, |l| l.max(*t)));
+            }
+        }
+    }
+
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let mut current = (*job).clone();
+    let set_uncounted = |st: &mut JobStatus, s: &BTreeSet<String>, f: &BTreeSet<String>| {
+        st.uncounted_terminated_pods = Some(UncountedTerminatedPods {
+            succeeded: (!s.is_empty()).then(|| s.iter().cloned().collect()),
+            failed: (!f.is_empty()).then(|| f.iter().cloned().collect()),
+        });
+    };
+    if flush {
+        set_uncounted(&mut status, &unc_succeeded, &unc_failed);
+        if indexed {
+            status.completed_indexes = Some(indexes::format(&completed));
+            if per_index.is_some() {
+                status.failed_indexes = Some(indexes::format(&failed_indexes));
+            }
+        }
+        current.status = Some(status.clone());
+        current =
+            match write_status(&jobs_api, &current).await.map_err(err("record finished pods"))? {
+                Some(j) => j,
+                None => return Ok(Action::Done),
+            };
+    }
+
+    // Remove the finalizers of counted (and ignored) pods; then count them for good.
+    let results =
+        join_all(
+            unfinalize.iter().map(|p| {
+                let api = pods_api.clone();
+                let p = p.clone();
+                async move {
+                    (p.metadata.uid.clone().unwrap_or_default(), remove_finalizer(&api, &p).await)
+                }
+            }),
+        )
+        .await;
+    let mut released: HashSet<String> = HashSet::new();
+    for (u, r) in results {
+        if r.map_err(err("remove a pod finalizer"))? {
+            released.insert(u);
+        } else {
+            retry = true;
+        }
+    }
+    ctx.unfinalized.lock().entry(key.to_string()).or_default().extend(released.iter().cloned());
+    let gone = |u: &String| {
+        released.contains(u)
+            || !pods.iter().any(|p| p.metadata.uid.as_ref() == Some(u) && has_finalizer(p))
+    };
+    let moved_s: Vec<String> = unc_succeeded.iter().filter(|u| gone(u)).cloned().collect();
+    let moved_f: Vec<String> = unc_failed.iter().filter(|u| gone(u)).cloned().collect();
+    for u in &moved_s {
+        unc_succeeded.remove(u);
+    }
+    for u in &moved_f {
+        unc_failed.remove(u);
+    }
+    let mut succeeded = status.succeeded.unwrap_or(0) + moved_s.len() as i32;
+    let failed = status.failed.unwrap_or(0) + moved_f.len() as i32;
+    if indexed {
+        succeeded = completed.len() as i32;
+    }
+    let succeeded_all = if indexed { succeeded } else { succeeded + unc_succeeded.len() as i32 };
+    let failed_all = failed + unc_failed.len() as i32;
+
+    let active: Vec<Arc<Pod>> = pods.iter().filter(|p| active_now(p)).cloned().collect();
+    let terminating =
+        pods.iter().filter(|p| p.metadata.deletion_timestamp.is_some() && !is_terminal(p)).count()
+            as i32;
+    let suspended = spec.suspend == Some(true);
+    let mut requeue: Option<Duration> = None;
+    let mut want_requeue = |d: Duration| requeue = Some(requeue.map_or(d, |r: Duration| r.min(d)));
+    if retry {
+        want_requeue(RETRY);
+    }
+
+    // Decide whether the job is finishing.
+    if ending.is_none() {
+        let restarts: i32 = if spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref())
+            == Some("OnFailure")
+        {
+            active
+                .iter()
+                .flat_map(|p| {
+                    let s = p.status.as_ref();
+                    s.into_iter()
+                        .flat_map(|s| {
+                            s.container_statuses
+                                .iter()
+                                .flatten()
+                                .chain(s.init_container_statuses.iter().flatten())
+                        })
+                        .map(|c| c.restart_count)
+                        .collect::<Vec<_>>()
+                })
+                .sum()
+        } else {
+            0
+        };
+        let backoff_limit = spec.backoff_limit.unwrap_or(6);
+        let started = status.start_time.as_ref().map(podutil::time_of);
+        if per_index.is_none() && failed_all + restarts > backoff_limit {
+            ending = Some(Ending::Failure(
+                "BackoffLimitExceeded".into(),
+                "Job has reached the specified backoff limit".into(),
+            ));
+        } else if per_index.is_some()
+            && spec.max_failed_indexes.is_some_and(|m| failed_indexes.len() as i32 > m)
+        {
+            ending = Some(Ending::Failure(
+                "MaxFailedIndexesExceeded".into(),
+                "Job has exceeded the specified maximal number of failed indexes".into(),
+            ));
+        } else if let (Some(ads), Some(start), false) =
+            (spec.active_deadline_seconds, started, suspended)
+        {
+            let deadline = start + chrono::Duration::seconds(ads);
+            if now >= deadline {
+                ending = Some(Ending::Failure(
+                    "DeadlineExceeded".into(),
+                    "Job was active longer than specified deadline".into(),
+                ));
+            } else {
+                want_requeue(
+                    (deadline - now).to_std().unwrap_or_default() + Duration::from_millis(10),
+                );
+            }
+        }
+        if ending.is_none() {
+            let done = if indexed {
+                completed.len() as i32 + failed_indexes.len() as i32 >= limit
+            } else {
+                match completions {
+                    Some(c) => succeeded_all >= c,
+                    None => succeeded_all > 0 && active.is_empty(),
+                }
+            };
+            if done && indexed && !failed_indexes.is_empty() {
+                ending =
+                    Some(Ending::Failure("FailedIndexes".into(), "Job has failed indexes".into()));
+            } else if done {
+                ending = Some(Ending::Success(
+                    "CompletionsReached".into(),
+                    "Reached expected number of succeeded pods".into(),
+                ));
+            } else if let Some(rule) = success_policy_met(&spec, &completed) {
+                ending = Some(Ending::Success(
+                    "SuccessPolicy".into(),
+                    format!("Matched rules at index {rule}"),
+                ));
+            }
+        }
+        match &ending {
+            Some(Ending::Failure(reason, message)) => {
+                set_condition(&mut status, "FailureTarget", true, reason, message);
+                if reason != "PodFailurePolicy" {
+                    record_event(&ctx.client, MANAGER, job.as_ref(), true, reason, message.clone());
+                }
+            }
+            Some(Ending::Success(reason, message)) => {
+                set_condition(&mut status, "SuccessCriteriaMet", true, reason, message);
+            }
+            None => {}
+        }
+        if ending.is_some() {
+            want_requeue(Duration::ZERO);
+        }
+    }
+
+    let mut active_count = active.len() as i32;
+    if let Some(end) = &ending {
+        // Stop what still runs; finish once nothing runs and every pod is counted.
+        if !active.is_empty() {
+            delete_pods(ctx, key, &pods_api, &active).await.map_err(err("delete pods"))?;
+            active_count = 0;
+        }
+        let pending = pods.iter().any(|p| {
+            has_finalizer(p) && !released.contains(p.metadata.uid.as_deref().unwrap_or(""))
+        });
+        if active.is_empty()
+            && terminating == 0
+            && unc_succeeded.is_empty()
+            && unc_failed.is_empty()
+            && !pending
+        {
+            match end {
+                Ending::Success(reason, message) => {
+                    set_condition(&mut status, "Complete", true, reason, message);
+                    status.completion_time = Some(to_time(now));
+                    record_event(
+                        &ctx.client,
+                        MANAGER,
+                        job.as_ref(),
+                        false,
+                        "Completed",
+                        "Job completed".into(),
+                    );
+                }
+                Ending::Failure(reason, message) => {
+                    set_condition(&mut status, "Failed", true, reason, message);
+                }
+            }
+        }
+    } else if suspended {
+        if !active.is_empty() {
+            delete_pods(ctx, key, &pods_api, &active).await.map_err(err("delete pods"))?;
+            active_count = 0;
+        }
+        if condition_true(&status, "Suspended").is_none() {
+            set_condition(&mut status, "Suspended", true, "JobSuspended", "Job suspended");
+            record_event(
+                &ctx.client,
+                MANAGER,
+                job.as_ref(),
+                false,
+                "Suspended",
+                "Job suspended".into(),
+            );
+        }
+        status.start_time = None;
+    } else {
+        if condition_true(&status, "Suspended").is_some() {
+            set_condition(&mut status, "Suspended", false, "JobResumed", "Job resumed");
+            record_event(
+                &ctx.client,
+                MANAGER,
+                job.as_ref(),
+                false,
+                "Resumed",
+                "Job resumed".into(),
+            );
+            status.start_time = Some(to_time(now));
+        }
+        if status.start_time.is_none() {
+            status.start_time = Some(to_time(now));
+            if let Some(ads) = spec.active_deadline_seconds {
+                want_requeue(Duration::from_secs(ads.max(0) as u64) + Duration::from_millis(10));
+            }
+        }
+        if job.metadata.deletion_timestamp.is_none() {
+            let plan = Plan {
+                indexed,
+                completions,
+                parallelism,
+                succeeded: succeeded_all,
+                completed: &completed,
+                failed_indexes: &failed_indexes,
+                terminating: if only_replace_failed(&job) { terminating } else { 0 },
+            };
+            let (create, delete) = plan.diff(&active);
+            if !delete.is_empty() {
+                delete_pods(ctx, key, &pods_api, &delete).await.map_err(err("delete pods"))?;
+                active_count -= delete.len() as i32;
+            }
+            if !create.is_empty() {
+                let rec = ctx.backoff.lock().get(key).copied().unwrap_or_default();
+                let wait = remaining_backoff(rec, ctx.base_backoff, now);
+                if wait.is_zero() {
+                    let created = create_pods(ctx, key, &pods_api, &job, &create)
+                        .await
+                        .map_err(err("create pods"))?;
+                    active_count += created as i32;
+                } else {
+                    want_requeue(wait);
+                }
+            }
+        }
+    }
+
+    // The rest of the status.
+    status.active = Some(active_count);
+    status.ready = Some(active.iter().filter(|p| podutil::is_ready(p)).count() as i32)
+        .filter(|_| active_count > 0)
+        .or(Some(0));
+    status.terminating = Some(terminating);
+    status.succeeded = Some(succeeded);
+    status.failed = Some(failed);
+    set_uncounted(&mut status, &unc_succeeded, &unc_failed);
+    if indexed {
+        status.completed_indexes = Some(indexes::format(&completed));
+        if per_index.is_some() {
+            status.failed_indexes = Some(indexes::format(&failed_indexes));
+        }
+    }
+    let nz = |v: Option<i32>| v.filter(|n| *n != 0);
+    let mut normal = status.clone();
+    normal.active = nz(normal.active);
+    normal.succeeded = nz(normal.succeeded);
+    normal.failed = nz(normal.failed);
+    status = normal;
+    if current.status.as_ref() != Some(&status) {
+        current.status = Some(status);
+        if write_status(&jobs_api, &current).await.map_err(err("update status"))?.is_none() {
+            return Ok(Action::Done);
+        }
+    }
+    Ok(match requeue {
+        Some(d) => Action::RequeueAfter(d),
+        None => Action::Done,
+    })
+}
+
+/// The index of the first success policy rule the completed indexes satisfy.
+fn success_policy_met(
+    spec: &k8s_openapi::api::batch::v1::JobSpec,
+    completed: &BTreeSet<i32>,
+) -> Option<usize> {
+    let policy = spec.success_policy.as_ref()?;
+    if spec.completion_mode.as_deref() != Some("Indexed") {
+        return None;
+    }
+    let limit = spec.completions.unwrap_or(0);
+    policy.rules.iter().position(|rule| {
+        let wanted = rule.succeeded_indexes.as_deref().map(|s| indexes::parse(s, limit));
+        let done = match &wanted {
+            Some(w) => w.intersection(completed).count() as i32,
+            None => completed.len() as i32,
+        };
+        match (rule.succeeded_count, &wanted) {
+            (Some(n), _) => done >= n,
+            (None, Some(w)) => done == w.len() as i32 && !w.is_empty(),
+            (None, None) => false,
+        }
+    })
+}
+
+fn index_failures(pod: &Pod) -> i32 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INDEX_FAILURE_COUNT))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// How long to wait before creating pods after `rec`'s failures: base doubled per failure
+/// beyond the first, at most [`MAX_POD_FAILURE_BACKOFF`], from the latest failure.
+fn remaining_backoff(rec: BackoffRecord, base: Duration, now: DateTime<Utc>) -> Duration {
+    let Some(last) = rec.last_failure.filter(|_| rec.failures > 0) else { return Duration::ZERO };
+    let delay = backoff_delay(rec.failures, base);
+    let until = last + chrono::Duration::from_std(delay).unwrap_or_default();
+    (until - now).to_std().unwrap_or(Duration::ZERO)
+}
+
+/// The back-off after `failures` consecutive failures.
+pub fn backoff_delay(failures: u32, base: Duration) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    base.saturating_mul(1u32 << (failures - 1).min(20)).min(MAX_POD_FAILURE_BACKOFF)
+}
+
+/// What pods to run: how many (and, for Indexed jobs, which indexes) to create, and which
+/// active pods are surplus.
+struct Plan<'a> {
+    indexed: bool,
+    completions: Option<i32>,
+    parallelism: i32,
+    succeeded: i32,
+    completed: &'a BTreeSet<i32>,
+    failed_indexes: &'a BTreeSet<i32>,
+    terminating: i32,
+}
+
+impl Plan<'_> {
+    /// (indexes to create — None for NonIndexed pods — , pods to delete).
+    fn diff(&self, active: &[Arc<Pod>]) -> (Vec<Option<i32>>, Vec<Arc<Pod>>) {
+        if !self.indexed {
+            let want = match self.completions {
+                Some(c) => (c - self.succeeded).clamp(0, self.parallelism),
+                None if self.succeeded > 0 => 0,
+                None => self.parallelism,
+            };
+            let have = active.len() as i32;
+            if have > want {
+                // Newest first.
+                let surplus = active.iter().rev().take((have - want) as usize).cloned().collect();
+                return (vec![], surplus);
+            }
+            let n = (want - have - self.terminating).max(0) as usize;
+            return (vec![None; n.min(BURST)], vec![]);
+        }
+        let limit = self.completions.unwrap_or(0);
+        let mut seen: BTreeSet<i32> = BTreeSet::new();
+        let mut surplus = vec![];
+        let mut keep = vec![];
+        for p in active {
+            match indexes::of_pod(p) {
+                Some(i)
+                    if i < limit
+                        && !self.completed.contains(&i)
+                        && !self.failed_indexes.contains(&i)
+                        && seen.insert(i) =>
+                {
+                    keep.push(p.clone())
+                }
+                _ => surplus.push(p.clone()),
+            }
+        }
+        if keep.len() as i32 > self.parallelism {
+            let extra = keep.len() - self.parallelism as usize;
+            surplus.extend(keep.iter().rev().take(extra).cloned());
+            return (vec![], surplus);
+        }
+        let room = (self.parallelism - keep.len() as i32 - self.terminating).max(0) as usize;
+        let pending: Vec<Option<i32>> = (0..limit)
+            .filter(|i| {
+                !seen.contains(i) && !self.completed.contains(i) && !self.failed_indexes.contains(i)
+            })
+            .take(room.min(BURST))
+            .map(Some)
+            .collect();
+        (pending, surplus)
+    }
+}
+
+/// A pod for `job` (with `index` for Indexed jobs): the template, the tracking finalizer, the
+/// job as controlling owner and, for an index, its annotation, label, hostname and env var.
+pub fn pod_from_template(job: &Job, index: Option<i32>) -> Pod {
+    let template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let tmeta = template.metadata.unwrap_or_default();
+    let mut spec = template.spec;
+    let mut labels = tmeta.labels.unwrap_or_default();
+    let mut annotations = tmeta.annotations.unwrap_or_default();
+    let mut finalizers = tmeta.finalizers.unwrap_or_default();
+    if !finalizers.iter().any(|f| f == TRACKING_FINALIZER) {
+        finalizers.push(TRACKING_FINALIZER.into());
+    }
+    let mut prefix = format!("{}-", job.name_any());
+    if let Some(i) = index {
+        prefix = format!("{}-{i}-", job.name_any());
+        annotations.insert(COMPLETION_INDEX.into(), i.to_string());
+        labels.insert(COMPLETION_INDEX.into(), i.to_string());
+        if let Some(s) = spec.as_mut() {
+            if s.hostname.as_deref().is_none_or(str::is_empty) {
+                s.hostname = Some(format!("{}-{i}", job.name_any()));
+            }
+            let env = EnvVar {
+                name: "JOB_COMPLETION_INDEX".into(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        api_version: None,
+                        field_path: format!("metadata.labels['{COMPLETION_INDEX}']"),
+                    }),
+                    ..Default::default()
+                }),
+            };
+            for c in s.containers.iter_mut().chain(s.init_containers.iter_mut().flatten()) {
+                let list = c.env.get_or_insert_with(Vec::new);
+                if !list.iter().any(|e| e.name == env.name) {
+                    list.push(env.clone());
+                }
+            }
+        }
+    }
+    if prefix.len() > 58 {
+        prefix.truncate(57);
+        prefix.push('-');
+    }
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(prefix),
+            namespace: job.namespace(),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            finalizers: Some(finalizers),
+            owner_references: Some(vec![podutil::controller_ref(job)]),
+            ..Default::default()
+        },
+        spec,
+        status: None,
+    }
+}
+
+async fn create_pods(
+    ctx: &Ctx,
+    key: &str,
+    api: &Api<Pod>,
+    job: &Job,
+    indexes: &[Option<i32>],
+) -> Result<usize, kube::Error> {
+    let mut done = 0;
+    let mut batch = 1usize;
+    while done < indexes.len() {
+        let chunk = &indexes[done..(done + batch).min(indexes.len())];
+        let results = join_all(chunk.iter().map(|i| {
+            let pod = pod_from_template(job, *i);
+            async move { api.create(&PostParams::default(), &pod).await }
+        }))
+        .await;
+        let mut failure = None;
+        let mut created = vec![];
+        for r in results {
+            match r {
+                Ok(p) => {
+                    record_event(
+                        &ctx.client,
+                        MANAGER,
+                        job,
+                        false,
+                        "SuccessfulCreate",
+                        format!("Created pod: {}", p.name_any()),
+                    );
+                    created.push(p.name_any());
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        done += created.len();
+        ctx.expectations.expect_creations(key, created);
+        if let Some(e) = failure {
+            if matches!(&e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
+            {
+                return Ok(done);
+            }
+            return Err(e);
+        }
+        batch *= 2;
+    }
+    Ok(done)
+}
+
+async fn delete_pods(
+    ctx: &Ctx,
+    key: &str,
+    api: &Api<Pod>,
+    victims: &[Arc<Pod>],
+) -> Result<(), kube::Error> {
+    ctx.expectations
+        .expect_deletions(key, victims.iter().filter_map(|p| p.metadata.uid.clone()).collect());
+    let results = join_all(victims.iter().take(BURST).map(|p| {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: p.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        let name = p.name_any();
+        async move { api.delete(&name, &dp).await }
+    }))
+    .await;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => {
+                ctx.expectations.clear(key);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the tracking finalizer from `pod`: true when it is gone (or the pod is), false when
+/// the pod changed meanwhile (try again with a fresher copy).
+async fn remove_finalizer(api: &Api<Pod>, pod: &Pod) -> Result<bool, kube::Error> {
+    let Some(list) = pod.metadata.finalizers.as_ref() else { return Ok(true) };
+    let Some(i) = list.iter().position(|f| f == TRACKING_FINALIZER) else { return Ok(true) };
+    let path = format!("/metadata/finalizers/{i}");
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/uid", "value": pod.metadata.uid},
+        {"op": "test", "path": path, "value": TRACKING_FINALIZER},
+        {"op": "remove", "path": path},
+    ]))
+    .expect("a valid JSON patch");
+    let pp = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+    match api.patch(&pod.name_any(), &pp, &Patch::<()>::Json(patch)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
+        // The finalizer list changed meanwhile: a later sync sees the new one.
+        Err(kube::Error::Api(e)) if e.code == 422 || e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces the job's status (compare-and-swap on its resourceVersion); None if it is gone.
+async fn write_status(api: &Api<Job>, job: &Job) -> Result<Option<Job>, kube::Error> {
+    let pp = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+    match api.replace_status(&job.name_any(), &pp, job).await {
+        Ok(j) => Ok(Some(j)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_base_and_is_capped() {
+        let base = DEFAULT_POD_FAILURE_BACKOFF;
+        assert_eq!(backoff_delay(0, base), Duration::ZERO);
+        assert_eq!(backoff_delay(1, base), Duration::from_secs(10));
+        assert_eq!(backoff_delay(2, base), Duration::from_secs(20));
+        assert_eq!(backoff_delay(4, base), Duration::from_secs(80));
+        assert_eq!(backoff_delay(7, base), Duration::from_secs(600));
+        assert_eq!(backoff_delay(30, base), MAX_POD_FAILURE_BACKOFF);
+        let now = Utc::now();
+        let rec =
+            BackoffRecord { failures: 2, last_failure: Some(now - chrono::Duration::seconds(5)) };
+        let left = remaining_backoff(rec, base, now);
+        assert!(left > Duration::from_secs(14) && left <= Duration::from_secs(15), "{left:?}");
+    }
+
+    #[test]
+    fn indexed_pods_carry_their_index() {
+        let job: Job = serde_json::from_value(json!({
+            "metadata": {"name": "idx", "namespace": "ns", "uid": "u"},
+            "spec": {"completionMode": "Indexed", "completions": 3, "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}},
+        }))
+        .unwrap();
+        let pod = pod_from_template(&job, Some(2));
+        assert_eq!(pod.metadata.generate_name.as_deref(), Some("idx-2-"));
+        assert_eq!(pod.metadata.annotations.as_ref().unwrap()[COMPLETION_INDEX], "2");
+        assert_eq!(pod.metadata.labels.as_ref().unwrap()[COMPLETION_INDEX], "2");
+        assert_eq!(pod.metadata.finalizers.as_deref(), Some(&[TRACKING_FINALIZER.to_string()][..]));
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.hostname.as_deref(), Some("idx-2"));
+        assert_eq!(spec.containers[0].env.as_ref().unwrap()[0].name, "JOB_COMPLETION_INDEX");
+        let owner = &pod.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller, owner.block_owner_deletion),
+            ("Job", Some(true), Some(true))
+        );
+    }
+
+    #[test]
+    fn plans_fill_parallelism_and_pending_indexes() {
+        let none = BTreeSet::new();
+        let plan = Plan {
+            indexed: false,
+            completions: Some(3),
+            parallelism: 2,
+            succeeded: 2,
+            completed: &none,
+            failed_indexes: &none,
+            terminating: 0,
+        };
+        assert_eq!(plan.diff(&[]).0.len(), 1);
+        let completed: BTreeSet<i32> = [0, 2].into_iter().collect();
+        let plan = Plan {
+            indexed: true,
+            completions: Some(5),
+            parallelism: 2,
+            completed: &completed,
+            ..plan
+        };
+        assert_eq!(plan.diff(&[]).0, vec![Some(1), Some(3)]);
+        let work_queue = Plan { indexed: false, completions: None, succeeded: 1, ..plan };
+        assert!(work_queue.diff(&[]).0.is_empty());
+    }
+}

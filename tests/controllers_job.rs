@@ -1,0 +1,300 @@
+//! Jobs end to end in an in-process cluster with simulated nodes (containers of Job pods exit
+//! after a short run; annotations make them fail or run longer): completion with parallelism,
+//! failure with exponential back-off, Indexed jobs, deadlines, pod failure policies, suspend
+//! and resume, and pods deleted early still being counted through the tracking finalizer.
+
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::Api;
+use serde_json::{json, Value};
+use skiff::controllers::cluster::{wait_for, ComponentOptions, LocalCluster};
+use skiff::controllers::job::{COMPLETION_INDEX, TRACKING_FINALIZER};
+
+const T: Duration = Duration::from_secs(30);
+
+async fn cluster() -> LocalCluster {
+    let mut opts = ComponentOptions { simulate_nodes: 2, ..Default::default() };
+    // A 2 s back-off base keeps the back-off test short and its delays measurable.
+    opts.controller_options.job_pod_failure_backoff = Duration::from_secs(2);
+    LocalCluster::start_with(opts).await.expect("cluster")
+}
+
+/// A job whose pods run `run` seconds and exit with `code`; `spec` is merged into its spec.
+fn job(name: &str, run: f64, code: i32, spec: Value) -> Job {
+    let mut j = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {
+                "metadata": {"annotations": {
+                    "skiff.dev/simulate-run-seconds": run.to_string(),
+                    "skiff.dev/simulate-exit-code": code.to_string(),
+                }},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]},
+            },
+        },
+    });
+    for (k, v) in spec.as_object().unwrap() {
+        j["spec"][k] = v.clone();
+    }
+    serde_json::from_value(j).expect("valid job")
+}
+
+fn condition(j: &Job, kind: &str) -> Option<(String, String, String)> {
+    let c = j.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == kind)?;
+    Some((
+        c.status.clone(),
+        c.reason.clone().unwrap_or_default(),
+        c.message.clone().unwrap_or_default(),
+    ))
+}
+
+async fn wait_condition(api: &Api<Job>, name: &str, kind: &str) -> Job {
+    wait_for(T, &format!("job {name} condition {kind}"), || async {
+        let j = api.get(name).await.ok()?;
+        (condition(&j, kind)?.0 == "True").then_some(j)
+    })
+    .await
+    .unwrap()
+}
+
+async fn pods_of(pods: &Api<Pod>, job: &str) -> Vec<Pod> {
+    let lp = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
+    let mut list = pods.list(&lp).await.expect("list pods").items;
+    list.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+    list
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_complete_fail_with_backoff_and_run_indexed() {
+    let cluster = cluster().await;
+    let jobs: Api<Job> = Api::default_namespaced(cluster.client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(cluster.client.clone());
+    let pp = PostParams::default();
+
+    // completions 3, parallelism 2: never more than two pods at once, then Complete.
+    jobs.create(&pp, &job("three", 0.5, 0, json!({"completions": 3, "parallelism": 2})))
+        .await
+        .unwrap();
+    // backoffLimit 2: the third failure fails the job; replacements wait 2 s, then 4 s.
+    jobs.create(&pp, &job("flaky", 0.3, 1, json!({"backoffLimit": 2}))).await.unwrap();
+    // Indexed: one pod per index, each knowing its index.
+    jobs.create(
+        &pp,
+        &job(
+            "idx",
+            0.5,
+            0,
+            json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed"}),
+        ),
+    )
+    .await
+    .unwrap();
+
+    let most_active = std::sync::atomic::AtomicI32::new(0);
+    let three = wait_for(T, "job three complete", || async {
+        let j = jobs.get("three").await.ok()?;
+        let active = j.status.as_ref()?.active.unwrap_or(0);
+        most_active.fetch_max(active, std::sync::atomic::Ordering::Relaxed);
+        (condition(&j, "Complete")?.0 == "True").then_some(j)
+    })
+    .await
+    .unwrap();
+    let most_active = most_active.into_inner();
+    assert!(most_active <= 2, "at most parallelism pods run: {most_active}");
+    let st = three.status.clone().unwrap();
+    assert_eq!(st.succeeded, Some(3));
+    assert_eq!(st.failed, None);
+    assert_eq!(st.active, None);
+    assert_eq!(st.ready, Some(0));
+    assert_eq!(st.terminating, Some(0));
+    assert!(st.start_time.is_some() && st.completion_time.is_some());
+    let u = st.uncounted_terminated_pods.unwrap_or_default();
+    assert!(u.succeeded.is_none() && u.failed.is_none());
+    let (_, reason, message) =
+        condition(&three, "SuccessCriteriaMet").expect("SuccessCriteriaMet first");
+    assert_eq!(
+        (reason.as_str(), message.as_str()),
+        ("CompletionsReached", "Reached expected number of succeeded pods")
+    );
+    assert_eq!(condition(&three, "Complete").unwrap().1, "CompletionsReached");
+    let ps = pods_of(&pods, "three").await;
+    assert_eq!(ps.len(), 3);
+    let uid = three.metadata.uid.clone().unwrap();
+    for p in &ps {
+        let labels = p.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["batch.kubernetes.io/controller-uid"], uid);
+        assert_eq!(labels["controller-uid"], uid);
+        assert_eq!(labels["job-name"], "three");
+        let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("Job", uid.as_str()));
+        assert_eq!((owner.controller, owner.block_owner_deletion), (Some(true), Some(true)));
+        assert!(
+            !p.metadata.finalizers.iter().flatten().any(|f| f == TRACKING_FINALIZER),
+            "finalizer removed once counted"
+        );
+        assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Succeeded"));
+    }
+
+    let idx = wait_condition(&jobs, "idx", "Complete").await;
+    let st = idx.status.clone().unwrap();
+    assert_eq!(st.completed_indexes.as_deref(), Some("0-2"));
+    assert_eq!(st.succeeded, Some(3));
+    let mut seen: Vec<(String, String)> = pods_of(&pods, "idx")
+        .await
+        .iter()
+        .map(|p| {
+            let index = p.metadata.annotations.as_ref().unwrap()[COMPLETION_INDEX].clone();
+            assert_eq!(p.metadata.labels.as_ref().unwrap()[COMPLETION_INDEX], index);
+            assert!(p.metadata.name.as_ref().unwrap().starts_with(&format!("idx-{index}-")));
+            (index, p.spec.as_ref().unwrap().hostname.clone().unwrap())
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [("0", "idx-0"), ("1", "idx-1"), ("2", "idx-2")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+
+    let flaky = wait_condition(&jobs, "flaky", "Failed").await;
+    let (_, reason, message) = condition(&flaky, "Failed").unwrap();
+    assert_eq!(
+        (reason.as_str(), message.as_str()),
+        ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+    );
+    assert_eq!(condition(&flaky, "FailureTarget").unwrap().1, "BackoffLimitExceeded");
+    assert!(condition(&flaky, "Complete").is_none());
+    let st = flaky.status.clone().unwrap();
+    assert_eq!(st.failed, Some(3));
+    assert!(st.completion_time.is_none(), "a failed job has no completion time");
+    let created: Vec<i64> = pods_of(&pods, "flaky")
+        .await
+        .iter()
+        .map(|p| p.metadata.creation_timestamp.as_ref().unwrap().0.as_second())
+        .collect();
+    assert_eq!(created.len(), 3, "no pod after the limit: {created:?}");
+    let (gap1, gap2) = (created[1] - created[0], created[2] - created[1]);
+    assert!(gap1 >= 2, "first replacement waits the 2 s base: {created:?}");
+    assert!(gap2 >= 4 && gap2 > gap1, "the back-off doubles: {created:?}");
+    assert!(cluster.running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_failure_policies_suspend_and_early_deletion() {
+    let cluster = cluster().await;
+    let jobs: Api<Job> = Api::default_namespaced(cluster.client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(cluster.client.clone());
+    let pp = PostParams::default();
+
+    jobs.create(
+        &pp,
+        &job(
+            "slow",
+            60.0,
+            0,
+            json!({"activeDeadlineSeconds": 2, "parallelism": 2, "completions": 2}),
+        ),
+    )
+    .await
+    .unwrap();
+    let policy = json!({"podFailurePolicy": {"rules": [
+        {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [7]}},
+        {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}},
+    ]}});
+    jobs.create(&pp, &job("fatal", 0.3, 42, policy)).await.unwrap();
+    jobs.create(&pp, &job("paused", 0.5, 0, json!({"suspend": true}))).await.unwrap();
+    jobs.create(&pp, &job("victim", 60.0, 0, json!({}))).await.unwrap();
+
+    // activeDeadlineSeconds: running pods are stopped and the job fails.
+    let slow = wait_condition(&jobs, "slow", "Failed").await;
+    let (_, reason, message) = condition(&slow, "Failed").unwrap();
+    assert_eq!(
+        (reason.as_str(), message.as_str()),
+        ("DeadlineExceeded", "Job was active longer than specified deadline")
+    );
+    let st = slow.status.clone().unwrap();
+    assert_eq!((st.active, st.failed), (None, Some(2)));
+    wait_for(T, "slow's pods stopped", || async {
+        pods_of(&pods, "slow")
+            .await
+            .iter()
+            .all(|p| p.status.as_ref().unwrap().phase.as_deref() == Some("Failed"))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+
+    // podFailurePolicy FailJob on exit code 42.
+    let fatal = wait_condition(&jobs, "fatal", "Failed").await;
+    let (_, reason, message) = condition(&fatal, "Failed").unwrap();
+    assert_eq!(reason, "PodFailurePolicy");
+    let pod = &pods_of(&pods, "fatal").await[0];
+    let want = format!(
+        "Container main for pod default/{} failed with exit code 42 matching FailJob rule at index 1",
+        pod.metadata.name.as_ref().unwrap()
+    );
+    assert_eq!(message, want);
+    assert_eq!(fatal.status.as_ref().unwrap().failed, Some(1));
+
+    // Suspended: no pods; resumed: runs to completion.
+    let paused = wait_condition(&jobs, "paused", "Suspended").await;
+    let (_, reason, message) = condition(&paused, "Suspended").unwrap();
+    assert_eq!((reason.as_str(), message.as_str()), ("JobSuspended", "Job suspended"));
+    assert!(pods_of(&pods, "paused").await.is_empty());
+    assert!(paused.status.as_ref().unwrap().start_time.is_none());
+    jobs.patch(
+        "paused",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .unwrap();
+    let done = wait_condition(&jobs, "paused", "Complete").await;
+    let (status, reason, _) = condition(&done, "Suspended").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "JobResumed"));
+    assert_eq!(done.status.as_ref().unwrap().succeeded, Some(1));
+
+    // A running pod deleted early is counted as failed (its finalizer held it) and replaced;
+    // suspending then stops the replacement.
+    let first = wait_for(T, "victim's pod running", || async {
+        let ps = pods_of(&pods, "victim").await;
+        let p = ps.into_iter().next()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p)
+    })
+    .await
+    .unwrap();
+    assert!(first.metadata.finalizers.iter().flatten().any(|f| f == TRACKING_FINALIZER));
+    pods.delete(first.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
+    wait_for(T, "the deleted pod counted and replaced", || async {
+        let j = jobs.get("victim").await.ok()?;
+        let st = j.status.as_ref()?;
+        let ps = pods_of(&pods, "victim").await;
+        let gone = !ps.iter().any(|p| p.metadata.uid == first.metadata.uid);
+        (st.failed == Some(1) && st.active == Some(1) && gone).then_some(())
+    })
+    .await
+    .unwrap();
+    jobs.patch(
+        "victim",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"suspend": true}})),
+    )
+    .await
+    .unwrap();
+    let victim = wait_for(T, "victim suspended with no pods", || async {
+        let j = jobs.get("victim").await.ok()?;
+        let ps = pods_of(&pods, "victim").await;
+        (condition(&j, "Suspended")?.0 == "True"
+            && j.status.as_ref()?.active.is_none()
+            && ps.is_empty())
+        .then_some(j)
+    })
+    .await
+    .unwrap();
+    assert!(condition(&victim, "Failed").is_none());
+    assert!(cluster.running());
+}
