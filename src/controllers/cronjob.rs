@@ -505,7 +505,7 @@ mod tests {
     fn names_count_minutes_since_the_epoch() {
         let t = DateTime::parse_from_rfc3339("2024-03-10T10:05:00Z").unwrap().with_timezone(&Utc);
         assert_eq!(job_name("hello", t), format!("hello-{}", t.timestamp() / 60));
-        assert_eq!(job_name("hello", t), "hello-28500245");
+        assert_eq!(job_name("hello", t), "hello-28501085");
     }
 
     #[test]
