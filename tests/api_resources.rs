@@ -257,7 +257,11 @@ async fn field_validation_modes() {
     )
     .await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
-    assert_eq!(v["message"], "strict decoding error: unknown field \"spec\"");
+    assert_eq!(
+        v["message"],
+        "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: \
+         unknown field \"spec\""
+    );
     let (code, headers, v) = raw(
         &env,
         "POST",

@@ -1,7 +1,7 @@
 //! Update (PUT, patch, apply and the status and other subresources): read the current object,
 //! let the caller build the new one, apply the status/spec rules, validate, record managed
-//! fields and write with the read revision as precondition, retrying when someone else wrote in
-//! between and the caller set no resourceVersion of its own.
+//! fields and write with the read revision as precondition, retrying from the read when someone
+//! else wrote in between (a resourceVersion the caller set is checked against each read).
 
 use serde_json::{json, Value};
 
@@ -146,10 +146,9 @@ impl Registry {
                             strategy.release(&self.store, &new, None).await;
                             Ok((new, false))
                         }
-                        Err(StoreError::Conflict { .. }) if !conditional => continue,
-                        Err(StoreError::Conflict { .. }) => {
-                            Err(ApiError::conflict(target(res, name), CONFLICT_MODIFIED))
-                        }
+                        // The next attempt re-reads and rebuilds; a stale client
+                        // resourceVersion fails the precondition check there.
+                        Err(StoreError::Conflict { .. }) => continue,
                         Err(e) => Err(store_error(e, res, name)),
                     };
                 }
@@ -166,14 +165,9 @@ impl Registry {
                         .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
                     return Ok((new, false));
                 }
-                Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. })
-                    if !conditional =>
-                {
-                    continue
-                }
-                Err(StoreError::Conflict { .. }) => {
-                    return Err(ApiError::conflict(target(res, name), CONFLICT_MODIFIED));
-                }
+                // Someone wrote in between: read again and rebuild (as upstream's guaranteed
+                // update does); a client's own stale resourceVersion fails the check above.
+                Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. }) => continue,
                 Err(e) => return Err(store_error(e, res, name)),
             }
         }
