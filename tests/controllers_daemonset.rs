@@ -219,6 +219,13 @@ async fn daemon_pods_follow_nodes_taints_updates_and_rollback() {
     wait_counts(&sets, "tolerant", (3, 3, 3, 3, 3, 0)).await;
     let revs = revisions.list(&ListParams::default().labels("app=agent")).await.unwrap().items;
     assert_eq!(revs.iter().map(|r| r.revision).collect::<BTreeSet<_>>(), [1, 2].into());
+    let ds = sets.get("agent").await.unwrap();
+    let generation =
+        &ds.metadata.annotations.as_ref().unwrap()["deprecated.daemonset.template.generation"];
+    assert_eq!(generation, "2");
+    for ps in by_node(&pods, "agent").await.values() {
+        assert_eq!(&ps[0].metadata.labels.as_ref().unwrap()["pod-template-generation"], generation);
+    }
 
     // Rolling back is patching a revision's data back (what kubectl rollout undo does).
     let data = rev1.data.clone().unwrap().0;

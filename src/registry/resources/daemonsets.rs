@@ -1,16 +1,35 @@
 //! DaemonSets: RollingUpdate (maxUnavailable 1, maxSurge 0) and revisionHistoryLimit 10 by
-//! default, selector and template checks, and the DESIRED ... NODE SELECTOR columns.
+//! default, the template generation (annotation deprecated.daemonset.template.generation: 1 on
+//! create, raised with each template change), selector and template checks, and the DESIRED ...
+//! NODE SELECTOR columns.
 
 use serde_json::{json, Value};
 
 use super::podspec::{self, default_template, int_cell, validate_selector_and_template};
 use crate::apiserver::status::StatusCause;
 use crate::registry::object::{self, default_field};
-use crate::registry::strategy::{Column, Strategy};
+use crate::registry::strategy::{Column, Ctx, Strategy};
 use crate::registry::validation as v;
 
 /// The DaemonSet strategy.
 pub struct DaemonSetStrategy;
+
+/// Where the template generation is kept in apps/v1.
+const TEMPLATE_GENERATION: &str = "deprecated.daemonset.template.generation";
+
+fn set_template_generation(obj: &mut Value, generation: i64) {
+    if let Some(a) = object::ensure_object(obj, "metadata.annotations") {
+        a.insert(TEMPLATE_GENERATION.into(), json!(generation.to_string()));
+    }
+}
+
+fn template_generation(obj: &Value) -> i64 {
+    object::path(obj, "metadata.annotations")
+        .and_then(|a| a.get(TEMPLATE_GENERATION))
+        .and_then(Value::as_str)
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0)
+}
 
 impl Strategy for DaemonSetStrategy {
     fn default(&self, obj: &mut Value) {
@@ -28,6 +47,19 @@ impl Strategy for DaemonSetStrategy {
         }
         default_field(spec, "revisionHistoryLimit", json!(10));
         default_template(spec.get_mut("template"));
+    }
+
+    fn prepare_for_create(&self, _ctx: &Ctx, obj: &mut Value) {
+        let generation = template_generation(obj).max(1);
+        set_template_generation(obj, generation);
+    }
+
+    fn prepare_for_update(&self, _ctx: &Ctx, new: &mut Value, old: &Value) {
+        let mut generation = template_generation(old);
+        if new.pointer("/spec/template") != old.pointer("/spec/template") {
+            generation += 1;
+        }
+        set_template_generation(new, generation.max(1));
     }
 
     fn validate(&self, obj: &Value) -> Vec<StatusCause> {
