@@ -216,9 +216,35 @@ async fn reflector_follows_the_server(initial: Initial) {
     }
     converge(&truth, &reader, "after deletes and creates").await;
 
-    // Outlive the watch timeout so the watcher restarts its watch (from the last resourceVersion
-    // it saw, which bookmarks keep current), then change more and converge again.
-    tokio::time::sleep(Duration::from_secs(WATCH_TIMEOUT_SECS as u64 + 2)).await;
+    // Writes elsewhere move the cluster's revision past every ConfigMap here. Outlive two watch
+    // timeouts: the watcher restarts its watch from the last resourceVersion it saw, and the
+    // bookmark before each watch's end carries the cluster's progress, so the watch it resumes
+    // starts past those writes (and would survive their compaction).
+    let own_latest: u64 = store_snapshot(&reader)
+        .values()
+        .map(|(rv, _)| rv.parse::<u64>().expect("numeric resourceVersion"))
+        .max()
+        .expect("objects");
+    create_namespace(&client, "elsewhere").await;
+    let elsewhere: Api<ConfigMap> = Api::namespaced(server.client.clone(), "elsewhere");
+    for i in 0..5 {
+        elsewhere.create(&PostParams::default(), &configmap(&format!("x{i}"), "x")).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2 * WATCH_TIMEOUT_SECS as u64 + 1)).await;
+    let resumed_at: u64 = requests
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r.starts_with(&cm_path) && r.contains("watch=true"))
+        .and_then(|r| r.split("resourceVersion=").nth(1))
+        .and_then(|rv| rv.split('&').next())
+        .and_then(|rv| rv.parse().ok())
+        .expect("a resumed watch with a resourceVersion");
+    assert!(
+        resumed_at > own_latest + 5,
+        "the watch resumed at {resumed_at}, not past the writes elsewhere (own latest {own_latest})"
+    );
     for i in (2..OBJECTS).step_by(5) {
         api.delete(&format!("cm-{i:03}"), &DeleteParams::default()).await.expect("delete");
     }
