@@ -1,7 +1,7 @@
 //! The controllers of the controller manager, each an ordinary API client (kube-rs) that
 //! watches through informers and writes through the API: ReplicaSet, Deployment, StatefulSet and
-//! DaemonSet (their ControllerRevision history in [`history`]), Namespace, ServiceAccount and the
-//! garbage collector. [`run_all`] starts them and the scheduler as named tasks;
+//! DaemonSet (their ControllerRevision history in [`history`]), Namespace, ServiceAccount, the
+//! garbage collector, Job and CronJob. [`run_all`] starts them and the scheduler as named tasks;
 //! [`start_cluster_components`] is what the server calls after bootstrap.
 
 pub mod client;
