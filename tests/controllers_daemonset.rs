@@ -109,19 +109,11 @@ async fn wait_counts(api: &Api<DaemonSet>, name: &str, want: (i32, i32, i32, i32
     }
 }
 
-/// Patches, retrying on write conflicts: skiff's patch handler does not yet retry internally
-/// when a controller's status write lands in between (upstream does).
 async fn patch<K>(api: &Api<K>, name: &str, p: Patch<Value>) -> K
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    for _ in 0..10 {
-        match api.patch(name, &PatchParams::default(), &p).await {
-            Err(kube::Error::Api(e)) if e.code == 409 => continue,
-            r => return r.expect("patch"),
-        }
-    }
-    panic!("patch of {name} kept conflicting");
+    api.patch(name, &PatchParams::default(), &p).await.expect("patch")
 }
 
 const NODES: [&str; 3] = ["skiff-sim-0", "skiff-sim-1", "skiff-sim-2"];
@@ -283,16 +275,9 @@ async fn kubectl_rollout_status_history_and_undo_on_a_daemon_set() {
         let (bin, kc) = (kubectl.path.clone(), server.kubeconfig.clone());
         async move {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            // Writes can meet a controller's status write (see `patch`): try again then.
-            for _ in 0..10 {
-                let out = run_kubectl(&bin, &kc, &args).await.expect("kubectl runs");
-                if !out.success() && out.stderr.contains("the object has been modified") {
-                    continue;
-                }
-                assert!(out.success(), "kubectl {args:?}: {}{}", out.stdout, out.stderr);
-                return out.stdout;
-            }
-            panic!("kubectl {args:?} kept conflicting");
+            let out = run_kubectl(&bin, &kc, &args).await.expect("kubectl runs");
+            assert!(out.success(), "kubectl {args:?}: {}{}", out.stdout, out.stderr);
+            out.stdout
         }
     };
     let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();

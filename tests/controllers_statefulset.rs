@@ -47,20 +47,12 @@ fn merge(into: &mut Value, from: Value) {
     }
 }
 
-/// Patches a set, retrying when the server reports a write conflict: skiff's patch handler does
-/// not yet retry internally when a controller's status write lands in between (upstream does).
 async fn patch_set(
     sets: &Api<StatefulSet>,
     name: &str,
     patch: Patch<Value>,
 ) -> kube::Result<StatefulSet> {
-    let mut attempts = 0;
-    loop {
-        match sets.patch(name, &PatchParams::default(), &patch).await {
-            Err(kube::Error::Api(e)) if e.code == 409 && attempts < 10 => attempts += 1,
-            r => return r,
-        }
-    }
+    sets.patch(name, &PatchParams::default(), &patch).await
 }
 
 fn ordinal(p: &Pod) -> i32 {
@@ -354,16 +346,9 @@ async fn kubectl_rollout_status_follows_a_stateful_set() {
         let (bin, kc) = (kubectl.path.clone(), server.kubeconfig.clone());
         async move {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            // Writes can meet a controller's status write (see patch_set): try again then.
-            for _ in 0..10 {
-                let out = run_kubectl(&bin, &kc, &args).await.expect("kubectl runs");
-                if !out.success() && out.stderr.contains("the object has been modified") {
-                    continue;
-                }
-                assert!(out.success(), "kubectl {args:?}: {}{}", out.stdout, out.stderr);
-                return out.stdout;
-            }
-            panic!("kubectl {args:?} kept conflicting");
+            let out = run_kubectl(&bin, &kc, &args).await.expect("kubectl runs");
+            assert!(out.success(), "kubectl {args:?}: {}{}", out.stdout, out.stderr);
+            out.stdout
         }
     };
     let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();

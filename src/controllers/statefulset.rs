@@ -687,8 +687,10 @@ async fn write_status(
     let mut current_name = view.current_name.clone();
     let rolling =
         spec.update_strategy.as_ref().and_then(|s| s.type_.as_deref()) != Some("OnDelete");
-    // A finished rolling update makes the update revision current.
-    if rolling && updated == replicas && ready == replicas {
+    // A finished rolling update makes the update revision current. (Every wanted pod must
+    // exist: a pod deleted for the update and not yet recreated is missing, not finished.)
+    let wanted = spec.replicas.unwrap_or(1).max(0);
+    if rolling && updated == replicas && ready == replicas && replicas >= wanted {
         current = updated;
         current_name = view.update_name.clone();
     }
