@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::ChildStdout;
 
 /// How many kubectl versions run at once.
-const CONCURRENT_VERSIONS: usize = 3;
+const CONCURRENT_VERSIONS: usize = 4;
 /// How long polling for an eventual state may take.
 const EVENTUALLY: Duration = Duration::from_secs(45);
 
@@ -84,17 +84,28 @@ impl Kc {
 
     async fn scenarios(&self) {
         self.ok(&["create", "namespace", &self.ns]).await;
-        self.apply_twice_and_diff().await;
-        self.server_side_apply_conflict().await;
-        self.patches().await;
-        self.label_annotate_scale().await;
-        self.output_formats().await;
-        self.edit().await;
-        self.replace().await;
-        self.wait().await;
-        self.watch().await;
-        self.cascades().await;
-        self.errors().await;
+        let started = Instant::now();
+        macro_rules! timed {
+            ($($step:ident),*) => {$(
+                let t = Instant::now();
+                self.$step().await;
+                eprintln!("kubectl {}: {} took {:?}", self.version, stringify!($step), t.elapsed());
+            )*};
+        }
+        timed!(
+            apply_twice_and_diff,
+            server_side_apply_conflict,
+            patches,
+            label_annotate_scale,
+            output_formats,
+            edit,
+            replace,
+            wait,
+            watch,
+            cascades,
+            errors
+        );
+        eprintln!("kubectl {}: all took {:?}", self.version, started.elapsed());
         self.ok(&["delete", "namespace", &self.ns, "--wait=false"]).await;
     }
 
@@ -236,7 +247,7 @@ impl Kc {
     }
 
     fn is(&self, what: &str, got: &str, want: &str) {
-        assert_eq!(got.trim_end(), want, "kubectl {}: {what}", self.version);
+        assert_eq!(got.trim_end(), want.trim_end(), "kubectl {}: {what}", self.version);
     }
 
     fn has(&self, what: &str, got: &str, want: &str) {
@@ -313,203 +324,179 @@ impl Kc {
         self.has("managers", &managers, "kubectl");
     }
 
-    /// Patches of every type on every kind, each checked through jsonpath.
+    /// Patches of every type on every kind; each kind's result checked by one jsonpath.
     async fn patches(&self) {
-        let pns = format!("{}-p", self.ns);
         self.ok_stdin(&["apply", "-f", "-"], KINDS).await;
-        self.ok(&["create", "namespace", &pns]).await;
-        let pns_res = format!("namespace/{pns}");
-        // (resource, patch type, patch, jsonpath, expected)
-        let cases: Vec<(&str, &str, &str, &str, &str)> = vec![
-            ("cm/cm1", "merge", r#"{"data":{"b":"2"}}"#, "{.data}", r#"{"a":"1","b":"2"}"#),
+        let ns_res = format!("namespace/{}", self.ns);
+        // (resource, [(type, patch)], jsonpath, expected after all of them)
+        let cases: Vec<(&str, Vec<(&str, &str)>, &str, &str)> = vec![
             (
                 "cm/cm1",
-                "json",
-                r#"[{"op":"replace","path":"/data/a","value":"x"}]"#,
-                "{.data.a}",
-                "x",
-            ),
-            ("cm/cm1", "strategic", r#"{"data":{"a":null}}"#, "{.data}", r#"{"b":"2"}"#),
-            ("secret/s1", "merge", r#"{"data":{"b":"Mg=="}}"#, "{.data.b}", "Mg=="),
-            (
-                "secret/s1",
-                "json",
-                r#"[{"op":"remove","path":"/data/a"}]"#,
+                vec![
+                    ("merge", r#"{"data":{"b":"2","c":"3"}}"#),
+                    ("json", r#"[{"op":"replace","path":"/data/a","value":"x"}]"#),
+                    ("strategic", r#"{"data":{"c":null}}"#),
+                ],
                 "{.data}",
-                r#"{"b":"Mg=="}"#,
+                r#"{"a":"x","b":"2"}"#,
             ),
             (
                 "secret/s1",
-                "strategic",
-                r#"{"type":"Opaque","data":{"c":"Mw=="}}"#,
-                "{.data.c}",
-                "Mw==",
-            ),
-            // Strategic merges ports by port; merge replaces the whole list.
-            (
-                "svc/svc1",
-                "strategic",
-                r#"{"spec":{"ports":[{"name":"https","port":443,"targetPort":8443}]}}"#,
-                "{.spec.ports[*].port}",
-                // Upstream puts new items from the patch before server-only ones.
-                "443 80",
+                vec![
+                    ("merge", r#"{"data":{"b":"Mg=="}}"#),
+                    ("json", r#"[{"op":"remove","path":"/data/a"}]"#),
+                    ("strategic", r#"{"type":"Opaque","data":{"c":"Mw=="}}"#),
+                ],
+                "{.data}",
+                r#"{"b":"Mg==","c":"Mw=="}"#,
             ),
             (
+                // Strategic merges ports by port (new ones first, as upstream orders them);
+                // merge replaces the list.
                 "svc/svc1",
-                "json",
-                r#"[{"op":"replace","path":"/spec/selector","value":{"app":"y"}}]"#,
-                "{.spec.selector}",
-                r#"{"app":"y"}"#,
-            ),
-            (
-                "svc/svc1",
-                "merge",
-                r#"{"spec":{"ports":[{"name":"http","port":8080,"targetPort":8080}]}}"#,
-                "{.spec.ports[*].port}",
-                "8080",
+                vec![
+                    ("merge", r#"{"spec":{"ports":[{"name":"http","port":8080,"targetPort":8080}]}}"#),
+                    ("json", r#"[{"op":"replace","path":"/spec/selector","value":{"app":"y"}}]"#),
+                    ("strategic", r#"{"spec":{"ports":[{"name":"https","port":443,"targetPort":8443}]}}"#),
+                ],
+                "{.spec.ports[*].port} {.spec.selector}",
+                r#"443 8080 {"app":"y"}"#,
             ),
             (
                 "pod/pod1",
-                "strategic",
-                r#"{"spec":{"containers":[{"name":"c","image":"nginx:1.26"}]}}"#,
-                "{.spec.containers[*].image}",
-                "nginx:1.26 busybox:1.36",
-            ),
-            (
-                "pod/pod1",
-                "json",
-                r#"[{"op":"replace","path":"/spec/containers/1/image","value":"busybox:1.37"}]"#,
-                "{.spec.containers[*].image}",
-                "nginx:1.26 busybox:1.37",
-            ),
-            (
-                "pod/pod1",
-                "merge",
-                r#"{"metadata":{"annotations":{"m":"1"}}}"#,
-                "{.metadata.annotations.m}",
-                "1",
+                vec![
+                    ("strategic", r#"{"spec":{"containers":[{"name":"c","image":"nginx:1.26"}]}}"#),
+                    ("json", r#"[{"op":"replace","path":"/spec/containers/1/image","value":"busybox:1.37"}]"#),
+                    ("merge", r#"{"metadata":{"annotations":{"m":"1"}}}"#),
+                ],
+                "{.spec.containers[*].image} {.metadata.annotations.m}",
+                "nginx:1.26 busybox:1.37 1",
             ),
             (
                 "job/job1",
-                "merge",
-                r#"{"spec":{"activeDeadlineSeconds":600}}"#,
-                "{.spec.activeDeadlineSeconds}",
-                "600",
+                vec![
+                    ("merge", r#"{"spec":{"activeDeadlineSeconds":600}}"#),
+                    ("json", r#"[{"op":"replace","path":"/spec/parallelism","value":2}]"#),
+                    ("strategic", r#"{"metadata":{"labels":{"tier":"batch"}},"spec":{"backoffLimit":3}}"#),
+                ],
+                "{.spec.activeDeadlineSeconds} {.spec.parallelism} {.metadata.labels.tier} {.spec.backoffLimit}",
+                "600 2 batch 3",
             ),
             (
-                "job/job1",
-                "json",
-                r#"[{"op":"replace","path":"/spec/parallelism","value":2}]"#,
-                "{.spec.parallelism}",
-                "2",
-            ),
-            (
-                "job/job1",
-                "strategic",
-                r#"{"metadata":{"labels":{"tier":"batch"}},"spec":{"backoffLimit":3}}"#,
-                "{.metadata.labels.tier} {.spec.backoffLimit}",
-                "batch 3",
-            ),
-            (
+                // Strategic merges containers by name: one image changes, the other stays.
                 "deploy/two",
-                "strategic",
-                r#"{"spec":{"template":{"spec":{"containers":[{"name":"b","image":"busybox:1.37"}]}}}}"#,
-                "{.spec.template.spec.containers[*].image}",
-                "nginx:1.28 busybox:1.37",
+                vec![
+                    ("strategic", r#"{"spec":{"template":{"spec":{"containers":[{"name":"b","image":"busybox:1.37"}]}}}}"#),
+                    ("json", r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"nginx:1.29"}]"#),
+                    ("merge", r#"{"spec":{"minReadySeconds":1}}"#),
+                ],
+                "{.spec.template.spec.containers[*].image} {.spec.minReadySeconds}",
+                "nginx:1.29 busybox:1.37 1",
             ),
             (
-                "deploy/two",
-                "json",
-                r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"nginx:1.29"}]"#,
-                "{.spec.template.spec.containers[*].image}",
-                "nginx:1.29 busybox:1.37",
-            ),
-            (
-                "deploy/two",
-                "merge",
-                r#"{"spec":{"minReadySeconds":1}}"#,
-                "{.spec.minReadySeconds}",
-                "1",
-            ),
-            (
-                &pns_res,
-                "merge",
-                r#"{"metadata":{"labels":{"m":"1"}}}"#,
-                "{.metadata.labels.m}",
-                "1",
-            ),
-            (
-                &pns_res,
-                "json",
-                r#"[{"op":"add","path":"/metadata/labels/j","value":"2"}]"#,
-                "{.metadata.labels.j}",
-                "2",
-            ),
-            (
-                &pns_res,
-                "strategic",
-                r#"{"metadata":{"labels":{"m":null}}}"#,
-                "{.metadata.labels.m}",
-                "",
+                &ns_res,
+                vec![
+                    ("merge", r#"{"metadata":{"labels":{"m":"1"}}}"#),
+                    ("json", r#"[{"op":"add","path":"/metadata/labels/j","value":"2"}]"#),
+                    ("strategic", r#"{"metadata":{"labels":{"m":null}}}"#),
+                ],
+                "{.metadata.labels.m}/{.metadata.labels.j}",
+                "/2",
             ),
         ];
-        for (res, kind, patch, path, want) in cases {
-            let out = self.ok_ns(&["patch", res, "--type", kind, "-p", patch]).await;
-            self.has(&format!("{kind} patch of {res}"), &out, " patched");
-            let got = self.jsonpath(res, path).await;
-            self.is(&format!("{kind} patch {patch} of {res}"), &got, want);
+        for (res, patches, path, want) in cases {
+            for (kind, patch) in patches {
+                let out = self.ok_ns(&["patch", res, "--type", kind, "-p", patch]).await;
+                self.has(&format!("{kind} patch {patch} of {res}"), &out, " patched\n");
+            }
+            self.is(&format!("patches of {res}"), &self.jsonpath(res, path).await, want);
         }
         // A patch that changes nothing says so.
         let out = self
             .ok_ns(&["patch", "cm/cm1", "--type", "merge", "-p", r#"{"data":{"b":"2"}}"#])
             .await;
         self.is("no-op patch", &out, "configmap/cm1 patched (no change)");
-        self.ok(&["delete", "namespace", &pns, "--wait=false"]).await;
     }
 
-    /// label, annotate (with --overwrite and removal) on every kind; scale.
+    /// label and annotate (with --overwrite and removal) every kind at once; scale.
     async fn label_annotate_scale(&self) {
         let ns_res = format!("namespace/{}", self.ns);
-        for (res, printed) in [
-            ("cm/cm1", "configmap/cm1"),
-            ("secret/s1", "secret/s1"),
-            ("svc/svc1", "service/svc1"),
-            ("pod/pod1", "pod/pod1"),
-            ("job/job1", "job.batch/job1"),
-            ("deploy/two", "deployment.apps/two"),
-            (ns_res.as_str(), ns_res.as_str()),
-        ] {
-            let out = self.ok_ns(&["label", res, "color=red"]).await;
-            self.is("label", &out, &format!("{printed} labeled"));
-            let err = self.fails_ns(&["label", res, "color=blue"], None).await;
-            self.is(
-                "label without --overwrite",
-                &err,
-                "error: 'color' already has a value (red), and --overwrite is false",
-            );
-            self.ok_ns(&["label", res, "color=blue", "--overwrite"]).await;
-            let got = self.jsonpath(res, "{.metadata.labels.color}").await;
-            self.is("overwritten label", &got, "blue");
-            let listed = self
-                .ok_ns(&["get", res.split('/').next().unwrap(), "-l", "color=blue", "-o", "name"])
-                .await;
-            self.has("label selector", &listed, printed);
-            let out = self.ok_ns(&["label", res, "color-"]).await;
-            self.is("unlabel", &out, &format!("{printed} unlabeled"));
-            let got = self.jsonpath(res, "{.metadata.labels.color}").await;
-            self.is("removed label", &got, "");
+        let all =
+            ["cm/cm1", "secret/s1", "svc/svc1", "pod/pod1", "job/job1", "deploy/two", &ns_res];
+        let printed = [
+            "configmap/cm1",
+            "secret/s1",
+            "service/svc1",
+            "pod/pod1",
+            "job.batch/job1",
+            "deployment.apps/two",
+            &ns_res,
+        ];
+        let on_all = |verb: &str, arg: &str, overwrite: bool| -> Vec<String> {
+            let mut args = vec![verb.to_string()];
+            args.extend(all.iter().map(|s| s.to_string()));
+            args.push(arg.to_string());
+            if overwrite {
+                args.push("--overwrite".into());
+            }
+            args
+        };
+        let state = format!(
+            "jsonpath={{range .items[*]}}{{.kind}}:{{.metadata.labels.color}}:\
+             {{.metadata.annotations.note}} {{end}}"
+        );
+        let mut get_state = vec!["get".to_string()];
+        get_state.extend(all.iter().map(|s| s.to_string()));
+        get_state.extend(["-o".to_string(), state]);
+        let get_state: Vec<&str> = get_state.iter().map(String::as_str).collect();
+        let expect_state = |color: &str, note: &str| -> String {
+            ["ConfigMap", "Secret", "Service", "Pod", "Job", "Deployment", "Namespace"]
+                .iter()
+                .map(|k| format!("{k}:{color}:{note} "))
+                .collect()
+        };
+        let strs = |v: &[String]| -> Vec<String> { v.to_vec() };
+        let run = async |args: Vec<String>| -> String {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.ok_ns(&args).await
+        };
 
-            let out = self.ok_ns(&["annotate", res, "note=first"]).await;
-            self.has("annotate", &out, &format!("{printed} annotate"));
-            let err = self.fails_ns(&["annotate", res, "note=second"], None).await;
-            self.has("annotate without --overwrite", &err, "'note' already has a value (first)");
-            self.ok_ns(&["annotate", res, "note=second", "--overwrite"]).await;
-            let got = self.jsonpath(res, "{.metadata.annotations.note}").await;
-            self.is("overwritten annotation", &got, "second");
-            self.ok_ns(&["annotate", res, "note-"]).await;
-            let got = self.jsonpath(res, "{.metadata.annotations.note}").await;
-            self.is("removed annotation", &got, "");
+        let out = run(strs(&on_all("label", "color=red", false))).await;
+        let want: Vec<String> = printed.iter().map(|p| format!("{p} labeled")).collect();
+        self.is("label", &out, &want.join("\n"));
+        let err = self.fails_ns(&["label", "cm/cm1", "color=blue"], None).await;
+        self.is(
+            "label without --overwrite",
+            &err,
+            "error: 'color' already has a value (red), and --overwrite is false",
+        );
+        run(strs(&on_all("label", "color=blue", true))).await;
+        let listed = self
+            .ok_ns(&["get", "cm,secret,svc,pod,job,deploy,ns", "-l", "color=blue", "-o", "name"])
+            .await;
+        let mut want: Vec<&str> = printed.to_vec();
+        want.sort();
+        let mut got: Vec<&str> = listed.lines().collect();
+        got.sort();
+        assert_eq!(got, want, "kubectl {}: label selector across kinds", self.version);
+
+        let out = run(strs(&on_all("annotate", "note=first", false))).await;
+        for p in printed {
+            self.has("annotate", &out, &format!("{p} annotate"));
         }
+        let err = self.fails_ns(&["annotate", "deploy/two", "note=second"], None).await;
+        self.has("annotate without --overwrite", &err, "'note' already has a value (first)");
+        run(strs(&on_all("annotate", "note=second", true))).await;
+        self.is(
+            "labels and annotations",
+            &self.ok_ns(&get_state).await,
+            &expect_state("blue", "second"),
+        );
+        let out = run(strs(&on_all("label", "color-", false))).await;
+        let want: Vec<String> = printed.iter().map(|p| format!("{p} unlabeled")).collect();
+        self.is("unlabel", &out, &want.join("\n"));
+        run(strs(&on_all("annotate", "note-", false))).await;
+        self.is("removed", &self.ok_ns(&get_state).await, &expect_state("", ""));
 
         let out = self.ok_ns(&["scale", "deploy/two", "--replicas=3"]).await;
         self.is("scale", &out, "deployment.apps/two scaled");
@@ -519,119 +506,134 @@ impl Kc {
             .await;
         self.is("scale precondition", &err, "error: Expected replicas to be 2, was 3");
         self.ok_ns(&["scale", "deploy/two", "--replicas=2", "--current-replicas=3"]).await;
-        self.eventually(
-            &["get", "deploy/two", "-o", "jsonpath={.status.readyReplicas}"],
-            "scaled down",
-            |o| o.stdout == "2",
-        )
-        .await;
+        self.is("scaled back", &self.jsonpath("deploy/two", "{.spec.replicas}").await, "2");
     }
 
-    /// -o wide (the server's columns), yaml, json, jsonpath, custom-columns, name on every kind.
+    /// -o wide (the server's columns), yaml, json, jsonpath, custom-columns and name on every
+    /// kind.
     async fn output_formats(&self) {
         let ns_res = format!("namespace/{}", self.ns);
-        // (resource, kind, wide header, jsonpath, expected)
-        let cases: Vec<(&str, &str, &str, &str, String)> = vec![
-            ("cm/cm1", "ConfigMap", "NAME DATA AGE", "{.data.b}", "2".into()),
-            ("secret/s1", "Secret", "NAME TYPE DATA AGE", "{.type}", "Opaque".into()),
-            (
-                "svc/svc1",
-                "Service",
-                "NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE SELECTOR",
-                "{.spec.type}",
-                "ClusterIP".into(),
-            ),
+        let ns_name = self.ns.as_str();
+        // (resource, kind, wide header)
+        let kinds: Vec<(&str, &str, &str)> = vec![
+            ("cm/cm1", "ConfigMap", "NAME DATA AGE"),
+            ("secret/s1", "Secret", "NAME TYPE DATA AGE"),
+            ("svc/svc1", "Service", "NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE SELECTOR"),
             (
                 "pod/pod1",
                 "Pod",
                 "NAME READY STATUS RESTARTS AGE IP NODE NOMINATED NODE READINESS GATES",
-                "{.spec.restartPolicy}",
-                "Always".into(),
             ),
-            (
-                "job/job1",
-                "Job",
-                "NAME STATUS COMPLETIONS DURATION AGE CONTAINERS IMAGES SELECTOR",
-                "{.spec.template.spec.restartPolicy}",
-                "Never".into(),
-            ),
+            ("job/job1", "Job", "NAME STATUS COMPLETIONS DURATION AGE CONTAINERS IMAGES SELECTOR"),
             (
                 "deploy/two",
                 "Deployment",
                 "NAME READY UP-TO-DATE AVAILABLE AGE CONTAINERS IMAGES SELECTOR",
-                "{.spec.selector.matchLabels.app}",
-                "two".into(),
             ),
-            (ns_res.as_str(), "Namespace", "NAME STATUS AGE", "{.status.phase}", "Active".into()),
+            (&ns_res, "Namespace", "NAME STATUS AGE"),
         ];
-        for (res, kind, header, path, want) in cases {
-            let what = format!("{res} -o");
-            let wide = self.ok_ns(&["get", res, "-o", "wide"]).await;
-            let mut lines = wide.lines();
+        let names: Vec<&str> = kinds.iter().map(|(r, _, _)| r.split('/').nth(1).unwrap()).collect();
+        let resources: Vec<&str> = kinds.iter().map(|(r, _, _)| *r).collect();
+        let get = async |format: &str| -> String {
+            let mut args = vec!["get"];
+            args.extend(resources.iter().copied());
+            args.extend(["-o", format]);
+            self.ok_ns(&args).await
+        };
+
+        // wide: one table per kind, each with the server's columns and one row.
+        let wide = get("wide").await;
+        let tables: Vec<&str> =
+            wide.split("\n\n").map(str::trim).filter(|t| !t.is_empty()).collect();
+        assert_eq!(tables.len(), kinds.len(), "kubectl {}: -o wide:\n{wide}", self.version);
+        for ((res, _, header), table) in kinds.iter().zip(&tables) {
+            let mut lines = table.lines();
             let head: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
-            self.is(&format!("{what} wide header"), &head.join(" "), header);
-            let name = res.split('/').nth(1).unwrap();
+            self.is(&format!("{res} -o wide header"), &head.join(" "), header);
             let row = lines.next().unwrap_or_default();
+            let (prefix, name) = res.split_once('/').unwrap();
+            let _ = prefix;
             assert!(
-                row.starts_with(&format!("{name} ")),
-                "kubectl {}: {what} wide: {wide}",
+                row.split_whitespace().next().is_some_and(|n| n.ends_with(&format!("/{name}"))),
+                "kubectl {}: {res} -o wide row: {row}",
                 self.version
             );
-
-            let yaml = self.ok_ns(&["get", res, "-o", "yaml"]).await;
-            self.has(&format!("{what} yaml"), &yaml, &format!("\nkind: {kind}\n"));
-            self.has(&format!("{what} yaml"), &yaml, &format!("\n  name: {name}\n"));
-            let json = self.ok_ns(&["get", res, "-o", "json"]).await;
-            let v: serde_json::Value = serde_json::from_str(&json).expect("-o json is JSON");
-            self.is(&format!("{what} json kind"), v["kind"].as_str().unwrap_or_default(), kind);
-            self.is(
-                &format!("{what} json name"),
-                v["metadata"]["name"].as_str().unwrap_or_default(),
-                name,
-            );
-            assert!(
-                v["metadata"]["uid"].is_string() && v["metadata"]["resourceVersion"].is_string()
-            );
-            self.is(&format!("{what} jsonpath"), &self.jsonpath(res, path).await, &want);
-            let custom = self
-                .ok_ns(&[
-                    "get",
-                    res,
-                    "-o",
-                    "custom-columns=KIND:.kind,NAME:.metadata.name,UID:.metadata.uid",
-                ])
-                .await;
-            let rows: Vec<Vec<&str>> =
-                custom.lines().map(|l| l.split_whitespace().collect()).collect();
-            assert_eq!(rows.len(), 2, "kubectl {}: {what} custom-columns: {custom}", self.version);
-            assert_eq!(rows[0], ["KIND", "NAME", "UID"], "kubectl {}", self.version);
-            assert_eq!(&rows[1][..2], [kind, name], "kubectl {}", self.version);
-            self.is(&format!("{what} uid"), rows[1][2], v["metadata"]["uid"].as_str().unwrap());
         }
-        // Lists: several kinds at once, by name and by custom columns.
-        let names = self.ok_ns(&["get", "cm,secret,svc,pod,job,deploy", "-o", "name"]).await;
-        for n in [
+        let wide = self.ok_ns(&["get", "svc", "svc1", "-o", "wide"]).await;
+        let row: Vec<&str> = wide.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+        assert!(
+            row.len() == 7
+                && row[1] == "ClusterIP"
+                && row[2].starts_with("10.43.")
+                && row[3] == "<none>",
+            "kubectl {}: {wide}",
+            self.version
+        );
+        self.is("service ports", row[4], "443/TCP,8080/TCP");
+        self.is("service selector", row[6], "app=y");
+
+        // json and yaml: a List of the objects, in order.
+        let json = get("json").await;
+        let list: serde_json::Value = serde_json::from_str(&json).expect("-o json is JSON");
+        self.is("-o json list", list["kind"].as_str().unwrap_or_default(), "List");
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        assert_eq!(items.len(), kinds.len(), "kubectl {}: {json}", self.version);
+        for ((_, kind, _), (item, name)) in kinds.iter().zip(items.iter().zip(&names)) {
+            self.is("-o json kind", item["kind"].as_str().unwrap_or_default(), kind);
+            self.is("-o json name", item["metadata"]["name"].as_str().unwrap_or_default(), name);
+            assert!(
+                item["metadata"]["uid"].is_string()
+                    && item["metadata"]["resourceVersion"].is_string()
+            );
+        }
+        let yaml = get("yaml").await;
+        self.has("-o yaml", &yaml, "apiVersion: v1\nitems:\n- apiVersion: v1\n  data:\n");
+        for (_, kind, _) in &kinds {
+            self.has("-o yaml", &yaml, &format!("\n  kind: {kind}\n"));
+        }
+        let single = self.ok_ns(&["get", "cm/cm1", "-o", "yaml"]).await;
+        self.has(
+            "-o yaml",
+            &single,
+            "apiVersion: v1\ndata:\n  a: x\n  b: \"2\"\nkind: ConfigMap\nmetadata:\n",
+        );
+
+        // jsonpath and custom-columns over the same list.
+        let jp = get("jsonpath={range .items[*]}{.kind}/{.metadata.name} {end}").await;
+        let want: String =
+            kinds.iter().zip(&names).map(|((_, k, _), n)| format!("{k}/{n} ")).collect();
+        self.is("-o jsonpath", &jp, &want);
+        let custom = get("custom-columns=KIND:.kind,NAME:.metadata.name,UID:.metadata.uid").await;
+        let rows: Vec<Vec<&str>> = custom.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            rows.len(),
+            kinds.len() + 1,
+            "kubectl {}: custom-columns: {custom}",
+            self.version
+        );
+        assert_eq!(rows[0], ["KIND", "NAME", "UID"], "kubectl {}", self.version);
+        for (row, (item, name)) in rows[1..].iter().zip(items.iter().zip(&names)) {
+            assert_eq!(
+                row,
+                &[item["kind"].as_str().unwrap(), name, item["metadata"]["uid"].as_str().unwrap()],
+                "kubectl {}: custom-columns",
+                self.version
+            );
+        }
+        let names_out = get("name").await;
+        let want: Vec<String> = [
             "configmap/cm1",
             "secret/s1",
             "service/svc1",
             "pod/pod1",
             "job.batch/job1",
             "deployment.apps/two",
-        ] {
-            self.has("-o name list", &names, &format!("{n}\n"));
-        }
-        let list = self.ok_ns(&["get", "pods", "-o", "json"]).await;
-        let v: serde_json::Value = serde_json::from_str(&list).unwrap();
-        self.is("list kind", v["kind"].as_str().unwrap_or_default(), "List");
-        let items = self
-            .ok_ns(&[
-                "get",
-                "deploy",
-                "-o",
-                "jsonpath={range .items[*]}{.metadata.name}:{.spec.replicas}{\"\\n\"}{end}",
-            ])
-            .await;
-        self.is("jsonpath range", &items, "two:2");
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("namespace/{ns_name}")])
+        .collect();
+        self.is("-o name", &names_out, &want.join("\n"));
     }
 
     /// kubectl edit with an editor that rewrites the file; an unchanged edit is cancelled.
@@ -675,7 +677,11 @@ impl Kc {
         // kubectl reopens the editor with the causes as comments, gives up when nothing changes,
         // and keeps a copy of the file.
         self.has("invalid edit", &out.stderr, "error: deployments.apps \"ed\" is invalid\n");
-        self.has("invalid edit", &out.stderr, "error: Edit cancelled, no valid changes were saved.");
+        self.has(
+            "invalid edit",
+            &out.stderr,
+            "error: Edit cancelled, no valid changes were saved.",
+        );
         let copy = out
             .stderr
             .split('"')
