@@ -96,6 +96,7 @@ impl Strategy for JobStrategy {
             Ok(_) => out.push(v::required("spec.selector", "")),
             Err(e) => out.push(v::invalid("spec.selector", &Value::Null, &e.to_string())),
         }
+        validate_failure_handling(obj, &mut out);
         out.extend(validate_pod_spec(
             object::path(obj, "spec.template.spec"),
             "spec.template.spec",
@@ -142,6 +143,123 @@ impl Strategy for JobStrategy {
             podspec::IMAGES,
             podspec::SELECTOR,
         ]
+    }
+}
+
+/// Checks backoffLimitPerIndex, maxFailedIndexes and podFailurePolicy as upstream does.
+fn validate_failure_handling(obj: &Value, out: &mut Vec<StatusCause>) {
+    let indexed = object::str_at(obj, "spec.completionMode") == Some("Indexed");
+    let per_index = object::path(obj, "spec.backoffLimitPerIndex").filter(|v| !v.is_null());
+    non_negative(obj, "spec.backoffLimitPerIndex", out);
+    non_negative(obj, "spec.maxFailedIndexes", out);
+    if let Some(v) = per_index {
+        if !indexed {
+            out.push(v::invalid(
+                "spec.backoffLimitPerIndex",
+                v,
+                "requires indexed completion mode",
+            ));
+        }
+    }
+    if let Some(v) = object::path(obj, "spec.maxFailedIndexes").filter(|v| !v.is_null()) {
+        if per_index.is_none() {
+            out.push(v::required(
+                "spec.backoffLimitPerIndex",
+                "when maxFailedIndexes is specified",
+            ));
+        }
+        let completions = object::path(obj, "spec.completions").and_then(Value::as_i64);
+        if completions.is_some_and(|c| v.as_i64().unwrap_or(0) > c) {
+            out.push(v::invalid(
+                "spec.maxFailedIndexes",
+                v,
+                "must be less than or equal to completions",
+            ));
+        }
+    }
+    let Some(rules) = object::path(obj, "spec.podFailurePolicy.rules").and_then(Value::as_array)
+    else {
+        return;
+    };
+    if let Some(p) = object::path(obj, "spec.template.spec.restartPolicy") {
+        if p != "Never" {
+            out.push(v::invalid(
+                "spec.template.spec.restartPolicy",
+                p,
+                "only \"Never\" is supported when podFailurePolicy is specified",
+            ));
+        }
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("spec.podFailurePolicy.rules[{i}]");
+        let action = rule.get("action").unwrap_or(&Value::Null);
+        match action.as_str() {
+            Some("FailJob" | "Ignore" | "Count") => {}
+            Some("FailIndex") if per_index.is_none() => out.push(v::invalid(
+                &format!("{at}.action"),
+                action,
+                "requires the backoffLimitPerIndex to be set",
+            )),
+            Some("FailIndex") => {}
+            _ => out.push(v::not_supported(
+                &format!("{at}.action"),
+                action,
+                &["Count", "FailIndex", "FailJob", "Ignore"],
+            )),
+        }
+        let codes = rule.get("onExitCodes").filter(|v| !v.is_null());
+        let conds = rule.get("onPodConditions").filter(|v| !v.is_null());
+        match (codes, conds) {
+            (Some(_), Some(_)) => out.push(v::invalid(
+                &at,
+                &Value::Null,
+                "specifying both OnExitCodes and OnPodConditions is not supported",
+            )),
+            (None, None) => out.push(v::invalid(
+                &at,
+                &Value::Null,
+                "specifying one of OnExitCodes and OnPodConditions is required",
+            )),
+            _ => {}
+        }
+        if let Some(req) = codes {
+            let op = req.get("operator").unwrap_or(&Value::Null);
+            if !matches!(op.as_str(), Some("In" | "NotIn")) {
+                out.push(v::not_supported(
+                    &format!("{at}.onExitCodes.operator"),
+                    op,
+                    &["In", "NotIn"],
+                ));
+            }
+            let values: Vec<i64> = req
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_i64).collect())
+                .unwrap_or_default();
+            if values.is_empty() {
+                out.push(v::required(&format!("{at}.onExitCodes.values"), ""));
+            }
+            for (j, n) in values.iter().enumerate() {
+                let field = format!("{at}.onExitCodes.values[{j}]");
+                if *n == 0 && op.as_str() == Some("In") {
+                    out.push(v::invalid(&field, &json!(n), "must not be 0 for the In operator"));
+                } else if j > 0 && values[j - 1] == *n {
+                    out.push(v::duplicate(&field, &json!(n)));
+                } else if j > 0 && values[j - 1] > *n {
+                    out.push(v::invalid(&field, &json!(n), "must be ordered"));
+                }
+            }
+        }
+        for (j, c) in conds.and_then(Value::as_array).into_iter().flatten().enumerate() {
+            let status = c.get("status").unwrap_or(&Value::Null);
+            if !matches!(status.as_str(), Some("True" | "False" | "Unknown")) {
+                out.push(v::not_supported(
+                    &format!("{at}.onPodConditions[{j}].status"),
+                    status,
+                    &["False", "True", "Unknown"],
+                ));
+            }
+        }
     }
 }
 
@@ -236,6 +354,28 @@ mod tests {
         always["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
         assert_eq!(JobStrategy.validate(&always)[0].field, "spec.template.spec.restartPolicy");
         assert_eq!(completions(&j), "0/1");
+        let mut policy = j.clone();
+        policy["spec"]["podFailurePolicy"] = json!({"rules": [
+            {"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [0, 3]}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]});
+        let fields: Vec<String> =
+            JobStrategy.validate(&policy).into_iter().map(|c| c.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.podFailurePolicy.rules[0].action",
+                "spec.podFailurePolicy.rules[0].onExitCodes.values[0]"
+            ]
+        );
+        policy["spec"]["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+        assert!(JobStrategy
+            .validate(&policy)
+            .iter()
+            .any(|c| c.field == "spec.template.spec.restartPolicy"));
+        let mut per_index = j.clone();
+        per_index["spec"]["backoffLimitPerIndex"] = json!(1);
+        assert_eq!(JobStrategy.validate(&per_index)[0].field, "spec.backoffLimitPerIndex");
         assert_eq!(job_status(&j), "Running");
     }
 }
