@@ -571,8 +571,11 @@ fn surge_and_unavailable(view: &View<'_>) -> (i32, i32) {
     (surge, unavailable)
 }
 
+/// A node's pod of the current revision and its pod of an older one, either may be missing.
+type NewAndOld = (Option<Arc<Pod>>, Option<Arc<Pod>>);
+
 /// The new and the old pod on a node (none if there is more than one of either).
-fn new_and_old(view: &View<'_>, node: &NodeView) -> Option<(Option<Arc<Pod>>, Option<Arc<Pod>>)> {
+fn new_and_old(view: &View<'_>, node: &NodeView) -> Option<NewAndOld> {
     let (mut new, mut old) = (None, None);
     for p in node.pods.iter().filter(|p| !terminating(p)) {
         let slot = if hash_of_pod(p) == view.hash { &mut new } else { &mut old };
