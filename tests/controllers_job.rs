@@ -208,6 +208,9 @@ async fn deadlines_failure_policies_suspend_and_early_deletion() {
     jobs.create(&pp, &job("fatal", 0.3, 42, policy)).await.unwrap();
     jobs.create(&pp, &job("paused", 0.5, 0, json!({"suspend": true}))).await.unwrap();
     jobs.create(&pp, &job("victim", 60.0, 0, json!({}))).await.unwrap();
+    let per_index = json!({"completionMode": "Indexed", "completions": 2, "parallelism": 2,
+                           "backoffLimitPerIndex": 1});
+    jobs.create(&pp, &job("perindex", 0.3, 1, per_index)).await.unwrap();
 
     // activeDeadlineSeconds: running pods are stopped and the job fails.
     let slow = wait_condition(&jobs, "slow", "Failed").await;
@@ -239,6 +242,28 @@ async fn deadlines_failure_policies_suspend_and_early_deletion() {
     );
     assert_eq!(message, want);
     assert_eq!(fatal.status.as_ref().unwrap().failed, Some(1));
+
+    // backoffLimitPerIndex 1: each index fails twice, then the job fails with FailedIndexes.
+    let perindex = wait_condition(&jobs, "perindex", "Failed").await;
+    let (_, reason, _) = condition(&perindex, "Failed").unwrap();
+    assert_eq!(reason, "FailedIndexes");
+    let st = perindex.status.clone().unwrap();
+    assert_eq!((st.failed_indexes.as_deref(), st.failed), (Some("0,1"), Some(4)));
+    let counts: Vec<String> = pods_of(&pods, "perindex")
+        .await
+        .iter()
+        .map(|p| {
+            let a = p.metadata.annotations.as_ref().unwrap();
+            format!(
+                "{}:{}",
+                a[COMPLETION_INDEX],
+                a.get("batch.kubernetes.io/job-index-failure-count").map_or("0", |s| s.as_str())
+            )
+        })
+        .collect();
+    let mut counts = counts;
+    counts.sort();
+    assert_eq!(counts, ["0:0", "0:1", "1:0", "1:1"]);
 
     // Suspended: no pods; resumed: runs to completion.
     let paused = wait_condition(&jobs, "paused", "Suspended").await;

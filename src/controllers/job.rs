@@ -692,9 +692,16 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
                 let rec = ctx.backoff.lock().get(key).copied().unwrap_or_default();
                 let wait = remaining_backoff(rec, ctx.base_backoff, now);
                 if wait.is_zero() {
-                    let created = create_pods(ctx, key, &pods_api, &job, &create)
-                        .await
-                        .map_err(err("create pods"))?;
+                    let created = create_pods(
+                        ctx,
+                        key,
+                        &pods_api,
+                        &job,
+                        &create,
+                        &index_failure_counts(&job, &pods),
+                    )
+                    .await
+                    .map_err(err("create pods"))?;
                     active_count += created as i32;
                 } else {
                     want_requeue(wait);
@@ -758,6 +765,24 @@ fn success_policy_met(
             (None, None) => false,
         }
     })
+}
+
+/// Per completion index, how many counted failures its pods had (backoffLimitPerIndex): one
+/// more than the count on its latest failed pod; ignored failures do not count.
+fn index_failure_counts(job: &Job, pods: &[Arc<Pod>]) -> HashMap<i32, i32> {
+    let mut out: HashMap<i32, i32> = HashMap::new();
+    if job.spec.as_ref().and_then(|s| s.backoff_limit_per_index).is_none() {
+        return out;
+    }
+    let policy = job.spec.as_ref().and_then(|s| s.pod_failure_policy.as_ref());
+    for p in pods.iter().filter(|p| is_failed(p, job)) {
+        let Some(i) = indexes::of_pod(p) else { continue };
+        let ignored = policy.is_some_and(|pol| failurepolicy::evaluate(pol, p) == Verdict::Ignore);
+        let n = index_failures(p) + i32::from(!ignored);
+        let e = out.entry(i).or_insert(0);
+        *e = (*e).max(n);
+    }
+    out
 }
 
 fn index_failures(pod: &Pod) -> i32 {
@@ -915,13 +940,18 @@ async fn create_pods(
     api: &Api<Pod>,
     job: &Job,
     indexes: &[Option<i32>],
+    failures: &HashMap<i32, i32>,
 ) -> Result<usize, kube::Error> {
     let mut done = 0;
     let mut batch = 1usize;
     while done < indexes.len() {
         let chunk = &indexes[done..(done + batch).min(indexes.len())];
         let results = join_all(chunk.iter().map(|i| {
-            let pod = pod_from_template(job, *i);
+            let mut pod = pod_from_template(job, *i);
+            if let Some(n) = i.and_then(|i| failures.get(&i)).filter(|n| **n > 0) {
+                let a = pod.metadata.annotations.get_or_insert_with(Default::default);
+                a.insert(INDEX_FAILURE_COUNT.into(), n.to_string());
+            }
             async move { api.create(&PostParams::default(), &pod).await }
         }))
         .await;
