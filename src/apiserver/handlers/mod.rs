@@ -6,8 +6,8 @@
 //! proxy, serviceaccounts/token) by merging a router with those exact routes over this one:
 //! axum prefers them to the catch-all used here.
 
-mod decode;
-mod patch;
+pub(crate) mod decode;
+pub(crate) mod patch;
 pub mod protobuf;
 mod read;
 mod response;

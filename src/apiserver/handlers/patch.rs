@@ -82,7 +82,7 @@ pub(super) async fn patch(reg: &Registry, mut r: Req) -> Result<Response, ApiErr
 }
 
 /// Applies a non-apply patch to an object.
-pub(super) fn apply_patch(
+pub(crate) fn apply_patch(
     api_version: &str,
     kind: &str,
     format: BodyFormat,

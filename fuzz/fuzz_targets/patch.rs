@@ -1,0 +1,4 @@
+//! See `skiff::fuzzing::patch` for the input layout.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| skiff::fuzzing::patch(data));
