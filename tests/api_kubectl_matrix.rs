@@ -22,11 +22,11 @@ const EVENTUALLY: Duration = Duration::from_secs(45);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_matrix() {
-    // SKIFF_KUBECTL_ONLY=1.33 narrows the run to one version while debugging.
+    // SKIFF_KUBECTL_ONLY=1.32,1.33 narrows the run to those versions while debugging.
     let only = std::env::var("SKIFF_KUBECTL_ONLY").ok();
     let binaries: Vec<Kubectl> = kubectl_binaries()
         .into_iter()
-        .filter(|k| only.as_deref().is_none_or(|v| v == k.version))
+        .filter(|k| only.as_deref().is_none_or(|v| v.split(',').any(|v| v == k.version)))
         .collect();
     if binaries.is_empty() {
         eprintln!("no kubectl.1.NN binaries on PATH; skipping");
@@ -421,6 +421,8 @@ impl Kc {
     /// label and annotate (with --overwrite and removal) every kind at once; scale.
     async fn label_annotate_scale(&self) {
         let ns_res = format!("namespace/{}", self.ns);
+        // Label values name the version: namespaces are shared with the other versions.
+        let (red, blue) = (format!("red-{}", self.ns), format!("blue-{}", self.ns));
         let all =
             ["cm/cm1", "secret/s1", "svc/svc1", "pod/pod1", "job/job1", "deploy/two", &ns_res];
         let printed = [
@@ -461,18 +463,25 @@ impl Kc {
             self.ok_ns(&args).await
         };
 
-        let out = run(strs(&on_all("label", "color=red", false))).await;
+        let out = run(strs(&on_all("label", &format!("color={red}"), false))).await;
         let want: Vec<String> = printed.iter().map(|p| format!("{p} labeled")).collect();
         self.is("label", &out, &want.join("\n"));
-        let err = self.fails_ns(&["label", "cm/cm1", "color=blue"], None).await;
+        let err = self.fails_ns(&["label", "cm/cm1", &format!("color={blue}")], None).await;
         self.is(
             "label without --overwrite",
             &err,
-            "error: 'color' already has a value (red), and --overwrite is false",
+            &format!("error: 'color' already has a value ({red}), and --overwrite is false"),
         );
-        run(strs(&on_all("label", "color=blue", true))).await;
+        run(strs(&on_all("label", &format!("color={blue}"), true))).await;
         let listed = self
-            .ok_ns(&["get", "cm,secret,svc,pod,job,deploy,ns", "-l", "color=blue", "-o", "name"])
+            .ok_ns(&[
+                "get",
+                "cm,secret,svc,pod,job,deploy,ns",
+                "-l",
+                &format!("color={blue}"),
+                "-o",
+                "name",
+            ])
             .await;
         let mut want: Vec<&str> = printed.to_vec();
         want.sort();
@@ -490,7 +499,7 @@ impl Kc {
         self.is(
             "labels and annotations",
             &self.ok_ns(&get_state).await,
-            &expect_state("blue", "second"),
+            &expect_state(&blue, "second"),
         );
         let out = run(strs(&on_all("label", "color-", false))).await;
         let want: Vec<String> = printed.iter().map(|p| format!("{p} unlabeled")).collect();
