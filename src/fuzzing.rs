@@ -226,6 +226,20 @@ mod tests {
         selectors(&[0xff, b'=']);
     }
 
+    /// Found by fuzzing: a JSON patch whose `move` fails half-way made json-patch's undo panic.
+    #[test]
+    fn failed_json_patch_move_is_an_error() {
+        let deploy = catalog().resources.iter().find(|r| r.plural == "deployments").unwrap();
+        let current = minimal_object(deploy);
+        let ops = json!([
+            {"op": "add", "path": "/metadata/annotations", "value": {"a": "b"}},
+            {"op": "move", "from": "/metadata/annotations", "path": "/nowhere/labels"},
+        ]);
+        let err = apply_patch("apps/v1", "Deployment", BodyFormat::JsonPatch, &current, &ops)
+            .expect_err("the move fails");
+        assert_eq!(err.code, 422);
+    }
+
     /// Writes fuzz/seeds/TARGET/seed-N from [`seeds`]: `cargo test --lib write_seeds -- --ignored`.
     #[test]
     #[ignore]
