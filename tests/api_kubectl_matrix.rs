@@ -1020,6 +1020,8 @@ impl Kc {
         let bad_svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: Bad_Svc\nspec:\n  ports: [{port: 80}]\n";
         let bad_ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: Bad_NS\n";
         let existing = cm("cm1", "");
+        let in_missing_ns =
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: nope\n";
         // (args, stdin, stderr)
         let cases: Vec<(Vec<&str>, Option<&str>, String)> = vec![
             (
@@ -1100,6 +1102,29 @@ impl Kc {
                 Some(&existing),
                 "Error from server (AlreadyExists): error when creating \"STDIN\": configmaps \
                  \"cm1\" already exists"
+                    .into(),
+            ),
+            (
+                // The last -n wins.
+                vec!["create", "-n", "nope", "-f", "-"],
+                Some(&in_missing_ns),
+                "Error from server (NotFound): error when creating \"STDIN\": namespaces \"nope\" \
+                 not found"
+                    .into(),
+            ),
+            (
+                vec!["get", "configmaps", "--field-selector=bogus=1"],
+                None,
+                "Error from server (BadRequest): Unable to find \"/v1, Resource=configmaps\" that \
+                 match label selector \"\", field selector \"bogus=1\": \"bogus\" is not a known \
+                 field selector: only \"metadata.name\", \"metadata.namespace\""
+                    .into(),
+            ),
+            (
+                vec!["get", "pods", "--field-selector=bogus=1"],
+                None,
+                "Error from server (BadRequest): Unable to find \"/v1, Resource=pods\" that match \
+                 label selector \"\", field selector \"bogus=1\": field label not supported: bogus"
                     .into(),
             ),
             (

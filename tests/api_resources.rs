@@ -329,7 +329,10 @@ async fn selectors_and_pagination() {
     )
     .await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
-    assert_eq!(v["message"], "field label not supported: spec.foo");
+    assert_eq!(
+        v["message"],
+        "\"spec.foo\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+    );
     let (code, _, _) =
         raw(&env, "GET", "/api/v1/namespaces/default/configmaps?continue=garbage", "", "", "")
             .await;

@@ -284,9 +284,20 @@ pub fn check_field_selector(res: &ResourceInfo, fields: &FieldSelector) -> Resul
         let known = r.field == "metadata.name"
             || r.field == "metadata.namespace"
             || res.strategy.field_labels().contains(&r.field.as_str());
-        if !known {
-            return Err(ApiError::bad_request(format!("field label not supported: {}", r.field)));
+        if known {
+            continue;
         }
+        // Kinds with fields of their own have upstream conversion functions with this
+        // wording; the rest get the generic metadata-only conversion's.
+        let message = if res.strategy.field_labels().is_empty() {
+            format!(
+                "\"{}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\"",
+                r.field
+            )
+        } else {
+            format!("field label not supported: {}", r.field)
+        };
+        return Err(ApiError::bad_request(message));
     }
     Ok(())
 }
