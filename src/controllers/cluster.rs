@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use super::client::in_process_client;
 use super::informer::spawn_named;
 use super::{run_all, AbortOnDrop, ControllerOptions};
-use crate::agent::simulated::{self, NodeCapacity, SimulatedOptions};
+use crate::agent::simulated::{self, NodeCapacity, NodeSwitch, SimulatedOptions};
 use crate::store::sqlite::{SqliteBackend, SqliteOptions};
 use crate::store::{CacheOptions, Store};
 use crate::testing::skiff_server::TempDir;
@@ -24,6 +24,10 @@ pub struct ComponentOptions {
     /// Simulated nodes to register (0: none).
     pub simulate_nodes: usize,
     pub node_capacity: NodeCapacity,
+    /// Stops and restarts simulated nodes (tests: a node that loses the cluster).
+    pub node_switch: NodeSwitch,
+    /// How often simulated nodes renew their Lease (upstream's kubelet: 10 s).
+    pub node_lease_renew: std::time::Duration,
 }
 
 impl Default for ComponentOptions {
@@ -33,6 +37,8 @@ impl Default for ComponentOptions {
             controller_options: ControllerOptions::default(),
             simulate_nodes: 0,
             node_capacity: NodeCapacity::default(),
+            node_switch: NodeSwitch::default(),
+            node_lease_renew: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -66,7 +72,9 @@ async fn run_components(client: kube::Client, opts: ComponentOptions) -> anyhow:
         tasks.push(spawn_named("controller-manager", run_all(c, o)));
     }
     if opts.simulate_nodes > 0 {
-        let sim = SimulatedOptions::new(opts.simulate_nodes, opts.node_capacity.clone());
+        let mut sim = SimulatedOptions::new(opts.simulate_nodes, opts.node_capacity.clone());
+        sim.switch = opts.node_switch.clone();
+        sim.lease_renew = opts.node_lease_renew;
         let c = client.clone();
         tasks.push(spawn_named("simulated-nodes", async move {
             simulated::run(c, sim).await.map_err(anyhow::Error::from)
@@ -89,6 +97,8 @@ pub struct LocalCluster {
     pub store: Store,
     /// A client over the API router (acting as the controller manager, in system:masters).
     pub client: kube::Client,
+    /// Stops and restarts the simulated nodes.
+    pub nodes: NodeSwitch,
     components: JoinHandle<anyhow::Result<()>>,
     _dir: Arc<TempDir>,
 }
@@ -116,8 +126,9 @@ impl LocalCluster {
             .map_err(ClusterError::Store)?;
         crate::registry::bootstrap::ensure_defaults(&store).await?;
         let client = in_process_client(store.clone());
+        let nodes = opts.node_switch.clone();
         let components = start_cluster_components(in_process_client(store.clone()), opts).await?;
-        Ok(LocalCluster { store, client, components, _dir: Arc::new(dir) })
+        Ok(LocalCluster { store, client, nodes, components, _dir: Arc::new(dir) })
     }
 
     /// Whether the components are still running (false: one failed; see [`LocalCluster::stop`]).

@@ -9,6 +9,8 @@ pub mod cluster;
 pub mod daemonset;
 pub mod cronjob;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod expectations;
 pub mod garbagecollector;
 pub mod history;
@@ -96,6 +98,11 @@ pub async fn run_all(client: kube::Client, opts: ControllerOptions) -> anyhow::R
             .boxed(),
         ),
         ("cronjob", cronjob::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
+        ("endpoints", endpoints::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
+        (
+            "endpointslice",
+            endpointslice::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
     ];
     if opts.scheduler {
         let c = client.clone();

@@ -2,11 +2,13 @@
 //! kube-node-lease kept fresh (see [`node`]), and the pods bound to them carried through the
 //! lifecycle a kubelet would give them (see [`pods`]). Annotations on a pod change what its
 //! containers do: [`EXIT_CODE_ANNOTATION`], [`RUN_SECONDS_ANNOTATION`],
-//! [`NEVER_READY_ANNOTATION`].
+//! [`NEVER_READY_ANNOTATION`]. A [`NodeSwitch`] stops and restarts nodes, as if their kubelet
+//! lost the cluster.
 
 pub mod node;
 pub mod pods;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use kube::Client;
@@ -53,6 +55,28 @@ pub struct SimulatedOptions {
     pub status_refresh: std::time::Duration,
     /// Concurrent pod status writes.
     pub workers: usize,
+    /// Which nodes are stopped.
+    pub switch: NodeSwitch,
+}
+
+/// Stops and restarts simulated nodes (clones share the state): a stopped node renews no Lease,
+/// posts no status and drives none of its pods, as a node cut off from the cluster; restarted,
+/// it posts a fresh Ready status at its next lease renewal.
+#[derive(Clone, Debug, Default)]
+pub struct NodeSwitch(Arc<parking_lot::RwLock<HashSet<String>>>);
+
+impl NodeSwitch {
+    pub fn stop(&self, node: &str) {
+        self.0.write().insert(node.to_string());
+    }
+
+    pub fn start(&self, node: &str) {
+        self.0.write().remove(node);
+    }
+
+    pub fn is_stopped(&self, node: &str) -> bool {
+        self.0.read().contains(node)
+    }
 }
 
 impl SimulatedOptions {
@@ -64,6 +88,7 @@ impl SimulatedOptions {
             lease_renew: std::time::Duration::from_secs(10),
             status_refresh: std::time::Duration::from_secs(60),
             workers: 16,
+            switch: NodeSwitch::default(),
         }
     }
 

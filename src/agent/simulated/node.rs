@@ -1,6 +1,7 @@
 //! Registration and heartbeats of simulated nodes: each Node is created (or its status taken
 //! over) with its capacity, addresses and conditions; its Lease in kube-node-lease is renewed
-//! every `lease_renew`, and its Ready condition's heartbeat every `status_refresh`.
+//! every `lease_renew`, and its Ready condition's heartbeat every `status_refresh` (neither while
+//! the node is stopped through its [`super::NodeSwitch`]).
 
 use std::sync::Arc;
 
@@ -197,10 +198,28 @@ pub async fn heartbeat(client: Client, opts: Arc<SimulatedOptions>) {
     let mut status_tick = tokio::time::interval(opts.status_refresh);
     lease_tick.tick().await;
     status_tick.tick().await;
+    // Nodes seen stopped: once restarted they post a fresh Ready status with their lease.
+    let mut stopped: std::collections::HashSet<usize> = Default::default();
     loop {
         tokio::select! {
             _ = lease_tick.tick() => {
+                let restarted: Vec<usize> = stopped
+                    .iter()
+                    .copied()
+                    .filter(|i| !opts.switch.is_stopped(&opts.node_name(*i)))
+                    .collect();
+                for i in restarted {
+                    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    let patch = json!({"status": {"conditions": ready_conditions(&now)}});
+                    let pp = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+                    let nodes: Api<Node> = Api::all(client.clone());
+                    if nodes.patch_status(&opts.node_name(i), &pp, &Patch::Strategic(&patch)).await.is_ok() {
+                        stopped.remove(&i);
+                    }
+                }
+                stopped.extend((0..opts.count).filter(|i| opts.switch.is_stopped(&opts.node_name(*i))));
                 let failures = stream::iter(0..opts.count)
+                    .filter(|i| futures::future::ready(!opts.switch.is_stopped(&opts.node_name(*i))))
                     .map(|i| {
                         let (client, opts) = (client.clone(), opts.clone());
                         async move { renew_lease(&client, &opts, &opts.node_name(i)).await.is_err() }
@@ -218,6 +237,7 @@ pub async fn heartbeat(client: Client, opts: Arc<SimulatedOptions>) {
                 let nodes: Api<Node> = Api::all(client.clone());
                 let pp = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
                 let failures = stream::iter(0..opts.count)
+                    .filter(|i| futures::future::ready(!opts.switch.is_stopped(&opts.node_name(*i))))
                     .map(|i| {
                         let (nodes, pp, opts, now) = (nodes.clone(), pp.clone(), opts.clone(), now.clone());
                         async move {

@@ -30,6 +30,8 @@ use crate::controllers::worker::{run_workers, Action};
 /// How long a Job's containers run when no annotation says otherwise.
 pub const DEFAULT_JOB_RUN: Duration = Duration::from_secs(1);
 const MANAGER: &str = "skiff-simulated-kubelet";
+/// How often the pods of a stopped node are looked at again.
+const STOPPED_NODE_RECHECK: Duration = Duration::from_secs(1);
 
 /// What can go wrong writing a pod's state.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,7 @@ struct Ctx {
     nodes: HashMap<String, usize>,
     /// Next pod address per node (the last octet).
     next_ip: Vec<AtomicU32>,
+    switch: super::NodeSwitch,
 }
 
 /// Watches pods and drives those on the simulated nodes.
@@ -76,7 +79,8 @@ pub async fn run(client: Client, opts: Arc<SimulatedOptions>) -> Result<(), Simu
     }
     let next_ip = (0..opts.count).map(|_| AtomicU32::new(2)).collect();
     let workers = opts.workers;
-    let ctx = Arc::new(Ctx { client, pods, nodes, next_ip });
+    let switch = opts.switch.clone();
+    let ctx = Arc::new(Ctx { client, pods, nodes, next_ip, switch });
     let run = run_workers("simulated-kubelet", queue, workers, move |key| {
         let ctx = ctx.clone();
         async move { sync(&ctx, &key).await }
@@ -102,6 +106,9 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, PodSyncError> {
     let Some(pod) = ctx.pods.get(&ObjectRef::new(name).within(ns)) else { return Ok(Action::Done) };
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
     let Some(&index) = ctx.nodes.get(&node) else { return Ok(Action::Done) };
+    if ctx.switch.is_stopped(&node) {
+        return Ok(Action::RequeueAfter(STOPPED_NODE_RECHECK));
+    }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let err = |action: &'static str| {
         let key = key.to_string();
