@@ -17,8 +17,8 @@ const T: Duration = Duration::from_secs(30);
 
 async fn cluster() -> LocalCluster {
     let mut opts = ComponentOptions { simulate_nodes: 2, ..Default::default() };
-    // A 2 s back-off base keeps the back-off test short and its delays measurable.
-    opts.controller_options.job_pod_failure_backoff = Duration::from_secs(2);
+    // A 3 s back-off base keeps the back-off test short and its delays measurable.
+    opts.controller_options.job_pod_failure_backoff = Duration::from_secs(3);
     LocalCluster::start_with(opts).await.expect("cluster")
 }
 
@@ -79,7 +79,7 @@ async fn jobs_complete_fail_with_backoff_and_run_indexed() {
     jobs.create(&pp, &job("three", 0.5, 0, json!({"completions": 3, "parallelism": 2})))
         .await
         .unwrap();
-    // backoffLimit 2: the third failure fails the job; replacements wait 2 s, then 4 s.
+    // backoffLimit 2: the third failure fails the job; replacements wait 3 s, then 6 s.
     jobs.create(&pp, &job("flaky", 0.3, 1, json!({"backoffLimit": 2}))).await.unwrap();
     // Indexed: one pod per index, each knowing its index.
     jobs.create(
@@ -93,6 +93,12 @@ async fn jobs_complete_fail_with_backoff_and_run_indexed() {
     )
     .await
     .unwrap();
+
+    // restartPolicy OnFailure: container restarts count toward backoffLimit.
+    let mut restarts = job("restarts", 0.3, 3, json!({"backoffLimit": 1}));
+    restarts.spec.as_mut().unwrap().template.spec.as_mut().unwrap().restart_policy =
+        Some("OnFailure".into());
+    jobs.create(&pp, &restarts).await.unwrap();
 
     let most_active = std::sync::atomic::AtomicI32::new(0);
     let three = wait_for(T, "job three complete", || async {
@@ -171,15 +177,30 @@ async fn jobs_complete_fail_with_backoff_and_run_indexed() {
     let st = flaky.status.clone().unwrap();
     assert_eq!(st.failed, Some(3));
     assert!(st.completion_time.is_none(), "a failed job has no completion time");
-    let created: Vec<i64> = pods_of(&pods, "flaky")
-        .await
+    // Each replacement is created a back-off after its predecessor finished (both times in
+    // whole seconds, the delay measured from the truncated finish time): 3 s, then 6 s.
+    let flaky_pods = pods_of(&pods, "flaky").await;
+    assert_eq!(flaky_pods.len(), 3, "no pod after the limit");
+    let created: Vec<i64> = flaky_pods
         .iter()
         .map(|p| p.metadata.creation_timestamp.as_ref().unwrap().0.as_second())
         .collect();
-    assert_eq!(created.len(), 3, "no pod after the limit: {created:?}");
-    let (gap1, gap2) = (created[1] - created[0], created[2] - created[1]);
-    assert!(gap1 >= 2, "first replacement waits the 2 s base: {created:?}");
-    assert!(gap2 >= 4 && gap2 > gap1, "the back-off doubles: {created:?}");
+    let finished: Vec<i64> = flaky_pods
+        .iter()
+        .map(|p| {
+            let cs = &p.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
+            let t = cs.state.as_ref().unwrap().terminated.as_ref().unwrap();
+            t.finished_at.as_ref().unwrap().0.as_second()
+        })
+        .collect();
+    let (wait1, wait2) = (created[1] - finished[0], created[2] - finished[1]);
+    assert!(wait1 >= 3, "first replacement waits the 3 s base: {wait1}");
+    assert!(wait2 >= 6 && wait2 > wait1, "then twice as long: {wait1}, {wait2}");
+
+    let restarts = wait_condition(&jobs, "restarts", "Failed").await;
+    assert_eq!(condition(&restarts, "Failed").unwrap().1, "BackoffLimitExceeded");
+    // The one pod restarted in place; stopping it when the job failed counted it once.
+    assert_eq!(restarts.status.as_ref().unwrap().failed, Some(1));
     assert!(cluster.running());
 }
 

@@ -100,6 +100,9 @@ struct Ctx {
     /// Per job: uids of pods whose finalizer this controller removed, until the cache agrees.
     unfinalized: Mutex<HashMap<String, HashSet<String>>>,
     backoff: Mutex<HashMap<String, BackoffRecord>>,
+    /// Per job: the resourceVersion of this controller's latest status write. A cached job
+    /// older than that is not acted on (its counts would be stale).
+    written: Mutex<HashMap<String, u64>>,
     base_backoff: Duration,
 }
 
@@ -143,6 +146,7 @@ pub async fn run(client: Client, opts: JobOptions) -> Result<(), JobError> {
         expectations: Expectations::default(),
         unfinalized: Mutex::new(HashMap::new()),
         backoff: Mutex::new(HashMap::new()),
+        written: Mutex::new(HashMap::new()),
         base_backoff: opts.pod_failure_backoff,
     });
     let workers = run_workers("job", queue, opts.workers, move |key| {
@@ -155,6 +159,14 @@ pub async fn run(client: Client, opts: JobOptions) -> Result<(), JobError> {
         _ = pods_task => {}
     }
     Err(JobError::InformerStopped)
+}
+
+impl Ctx {
+    fn record_write(&self, key: &str, job: &Job) {
+        if let Some(rv) = job.resource_version().and_then(|v| v.parse::<u64>().ok()) {
+            self.written.lock().insert(key.to_string(), rv);
+        }
+    }
 }
 
 fn has_finalizer(pod: &Pod) -> bool {
@@ -285,12 +297,20 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
         ctx.expectations.clear(key);
         ctx.unfinalized.lock().remove(key);
         ctx.backoff.lock().remove(key);
+        ctx.written.lock().remove(key);
         return Ok(if retry { Action::RequeueAfter(RETRY) } else { Action::Done });
     };
     if job.spec.as_ref().and_then(|s| s.managed_by.as_deref()).is_some_and(|m| m != MANAGED_BY) {
         return Ok(Action::Done);
     }
     let Some(spec) = job.spec.clone() else { return Ok(Action::Done) };
+    let cached = job.resource_version().and_then(|v| v.parse::<u64>().ok());
+    if let (Some(c), Some(w)) = (cached, ctx.written.lock().get(key).copied()) {
+        if c < w {
+            // The informer has not yet seen our last write; its event requeues the job.
+            return Ok(Action::RequeueAfter(Duration::from_millis(100)));
+        }
+    }
     let mut pods: Vec<Arc<Pod>> = ctx
         .pods
         .state()
@@ -453,7 +473,10 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
         current.status = Some(status.clone());
         current =
             match write_status(&jobs_api, &current).await.map_err(err("record finished pods"))? {
-                Some(j) => j,
+                Some(j) => {
+                    ctx.record_write(key, &j);
+                    j
+                }
                 None => return Ok(Action::Done),
             };
     }
@@ -733,8 +756,9 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
     status = normal;
     if current.status.as_ref() != Some(&status) {
         current.status = Some(status);
-        if write_status(&jobs_api, &current).await.map_err(err("update status"))?.is_none() {
-            return Ok(Action::Done);
+        match write_status(&jobs_api, &current).await.map_err(err("update status"))? {
+            Some(j) => ctx.record_write(key, &j),
+            None => return Ok(Action::Done),
         }
     }
     Ok(match requeue {
