@@ -355,9 +355,15 @@ impl Kc {
                 // merge replaces the list.
                 "svc/svc1",
                 vec![
-                    ("merge", r#"{"spec":{"ports":[{"name":"http","port":8080,"targetPort":8080}]}}"#),
+                    (
+                        "merge",
+                        r#"{"spec":{"ports":[{"name":"http","port":8080,"targetPort":8080}]}}"#,
+                    ),
                     ("json", r#"[{"op":"replace","path":"/spec/selector","value":{"app":"y"}}]"#),
-                    ("strategic", r#"{"spec":{"ports":[{"name":"https","port":443,"targetPort":8443}]}}"#),
+                    (
+                        "strategic",
+                        r#"{"spec":{"ports":[{"name":"https","port":443,"targetPort":8443}]}}"#,
+                    ),
                 ],
                 "{.spec.ports[*].port} {.spec.selector}",
                 r#"443 8080 {"app":"y"}"#,
@@ -366,7 +372,10 @@ impl Kc {
                 "pod/pod1",
                 vec![
                     ("strategic", r#"{"spec":{"containers":[{"name":"c","image":"nginx:1.26"}]}}"#),
-                    ("json", r#"[{"op":"replace","path":"/spec/containers/1/image","value":"busybox:1.37"}]"#),
+                    (
+                        "json",
+                        r#"[{"op":"replace","path":"/spec/containers/1/image","value":"busybox:1.37"}]"#,
+                    ),
                     ("merge", r#"{"metadata":{"annotations":{"m":"1"}}}"#),
                 ],
                 "{.spec.containers[*].image} {.metadata.annotations.m}",
@@ -377,17 +386,28 @@ impl Kc {
                 vec![
                     ("merge", r#"{"spec":{"activeDeadlineSeconds":600}}"#),
                     ("json", r#"[{"op":"replace","path":"/spec/parallelism","value":2}]"#),
-                    ("strategic", r#"{"metadata":{"labels":{"tier":"batch"}},"spec":{"backoffLimit":3}}"#),
+                    (
+                        "strategic",
+                        r#"{"metadata":{"labels":{"tier":"batch"}},"spec":{"backoffLimit":3}}"#,
+                    ),
                 ],
-                "{.spec.activeDeadlineSeconds} {.spec.parallelism} {.metadata.labels.tier} {.spec.backoffLimit}",
-                "600 2 batch 3",
+                // A job without labels of its own has its template's (with the generated ones).
+                "{.spec.activeDeadlineSeconds} {.spec.parallelism} {.metadata.labels.tier} \
+                 {.spec.backoffLimit} {.metadata.labels.job-name}",
+                "600 2 batch 3 job1",
             ),
             (
                 // Strategic merges containers by name: one image changes, the other stays.
                 "deploy/two",
                 vec![
-                    ("strategic", r#"{"spec":{"template":{"spec":{"containers":[{"name":"b","image":"busybox:1.37"}]}}}}"#),
-                    ("json", r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"nginx:1.29"}]"#),
+                    (
+                        "strategic",
+                        r#"{"spec":{"template":{"spec":{"containers":[{"name":"b","image":"busybox:1.37"}]}}}}"#,
+                    ),
+                    (
+                        "json",
+                        r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"nginx:1.29"}]"#,
+                    ),
                     ("merge", r#"{"spec":{"minReadySeconds":1}}"#),
                 ],
                 "{.spec.template.spec.containers[*].image} {.spec.minReadySeconds}",

@@ -23,27 +23,19 @@ const LEGACY_JOB_NAME: &str = "job-name";
 
 impl Strategy for JobStrategy {
     fn default(&self, obj: &mut Value) {
-        let Some(spec) = object::ensure_object(obj, "spec") else { return };
-        default_job_spec(spec);
+        if let Some(spec) = object::ensure_object(obj, "spec") {
+            default_job_spec(spec);
+        }
+        default_labels_from_template(obj);
     }
 
     fn prepare_for_create(&self, _ctx: &Ctx, obj: &mut Value) {
         if object::path(obj, "spec.manualSelector").and_then(Value::as_bool) == Some(true) {
             return;
         }
-        let uid = object::uid(obj).to_string();
-        let name = object::name(obj).to_string();
-        object::set_at(obj, "spec.selector", json!({"matchLabels": {CONTROLLER_UID: uid}}));
-        if let Some(labels) = object::ensure_object(obj, "spec.template.metadata.labels") {
-            for (k, val) in [
-                (CONTROLLER_UID, &uid),
-                (JOB_NAME, &name),
-                (LEGACY_CONTROLLER_UID, &uid),
-                (LEGACY_JOB_NAME, &name),
-            ] {
-                labels.insert(k.into(), json!(val));
-            }
-        }
+        generate_selector(obj);
+        // Upstream defaults again when it reads the stored job: the generated labels show.
+        default_labels_from_template(obj);
     }
 
     fn validate(&self, obj: &Value) -> Vec<StatusCause> {
@@ -147,6 +139,37 @@ impl Strategy for JobStrategy {
 }
 
 /// Checks backoffLimitPerIndex, maxFailedIndexes and podFailurePolicy as upstream does.
+/// The generated selector (the job's uid) and the labels it and kubectl rely on.
+fn generate_selector(obj: &mut Value) {
+    let uid = object::uid(obj).to_string();
+    let name = object::name(obj).to_string();
+    object::set_at(obj, "spec.selector", json!({"matchLabels": {CONTROLLER_UID: uid}}));
+    if let Some(labels) = object::ensure_object(obj, "spec.template.metadata.labels") {
+        for (k, val) in [
+            (CONTROLLER_UID, &uid),
+            (JOB_NAME, &name),
+            (LEGACY_CONTROLLER_UID, &uid),
+            (LEGACY_JOB_NAME, &name),
+        ] {
+            labels.insert(k.into(), json!(val));
+        }
+    }
+}
+
+/// A job without labels of its own gets its pod template's (upstream's defaulting).
+fn default_labels_from_template(obj: &mut Value) {
+    let own = object::path(obj, "metadata.labels").and_then(Value::as_object);
+    if own.is_some_and(|l| !l.is_empty()) {
+        return;
+    }
+    let Some(template) = object::path(obj, "spec.template.metadata.labels").cloned() else {
+        return;
+    };
+    if template.as_object().is_some_and(|l| !l.is_empty()) {
+        object::meta_mut(obj).insert("labels".into(), template);
+    }
+}
+
 fn validate_failure_handling(obj: &Value, out: &mut Vec<StatusCause>) {
     let indexed = object::str_at(obj, "spec.completionMode") == Some("Indexed");
     let per_index = object::path(obj, "spec.backoffLimitPerIndex").filter(|v| !v.is_null());
