@@ -157,7 +157,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, EndpointsError> {
     }
     let Some(selector) = service_selector(&svc) else { return Ok(Action::Done) };
     let pods = selected_pods(&ctx.pods, ns, selector);
-    let trigger = ctx.triggers.compute(key, &svc, &pods);
+    let (trigger, seen) = ctx.triggers.compute(key, &svc, &pods);
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
     let ports = spec.ports.as_deref().unwrap_or(&[]);
     let headless = !service_ip_set(&svc);
@@ -208,6 +208,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, EndpointsError> {
         let over = cur.annotations().contains_key(OVER_CAPACITY);
         let capacity_ok = !over && address_count(&cur_subsets) <= MAX_CAPACITY;
         if cur_subsets == subsets && cur_labels == svc_labels && capacity_ok {
+            ctx.triggers.save(key, seen);
             return Ok(Action::Done);
         }
     }
@@ -246,7 +247,10 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, EndpointsError> {
         api.replace(name, &PostParams::default(), &new).await.map(|_| ())
     };
     match result {
-        Ok(()) => Ok(Action::Done),
+        Ok(()) => {
+            ctx.triggers.save(key, seen);
+            Ok(Action::Done)
+        }
         // A terminating namespace refuses new objects: nothing to retry.
         Err(kube::Error::Api(e))
             if current.is_none() && e.code == 403 && e.message.contains("being terminated") =>
@@ -514,44 +518,60 @@ impl PodServices {
     }
 }
 
-/// Upstream's trigger time tracker: for each service, the trigger times (Ready transition, else
-/// creation) of its pods and its own creation time as last seen; a sync's trigger time is the
-/// earliest of those that changed since the previous sync.
+/// Upstream's trigger time tracker: for each service, the trigger times (Ready transition) of
+/// its pods and its own creation time as last seen. The first sync of a service is triggered by
+/// its creation; a later one by the earliest of the times that moved since the previous sync.
 #[derive(Default)]
 pub struct TriggerTimeTracker {
     state: Mutex<HashMap<String, TriggerState>>,
 }
 
+/// The trigger times a sync saw.
 #[derive(Default)]
-struct TriggerState {
+pub struct TriggerState {
     service: Option<DateTime<Utc>>,
     pods: HashMap<String, DateTime<Utc>>,
 }
 
 impl TriggerTimeTracker {
-    /// The trigger time of a sync of `svc` over `pods` (None: nothing changed).
-    pub fn compute(&self, key: &str, svc: &Service, pods: &[Arc<Pod>]) -> Option<DateTime<Utc>> {
-        let mut state = self.state.lock();
-        let st = state.entry(key.to_string()).or_default();
+    /// The trigger time of a sync of `svc` over `pods` (None: nothing changed), and the state
+    /// to [`save`] once the sync has written what it computed (a failed write is retried with
+    /// the same trigger time).
+    ///
+    /// [`save`]: TriggerTimeTracker::save
+    pub fn compute(
+        &self,
+        key: &str,
+        svc: &Service,
+        pods: &[Arc<Pod>],
+    ) -> (Option<DateTime<Utc>>, TriggerState) {
+        let state = self.state.lock();
+        let known = state.contains_key(key);
+        let empty = TriggerState::default();
+        let st = state.get(key).unwrap_or(&empty);
         let mut min: Option<DateTime<Utc>> = None;
         let mut consider = |t: DateTime<Utc>| min = Some(min.map_or(t, |m| m.min(t)));
-        let svc_time = svc.metadata.creation_timestamp.as_ref().map(podutil::time_of);
-        if let Some(t) = svc_time {
-            if st.service != Some(t) {
-                consider(t);
-            }
-        }
         let mut seen = HashMap::with_capacity(pods.len());
         for pod in pods {
             let Some(t) = pod_trigger_time(pod) else { continue };
-            if st.pods.get(&pod.name_any()) != Some(&t) {
+            if st.pods.get(&pod.name_any()).is_none_or(|last| t > *last) {
                 consider(t);
             }
             seen.insert(pod.name_any(), t);
         }
-        st.service = svc_time;
-        st.pods = seen;
-        min
+        let svc_time = svc.metadata.creation_timestamp.as_ref().map(podutil::time_of);
+        if let Some(t) = svc_time {
+            if st.service.is_none_or(|last| t > last) {
+                consider(t);
+            }
+        }
+        let next = TriggerState { service: svc_time, pods: seen };
+        (if known { min } else { svc_time }, next)
+    }
+
+    /// Records what a sync has seen.
+    pub fn save(&self, key: &str, state: TriggerState) {
+        self.state.lock().insert(key.to_string(), state);
     }
 
     pub fn delete_service(&self, key: &str) {
@@ -560,16 +580,14 @@ impl TriggerTimeTracker {
 }
 
 /// When the pod last changed in a way that matters to endpoints: its Ready condition's
-/// transition, else its creation.
+/// transition.
 fn pod_trigger_time(pod: &Pod) -> Option<DateTime<Utc>> {
-    let ready = pod
-        .status
+    pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
         .and_then(|c| c.last_transition_time.as_ref())
-        .map(podutil::time_of);
-    ready.or_else(|| pod.metadata.creation_timestamp.as_ref().map(podutil::time_of))
+        .map(podutil::time_of)
 }
 
 #[cfg(test)]

@@ -199,7 +199,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, EndpointSliceError> {
         return Ok(Action::RequeueAfter(STALE_CACHE_RETRY));
     }
     let pods = selected_pods(&ctx.pods, ns, selector);
-    let trigger = ctx.triggers.compute(key, &svc, &pods);
+    let (trigger, seen) = ctx.triggers.compute(key, &svc, &pods);
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
 
     // The endpoints wanted, grouped by their port list.
@@ -283,6 +283,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, EndpointSliceError> {
         }
     }
     apply(ctx, key, ns, plan, trigger).await?;
+    ctx.triggers.save(key, seen);
     Ok(Action::Done)
 }
 
