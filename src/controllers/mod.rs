@@ -6,8 +6,8 @@
 
 pub mod client;
 pub mod cluster;
-pub mod daemonset;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
@@ -17,12 +17,15 @@ pub mod history;
 pub mod informer;
 pub mod job;
 pub mod namespace;
+pub mod nodelifecycle;
+pub mod podgc;
 pub mod podutil;
 pub mod queue;
 pub mod replicaset;
 pub mod rollout;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod ttlafterfinished;
 pub mod worker;
 
 pub use client::in_process_client;
@@ -42,6 +45,10 @@ pub struct ControllerOptions {
     pub scheduler: bool,
     /// The base of the Job controller's pod failure back-off (upstream: 10 s).
     pub job_pod_failure_backoff: std::time::Duration,
+    /// Node health: monitor period and grace periods.
+    pub node_lifecycle: nodelifecycle::NodeLifecycleOptions,
+    /// The pod garbage collector's threshold, period and quarantine.
+    pub pod_gc: podgc::PodGcOptions,
 }
 
 impl Default for ControllerOptions {
@@ -50,6 +57,8 @@ impl Default for ControllerOptions {
             workers: 5,
             scheduler: true,
             job_pod_failure_backoff: job::DEFAULT_POD_FAILURE_BACKOFF,
+            node_lifecycle: Default::default(),
+            pod_gc: Default::default(),
         }
     }
 }
@@ -83,10 +92,7 @@ pub async fn run_all(client: kube::Client, opts: ControllerOptions) -> anyhow::R
             "garbagecollector",
             garbagecollector::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
         ),
-        (
-            "statefulset",
-            statefulset::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
-        ),
+        ("statefulset", statefulset::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
         ("daemonset", daemonset::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
         (
             "job",
@@ -102,6 +108,20 @@ pub async fn run_all(client: kube::Client, opts: ControllerOptions) -> anyhow::R
         (
             "endpointslice",
             endpointslice::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
+        (
+            "nodelifecycle",
+            nodelifecycle::run(client.clone(), opts.node_lifecycle.clone())
+                .map(|r| r.map_err(Into::into))
+                .boxed(),
+        ),
+        (
+            "podgc",
+            podgc::run(client.clone(), opts.pod_gc.clone()).map(|r| r.map_err(Into::into)).boxed(),
+        ),
+        (
+            "ttlafterfinished",
+            ttlafterfinished::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
         ),
     ];
     if opts.scheduler {
