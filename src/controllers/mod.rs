@@ -1,8 +1,10 @@
 //! The controllers of the controller manager, each an ordinary API client (kube-rs) that
 //! watches through informers and writes through the API: ReplicaSet, Deployment, StatefulSet and
 //! DaemonSet (their ControllerRevision history in [`history`]), Namespace, ServiceAccount, the
-//! garbage collector, Job and CronJob. [`run_all`] starts them and the scheduler as named tasks;
-//! [`start_cluster_components`] is what the server calls after bootstrap.
+//! garbage collector, Job and CronJob, Endpoints and EndpointSlice, node lifecycle (with
+//! taint-based eviction), the pod garbage collector and TTL-after-finished. [`run_all`] starts
+//! them and the scheduler as named tasks; [`start_cluster_components`] is what the server calls
+//! after bootstrap.
 
 pub mod client;
 pub mod cluster;
