@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
+use futures::StreamExt;
 use skiff::testing::skiff_server::{kubectl_binaries, InProcessServer, Kubectl};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::ChildStdout;
@@ -40,13 +40,14 @@ async fn kubectl_matrix() {
     .await
     .expect("server starts");
     let dir = tempfile::tempdir().unwrap();
-    for chunk in binaries.chunks(CONCURRENT_VERSIONS) {
-        join_all(chunk.iter().map(|k| {
-            let kc = Kc::new(k, &server.kubeconfig, dir.path());
-            async move { kc.scenarios().await }
-        }))
-        .await;
-    }
+    let path = dir.path();
+    futures::stream::iter(binaries.iter().map(|k| {
+        let kc = Kc::new(k, &server.kubeconfig, path);
+        async move { kc.scenarios().await }
+    }))
+    .buffer_unordered(CONCURRENT_VERSIONS)
+    .collect::<Vec<()>>()
+    .await;
 }
 
 /// What one kubectl run produced.
@@ -436,6 +437,12 @@ impl Kc {
             .ok_ns(&["patch", "cm/cm1", "--type", "merge", "-p", r#"{"data":{"b":"2"}}"#])
             .await;
         self.is("no-op patch", &out, "configmap/cm1 patched (no change)");
+        // kubectl patch sends no fieldValidation: unknown fields are dropped with a warning.
+        let args = ["patch", "cm/cm1", "--type", "merge", "-p", r#"{"spec":{"x":1}}"#];
+        let out = self.run_ns(&args, None).await;
+        self.check(&args, &out, 0);
+        self.is("patch with an unknown field", &out.stdout, "configmap/cm1 patched (no change)");
+        self.is("unknown field warning", &out.stderr, "Warning: unknown field \"spec\"");
     }
 
     /// label and annotate (with --overwrite and removal) every kind at once; scale.
