@@ -214,9 +214,14 @@ async fn etcd_creates(writers: usize, secs: f64) -> Option<Run> {
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let secs = if quick { 1.0 } else { 5.0 };
+    // `--writers N`: only the SQLite create load at N writers (for profiling).
+    let only: Option<usize> = std::env::args()
+        .skip_while(|a| a != "--writers")
+        .nth(1)
+        .map(|n| n.parse().expect("--writers takes a number"));
     println!("skiff store benchmark (SQLite WAL, synchronous=FULL; values of {VALUE_BYTES} bytes)");
     let mut sqlite64 = None;
-    for writers in [1, 16, 64] {
+    for writers in only.map_or(vec![1, 16, 64], |n| vec![n]) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = sqlite_store(&dir, SqliteOptions::default()).await;
         let run = creates(&store, writers, secs, "c").await;
@@ -229,6 +234,9 @@ async fn main() {
         if writers == 64 {
             sqlite64 = Some(run.per_sec);
         }
+    }
+    if only.is_some() {
+        return;
     }
     {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -51,6 +51,9 @@ pub struct SqliteOptions {
     pub compaction_step_rows: usize,
     /// Free pages one vacuum step hands back to the file system.
     pub vacuum_step_pages: u32,
+    /// Page size, in bytes, of a database this backend creates (existing files keep theirs).
+    /// Larger pages mean fewer WAL frames, and so fewer writes, per group commit.
+    pub page_size: u32,
     /// WAL size, in pages, that triggers an automatic checkpoint.
     pub wal_autocheckpoint_pages: u32,
     /// Bytes the WAL file is cut back to once it has been checkpointed.
@@ -72,7 +75,8 @@ impl Default for SqliteOptions {
             retain_revisions: 1_000,
             max_batch: 512,
             compaction_step_rows: 200,
-            vacuum_step_pages: 64,
+            vacuum_step_pages: 16,
+            page_size: 16 << 10,
             wal_autocheckpoint_pages: 1000,
             wal_size_limit: 8 << 20,
             cache_kib: 16 << 10,
@@ -133,6 +137,7 @@ impl SqliteBackend {
     pub fn open(path: &Path, opts: SqliteOptions) -> super::Result<SqliteBackend> {
         let pragmas = schema::WriterPragmas {
             busy_timeout: opts.busy_timeout,
+            page_size: opts.page_size,
             wal_autocheckpoint_pages: opts.wal_autocheckpoint_pages,
             wal_size_limit: opts.wal_size_limit,
             cache_kib: opts.cache_kib,

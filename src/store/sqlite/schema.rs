@@ -39,6 +39,7 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 #[derive(Clone, Debug)]
 pub struct WriterPragmas {
     pub busy_timeout: Duration,
+    pub page_size: u32,
     pub wal_autocheckpoint_pages: u32,
     pub wal_size_limit: i64,
     pub cache_kib: i64,
@@ -173,9 +174,11 @@ pub fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
 }
 
 /// Creates the schema on a fresh database, inside one transaction.
-fn initialise(conn: &Connection, path: &Path) -> Result<()> {
+fn initialise(conn: &Connection, path: &Path, page_size: u32) -> Result<()> {
     let fail = |e| map_err(path, e, StoreError::Unavailable);
-    // auto_vacuum only takes effect if set before the first table exists.
+    // auto_vacuum and page_size only take effect if set before the first table exists.
+    // page_size first: setting auto_vacuum fixes the page size of an empty database.
+    conn.pragma_update(None, "page_size", page_size).map_err(fail)?;
     conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL").map_err(fail)?;
     set_wal(conn, path)?;
     conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
@@ -227,7 +230,7 @@ pub fn open_writer(path: &Path, pragmas: &WriterPragmas) -> Result<Connection> {
     let fail = |e| map_err(path, e, StoreError::Unavailable);
     conn.busy_timeout(busy_ms(pragmas.busy_timeout)).map_err(fail)?;
     match probe(&conn, path)? {
-        Kind::Fresh => initialise(&conn, path)?,
+        Kind::Fresh => initialise(&conn, path, pragmas.page_size)?,
         Kind::Skiff => quick_check(&conn, path)?,
     }
     set_wal(&conn, path)?;

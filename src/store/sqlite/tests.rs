@@ -622,7 +622,7 @@ async fn page_limit_fails_writes_and_recovers() {
 }
 
 async fn full_page_limit(dir: &Path) {
-    let small = SqliteOptions { max_db_pages: 1024, ..manual() };
+    let small = SqliteOptions { max_db_pages: 256, ..manual() };
     let db = open(dir, small);
     let (acked, err) = fill(&db, 0).await;
     assert!(matches!(err, StoreError::WriteFailed(_)), "{err:?}");
@@ -649,4 +649,25 @@ async fn a_database_has_one_writer() {
     let db = open(dir.path(), manual());
     closer.join().unwrap();
     assert_eq!(db.get_at("/k", 0).await.unwrap().unwrap().value, val("v"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_databases_use_the_configured_page_size_and_keep_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let page_size = |dir: &Path| -> i64 {
+        let conn = rusqlite::Connection::open(SqliteBackend::db_path(dir)).unwrap();
+        conn.pragma_query_value(None, "page_size", |r| r.get(0)).unwrap()
+    };
+    let db = open(dir.path(), manual());
+    db.create("/k", val("v")).await.unwrap();
+    drop(db);
+    assert_eq!(page_size(dir.path()), 16384);
+    // An existing database keeps its page size whatever the options say.
+    let db = open(dir.path(), SqliteOptions { page_size: 4096, ..manual() });
+    db.create("/k2", val("v")).await.unwrap();
+    drop(db);
+    assert_eq!(page_size(dir.path()), 16384);
+    let other = tempfile::tempdir().unwrap();
+    drop(open(other.path(), SqliteOptions { page_size: 4096, ..manual() }));
+    assert_eq!(page_size(other.path()), 4096);
 }
