@@ -170,6 +170,9 @@ fn ports_key(ports: Option<&[EndpointPort]>) -> PortsKey {
         .collect()
 }
 
+/// The ports of a group of endpoints, and the endpoints by pod uid.
+type PortGroup = (Vec<EndpointPort>, Vec<(String, Endpoint)>);
+
 /// What one sync writes.
 #[derive(Default)]
 struct Plan {
@@ -203,8 +206,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, EndpointSliceError> {
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
 
     // The endpoints wanted, grouped by their port list.
-    let mut wanted: BTreeMap<PortsKey, (Vec<EndpointPort>, Vec<(String, Endpoint)>)> =
-        BTreeMap::new();
+    let mut wanted: BTreeMap<PortsKey, PortGroup> = BTreeMap::new();
     for pod in &pods {
         if !should_pod_be_in_endpoints(pod, true) {
             continue;
@@ -476,8 +478,11 @@ async fn apply(
 #[derive(Default)]
 struct SliceTracker {
     /// Service key -> slice name -> resourceVersion written (None: deleted) and when.
-    writes: Mutex<HashMap<String, HashMap<String, (Option<u64>, Instant)>>>,
+    writes: Mutex<HashMap<String, HashMap<String, Written>>>,
 }
+
+/// A write: the resourceVersion it made (None: a delete) and when.
+type Written = (Option<u64>, Instant);
 
 /// How long a write is waited for in the cache (a slice deleted by someone else right after it
 /// was written never shows up).
