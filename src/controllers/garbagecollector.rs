@@ -284,10 +284,37 @@ async fn sync(ctx: &Ctx, uid: &str) -> Result<Action, GarbageCollectorError> {
     if dangling.is_empty() {
         return Ok(Action::Done);
     }
+    // The graph may lag behind the object (an orphaning delete may just have removed the
+    // owner reference): decide on the object as it is now, not on the cached copy.
+    let live = match api.get_opt(&node.name).await.map_err(err("read", &node))? {
+        Some(obj) if obj.uid().as_deref() == Some(uid) => obj,
+        _ => return Ok(Action::Done),
+    };
+    let live_owners: HashSet<&str> =
+        live.owner_references().iter().map(|o| o.uid.as_str()).collect();
+    let cached_owners: HashSet<&str> = node.owners.iter().map(|o| o.uid.as_str()).collect();
+    if live_owners != cached_owners {
+        // The informer will deliver the newer object; look again then (or shortly).
+        return Ok(Action::RequeueAfter(std::time::Duration::from_millis(200)));
+    }
     if solid == 0 {
         if !node.deleting {
             tracing::debug!(kind = %ctx.kinds[node.kind].kind, name = %node.name, "deleting an object whose owners are gone");
-            delete(&api, &node, DeleteParams::background()).await.map_err(err("delete", &node))?;
+            // Precondition on the version read above: if the object changed since (409), look
+            // again rather than act on what may be stale.
+            let mut dp = DeleteParams::background();
+            dp.preconditions = Some(Preconditions {
+                uid: Some(node.uid.clone()),
+                resource_version: live.resource_version(),
+            });
+            match api.delete(&node.name, &dp).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    return Ok(Action::RequeueAfter(std::time::Duration::from_millis(200)));
+                }
+                Err(e) => return Err(err("delete", &node)(e)),
+            }
         }
         return Ok(Action::Done);
     }
