@@ -400,6 +400,8 @@ async fn discovery_documents() {
     );
     let (_, _, v) = raw(&env, "GET", "/api/v1", "", "", "").await;
     assert!(v["resources"].as_array().unwrap().iter().any(|r| r["name"] == "pods/log"));
+    let pods = v["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods").unwrap();
+    assert_eq!(pods["storageVersionHash"], "xPOwRZ+Yhw8=", "as a v1.33 kube-apiserver says");
     let (code, _, _) = raw(&env, "GET", "/apis/nope/v1", "", "", "").await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     // kube-rs discovery walks all of it.

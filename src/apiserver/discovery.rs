@@ -52,6 +52,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "namespaced": r.namespaced,
             "kind": r.kind,
             "verbs": r.verbs,
+            "storageVersionHash": r.storage_version_hash(),
         });
         if !r.short_names.is_empty() {
             entry["shortNames"] = json!(r.short_names);

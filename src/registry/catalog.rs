@@ -84,6 +84,8 @@ const ONLY_STATUS: &[Subresource] = &[STATUS];
 pub struct Conversion {
     /// The key segments the objects are stored under: (group or "core", resource).
     pub storage_group: &'static str,
+    /// The version of the stored form (its kind is the served kind).
+    pub storage_version: &'static str,
     pub storage_resource: &'static str,
     /// A served object (already decoded) to the stored form.
     pub to_storage: fn(Value) -> Value,
@@ -153,6 +155,25 @@ impl ResourceInfo {
             None if self.group.is_empty() => "core",
             None => self.group,
         }
+    }
+
+    /// The group, version and kind objects are stored as (upstream's storage version).
+    pub fn storage_gvk(&self) -> (&'static str, &'static str, &'static str) {
+        match &self.conversion {
+            Some(c) if c.storage_group == "core" => ("", c.storage_version, self.kind),
+            Some(c) => (c.storage_group, c.storage_version, self.kind),
+            None => (self.group, self.version, self.kind),
+        }
+    }
+
+    /// Discovery's storageVersionHash: the first 8 bytes of the SHA-256 of
+    /// "group/version/kind" of the storage version, base64; it changes exactly when the
+    /// storage version does, which is what clients watching it need.
+    pub fn storage_version_hash(&self) -> String {
+        use base64::Engine;
+        let (g, v, k) = self.storage_gvk();
+        let digest = ring::digest::digest(&ring::digest::SHA256, format!("{g}/{v}/{k}").as_bytes());
+        base64::engine::general_purpose::STANDARD.encode(&digest.as_ref()[..8])
     }
 
     /// The resource segment of storage keys.
@@ -481,7 +502,8 @@ fn build() -> Vec<ResourceInfo> {
         entry::<apiext::CustomResourceDefinition>()
             .short(&["crd", "crds"])
             .cats(API_EXT)
-            .subs(ONLY_STATUS),
+            .subs(ONLY_STATUS)
+            .with(res::crds::CustomResourceDefinitionStrategy),
     ]
 }
 
@@ -509,6 +531,21 @@ mod tests {
             "autoscaling"
         );
         assert_eq!(c.find("events.k8s.io", "v1", "events").unwrap().storage_group(), "core");
+    }
+
+    #[test]
+    fn storage_version_hashes_are_upstreams() {
+        let c = catalog();
+        let hash = |g: &str, v: &str, r: &str| c.find(g, v, r).unwrap().storage_version_hash();
+        // Values a v1.33 kube-apiserver publishes.
+        assert_eq!(hash("", "v1", "pods"), "xPOwRZ+Yhw8=");
+        assert_eq!(hash("", "v1", "configmaps"), "qFsyl6wFWjQ=");
+        assert_eq!(hash("apps", "v1", "deployments"), "8aSe+NMegvE=");
+        // Served in one version, stored in another: the hash is the storage version's.
+        let hpa = "horizontalpodautoscalers";
+        assert_eq!(hash("autoscaling", "v1", hpa), hash("autoscaling", "v2", hpa));
+        assert_eq!(hash("events.k8s.io", "v1", "events"), hash("", "v1", "events"));
+        assert_ne!(hash("", "v1", "pods"), hash("", "v1", "services"));
     }
 
     #[test]

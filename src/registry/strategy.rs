@@ -25,7 +25,8 @@ pub struct Ctx {
 #[derive(Clone, Copy)]
 pub struct Column {
     pub name: &'static str,
-    /// OpenAPI type: "string", "integer", "number", "boolean", "date".
+    /// OpenAPI type: "string", "integer", "number", "boolean"; "date" for an age computed from
+    /// a timestamp (AGE), "timestamp" for a time shown as it is (type "date" on the wire).
     pub type_: &'static str,
     /// "name" for the NAME column, "" otherwise.
     pub format: &'static str,

@@ -44,7 +44,13 @@ pub fn table(
         .map(|c| {
             json!({
                 "name": c.name,
-                "type": if c.type_ == "date" { "string" } else { c.type_ },
+                // "date" cells are rendered as ages (strings); "timestamp" cells are upstream's
+                // date columns, printed as the RFC 3339 time itself.
+                "type": match c.type_ {
+                    "date" => "string",
+                    "timestamp" => "date",
+                    other => other,
+                },
                 "format": c.format,
                 "description": c.description,
                 "priority": c.priority,

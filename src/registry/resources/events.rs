@@ -15,6 +15,7 @@ pub struct EventStrategy;
 /// events.k8s.io/v1 served, core v1 stored.
 pub const EVENTS_V1_CONVERSION: Conversion = Conversion {
     storage_group: "core",
+    storage_version: "v1",
     storage_resource: "events",
     to_storage: to_core,
     from_storage: from_core,

@@ -22,6 +22,7 @@ pub const DEFAULT_CPU_UTILIZATION: i64 = 80;
 /// autoscaling/v1 served, autoscaling/v2 stored.
 pub const V1_CONVERSION: Conversion = Conversion {
     storage_group: "autoscaling",
+    storage_version: "v2",
     storage_resource: "horizontalpodautoscalers",
     to_storage: v1_to_v2,
     from_storage: v2_to_v1,

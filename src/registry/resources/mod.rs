@@ -2,6 +2,7 @@
 //! fields, table columns) and, where a second served version exists, its conversion.
 
 pub mod configmaps;
+pub mod crds;
 pub mod cronjobs;
 pub mod daemonsets;
 pub mod deployments;
