@@ -32,7 +32,7 @@ use serde_json::json;
 use super::expectations::Expectations;
 use super::history::{self, CONTROLLER_REVISION_HASH_LABEL};
 use super::informer::{self, Change};
-use super::podutil::{self, controller_of, key_of, selector_matches, split_key};
+use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
 use super::rollout;
 use super::worker::{run_workers, Action};
@@ -91,7 +91,12 @@ pub async fn run(client: Client, workers: usize) -> Result<(), DaemonSetError> {
         move |c| match c {
             Change::Applied(pod) | Change::Deleted(pod) => {
                 let deleting = pod.metadata.deletion_timestamp.is_some();
-                for key in owners_of(&for_pods, &pod.metadata, deleting) {
+                for key in podutil::owners_of(
+                    &for_pods,
+                    |d: &DaemonSet| d.spec.as_ref().map(|s| &s.selector),
+                    &pod.metadata,
+                    deleting,
+                ) {
                     q.add(key);
                 }
             }
@@ -119,7 +124,12 @@ pub async fn run(client: Client, workers: usize) -> Result<(), DaemonSetError> {
         watcher::Config::default(),
         move |c| match c {
             Change::Applied(r) | Change::Deleted(r) => {
-                for key in owners_of(&for_revs, &r.metadata, false) {
+                for key in podutil::owners_of(
+                    &for_revs,
+                    |d: &DaemonSet| d.spec.as_ref().map(|s| &s.selector),
+                    &r.metadata,
+                    false,
+                ) {
                     q.add(key);
                 }
             }
@@ -162,34 +172,6 @@ pub async fn run(client: Client, workers: usize) -> Result<(), DaemonSetError> {
         _ = revs_task => {}
     }
     Err(DaemonSetError::InformerStopped)
-}
-
-/// The daemon sets an event about a pod or revision concerns: its controller if that is a
-/// DaemonSet, else (an orphan) every daemon set in its namespace whose selector matches it.
-fn owners_of(sets: &Store<DaemonSet>, meta: &ObjectMeta, deleting: bool) -> Vec<String> {
-    let ns = meta.namespace.clone().unwrap_or_default();
-    if let Some(owner) = controller_of(meta) {
-        return if owner.kind == "DaemonSet" {
-            vec![format!("{ns}/{}", owner.name)]
-        } else {
-            vec![]
-        };
-    }
-    if deleting {
-        return vec![];
-    }
-    let empty = BTreeMap::new();
-    let labels = meta.labels.as_ref().unwrap_or(&empty);
-    sets.state()
-        .iter()
-        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|s| {
-            s.spec.as_ref().is_some_and(|sp| {
-                !podutil::selector_is_empty(&sp.selector) && selector_matches(&sp.selector, labels)
-            })
-        })
-        .map(|s| key_of(s.as_ref()))
-        .collect()
 }
 
 /// Adds the tolerations every daemon pod gets (upstream's list) unless already present.

@@ -108,6 +108,42 @@ pub fn split_key(key: &str) -> (Option<&str>, &str) {
     }
 }
 
+/// The controllers of kind `K` an event about a dependent (pod or revision) concerns: its
+/// controller if that is a `K`, else, for an orphan not being deleted, every `K` in its
+/// namespace whose (non-empty) selector matches its labels. Keys are "namespace/name".
+pub fn owners_of<K>(
+    owners: &kube::runtime::reflector::Store<K>,
+    selector: fn(&K) -> Option<&LabelSelector>,
+    meta: &ObjectMeta,
+    deleting: bool,
+) -> Vec<String>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let ns = meta.namespace.clone().unwrap_or_default();
+    if let Some(owner) = controller_of(meta) {
+        return if owner.kind == K::kind(&()) {
+            vec![format!("{ns}/{}", owner.name)]
+        } else {
+            vec![]
+        };
+    }
+    if deleting {
+        return vec![];
+    }
+    let empty = BTreeMap::new();
+    let labels = meta.labels.as_ref().unwrap_or(&empty);
+    owners
+        .state()
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(ns.as_str()))
+        .filter(|o| {
+            selector(o).is_some_and(|sel| !selector_is_empty(sel) && selector_matches(sel, labels))
+        })
+        .map(|o| key_of(o.as_ref()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

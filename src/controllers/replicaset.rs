@@ -70,7 +70,12 @@ pub async fn run(client: Client, workers: usize) -> Result<(), ReplicaSetError> 
         watcher::Config::default(),
         move |c| match c {
             Change::Applied(pod) | Change::Deleted(pod) => {
-                for key in owners_of(&sets_for_pods, pod) {
+                for key in podutil::owners_of(
+                    &sets_for_pods,
+                    |rs: &ReplicaSet| rs.spec.as_ref().map(|s| &s.selector),
+                    &pod.metadata,
+                    pod.metadata.deletion_timestamp.is_some(),
+                ) {
                     q.add(key);
                 }
             }
@@ -93,33 +98,6 @@ pub async fn run(client: Client, workers: usize) -> Result<(), ReplicaSetError> 
         _ = pods_task => {}
     }
     Err(ReplicaSetError::InformerStopped)
-}
-
-/// The ReplicaSets a pod event concerns: its controller if that is a ReplicaSet, else (an
-/// orphan) every ReplicaSet in its namespace whose selector matches it.
-fn owners_of(sets: &Store<ReplicaSet>, pod: &Pod) -> Vec<String> {
-    let ns = pod.namespace().unwrap_or_default();
-    if let Some(owner) = controller_of(&pod.metadata) {
-        return if owner.kind == "ReplicaSet" {
-            vec![format!("{ns}/{}", owner.name)]
-        } else {
-            vec![]
-        };
-    }
-    if pod.metadata.deletion_timestamp.is_some() {
-        return vec![];
-    }
-    let labels = pod.labels();
-    sets.state()
-        .iter()
-        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|rs| {
-            rs.spec.as_ref().is_some_and(|s| {
-                !podutil::selector_is_empty(&s.selector) && selector_matches(&s.selector, labels)
-            })
-        })
-        .map(|rs| key_of(rs.as_ref()))
-        .collect()
 }
 
 async fn sync(ctx: &Ctx, key: &str) -> Result<Action, ReplicaSetError> {

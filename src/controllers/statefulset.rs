@@ -11,7 +11,6 @@
 //! availableReplicas, currentRevision, updateRevision, collisionCount, observedGeneration) is
 //! what `kubectl rollout status` reads.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +28,7 @@ use serde_json::json;
 
 use super::history::{self, CONTROLLER_REVISION_HASH_LABEL};
 use super::informer::{self, Change};
-use super::podutil::{self, controller_of, key_of, selector_matches, split_key};
+use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
 use super::AbortOnDrop;
@@ -82,9 +81,12 @@ pub async fn run(client: Client, workers: usize) -> Result<(), StatefulSetError>
         watcher::Config::default(),
         move |c| match c {
             Change::Applied(pod) | Change::Deleted(pod) => {
-                for key in
-                    owners_of(&for_pods, &pod.metadata, pod.metadata.deletion_timestamp.is_some())
-                {
+                for key in podutil::owners_of(
+                    &for_pods,
+                    |s: &StatefulSet| s.spec.as_ref().map(|s| &s.selector),
+                    &pod.metadata,
+                    pod.metadata.deletion_timestamp.is_some(),
+                ) {
                     q.add(key);
                 }
             }
@@ -98,7 +100,12 @@ pub async fn run(client: Client, workers: usize) -> Result<(), StatefulSetError>
         watcher::Config::default(),
         move |c| match c {
             Change::Applied(r) | Change::Deleted(r) => {
-                for key in owners_of(&for_revs, &r.metadata, false) {
+                for key in podutil::owners_of(
+                    &for_revs,
+                    |s: &StatefulSet| s.spec.as_ref().map(|s| &s.selector),
+                    &r.metadata,
+                    false,
+                ) {
                     q.add(key);
                 }
             }
@@ -140,34 +147,6 @@ pub async fn run(client: Client, workers: usize) -> Result<(), StatefulSetError>
         _ = claims_task => {}
     }
     Err(StatefulSetError::InformerStopped)
-}
-
-/// The sets an event about a pod or revision concerns: its controller if that is a StatefulSet,
-/// else (an orphan) every set in its namespace whose selector matches it.
-fn owners_of(sets: &Store<StatefulSet>, meta: &ObjectMeta, deleting: bool) -> Vec<String> {
-    let ns = meta.namespace.clone().unwrap_or_default();
-    if let Some(owner) = controller_of(meta) {
-        return if owner.kind == "StatefulSet" {
-            vec![format!("{ns}/{}", owner.name)]
-        } else {
-            vec![]
-        };
-    }
-    if deleting {
-        return vec![];
-    }
-    let empty = BTreeMap::new();
-    let labels = meta.labels.as_ref().unwrap_or(&empty);
-    sets.state()
-        .iter()
-        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|s| {
-            s.spec.as_ref().is_some_and(|sp| {
-                !podutil::selector_is_empty(&sp.selector) && selector_matches(&sp.selector, labels)
-            })
-        })
-        .map(|s| key_of(s.as_ref()))
-        .collect()
 }
 
 /// The parent name and ordinal a pod's name gives (`<parent>-<ordinal>`).
