@@ -240,15 +240,21 @@ mod tests {
         assert_eq!(err.code, 422);
     }
 
-    /// Writes fuzz/seeds/TARGET/seed-N from [`seeds`]: `cargo test --lib write_seeds -- --ignored`.
+    /// The committed seeds under fuzz/seeds/TARGET/seed-N are exactly [`seeds`]. After
+    /// changing [`seeds`], rewrite them with `SKIFF_WRITE_SEEDS=1 cargo test --lib seeds_`.
     #[test]
-    #[ignore]
-    fn write_seeds() {
+    fn seeds_are_committed() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+        let write = std::env::var_os("SKIFF_WRITE_SEEDS").is_some();
         for (n, (target, input)) in seeds().into_iter().enumerate() {
-            let dir = root.join(target);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join(format!("seed-{n:02}")), input).unwrap();
+            let file = root.join(target).join(format!("seed-{n:02}"));
+            if write {
+                std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+                std::fs::write(&file, &input).unwrap();
+            }
+            let committed = std::fs::read(&file)
+                .unwrap_or_else(|e| panic!("{}: {e} (write the seeds, see above)", file.display()));
+            assert_eq!(committed, input, "{} is out of date", file.display());
         }
     }
 }

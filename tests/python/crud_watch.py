@@ -23,12 +23,20 @@ except ImportError as e:  # the Rust test turns this into a clear failure
 NS = "python-client"
 CM = "py-config"
 DEPLOY = "py-web"
+# The watch thread and the main thread both print: one line at a time, never interleaved.
+PRINT_LOCK = threading.Lock()
+
+
+def say(line):
+    with PRINT_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def check(cond, what):
     if not cond:
         raise AssertionError(what)
-    print(f"ok {what}", flush=True)
+    say(f"ok {what}")
 
 
 def expect_status(code, fn, what):
@@ -166,7 +174,7 @@ def deployment_crud(apps):
     apps.delete_namespaced_deployment(
         DEPLOY, NS, body=client.V1DeleteOptions(propagation_policy="Foreground")
     )
-    print("ok deployment delete", flush=True)
+    say("ok deployment delete")
 
 
 def main():
@@ -184,7 +192,7 @@ def main():
     check(version.major == "1", f"server version {version.git_version}")
 
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NS)))
-    print(f"ok namespace {NS} created", flush=True)
+    say(f"ok namespace {NS} created")
 
     start = core.list_namespaced_config_map(NS).metadata.resource_version
     events = []
@@ -202,7 +210,7 @@ def main():
             ):
                 name = ev["object"].metadata.name
                 events.append((ev["type"], name))
-                print(f"event {ev['type']} {name}", flush=True)
+                say(f"event {ev['type']} {name}")
                 if ev["type"] == "DELETED" and name == CM:
                     w.stop()
         except Exception as e:  # reported by the main thread
@@ -218,8 +226,8 @@ def main():
     deployment_crud(apps)
 
     core.delete_namespace(NS)
-    print("ok namespace delete", flush=True)
-    print("PASS", flush=True)
+    say("ok namespace delete")
+    say("PASS")
     return 0
 
 
