@@ -127,7 +127,7 @@ async fn cronjobs_fire_honour_concurrency_and_keep_history() {
     let replaced = wait_for(T, "replace's new job, old one gone", || async {
         let names: Vec<String> =
             jobs_of(&jobs, "replace").await.iter().map(|j| j.name_any()).collect();
-        (names.len() == 1 && names[0] != "replace-old").then_some(names[0].clone())
+        (names.len() == 1 && names[0] != "replace-old").then(|| names[0].clone())
     })
     .await
     .unwrap();
