@@ -47,6 +47,7 @@ impl Registry {
             object::meta_mut(&mut obj).insert("name".into(), json!(meta::generate_name(&generate)));
         }
         strategy.prepare_for_create(&ctx, &mut obj);
+        self.admit_create_mutating(res, &mut obj).await?;
         let mut causes = meta::validate_create(res, strategy.name_rule(), &obj);
         causes.extend(strategy.validate(&obj));
         if !causes.is_empty() {
@@ -55,6 +56,8 @@ impl Registry {
         if res.namespaced {
             self.check_namespace(res, &obj).await?;
         }
+        let requested_name = if generated { "" } else { object::name(&obj) };
+        self.admit_create(res, &obj, requested_name, opts.dry_run).await?;
         if !opts.fields_recorded {
             managed_fields::record_update(
                 &mut obj,

@@ -5,6 +5,7 @@
 //! on the way in (see [`catalog::ResourceInfo::decode`]); stored bytes are that JSON without
 //! metadata.resourceVersion.
 
+pub mod admission;
 pub mod bootstrap;
 pub mod catalog;
 pub mod continue_token;

@@ -116,6 +116,7 @@ impl Registry {
             if !causes.is_empty() {
                 return Err(ApiError::invalid(res.group, res.kind, name, causes));
             }
+            self.admit_update(res, part, &new, &old, opts.dry_run).await?;
             if !opts.fields_recorded {
                 let sub = part.subresource();
                 managed_fields::record_update(
