@@ -58,6 +58,10 @@ pub struct ServerArgs {
     /// Run no controllers, scheduler or simulated nodes (the API alone).
     #[arg(long)]
     pub disable_controllers: bool,
+    /// Run the controllers and the scheduler only while holding the kube-system/skiff-controllers
+    /// Lease, so servers sharing an etcd run them once (a single SQLite server needs none).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
 }
 
 impl ServerArgs {
@@ -112,6 +116,12 @@ impl ServerArgs {
                 })
             }
         };
+        let elect = self.leader_elect && matches!(config.datastore, Datastore::Etcd { .. });
+        if let Some(components) = config.components.as_mut().filter(|_| elect) {
+            let identity = crate::controllers::leader::default_identity();
+            components.leader_election =
+                Some(crate::controllers::leader::LeaderElectionConfig::new(identity));
+        }
         Ok(config)
     }
 }
@@ -199,5 +209,17 @@ mod tests {
         assert!(matches!(c.datastore, Datastore::Etcd { .. }));
         assert!(parse(&["--data-dir", "/d", "--datastore-endpoint", "mysql://x"]).is_err());
         assert!(parse(&["--data-dir", "/d", "--max-requests-inflight", "0"]).is_err());
+    }
+
+    #[test]
+    fn leader_election_runs_with_etcd_unless_disabled() {
+        let elects = |args: &[&str]| {
+            let c = parse(args).expect("ok");
+            c.components.and_then(|o| o.leader_election).is_some()
+        };
+        let etcd = ["--data-dir", "/d", "--datastore-endpoint", "etcd://h:2379"];
+        assert!(elects(&etcd));
+        assert!(!elects(&[&etcd[..], &["--leader-elect=false"]].concat()));
+        assert!(!elects(&["--data-dir", "/d"]));
     }
 }

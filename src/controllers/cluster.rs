@@ -28,6 +28,8 @@ pub struct ComponentOptions {
     pub node_switch: NodeSwitch,
     /// How often simulated nodes renew their Lease (upstream's kubelet: 10 s).
     pub node_lease_renew: std::time::Duration,
+    /// Run the controllers and the scheduler only while holding this Lease (None: always).
+    pub leader_election: Option<super::leader::LeaderElectionConfig>,
 }
 
 impl Default for ComponentOptions {
@@ -39,6 +41,7 @@ impl Default for ComponentOptions {
             node_capacity: NodeCapacity::default(),
             node_switch: NodeSwitch::default(),
             node_lease_renew: std::time::Duration::from_secs(10),
+            leader_election: None,
         }
     }
 }
@@ -69,7 +72,15 @@ async fn run_components(client: kube::Client, opts: ComponentOptions) -> anyhow:
     if opts.controllers {
         let c = client.clone();
         let o = opts.controller_options.clone();
-        tasks.push(spawn_named("controller-manager", run_all(c, o)));
+        match opts.leader_election.clone() {
+            None => tasks.push(spawn_named("controller-manager", run_all(c, o))),
+            Some(le) => tasks.push(spawn_named(
+                "controller-manager",
+                super::leader::run_while_leader(c.clone(), le, move || {
+                    run_all(c.clone(), o.clone())
+                }),
+            )),
+        }
     }
     if opts.simulate_nodes > 0 {
         let mut sim = SimulatedOptions::new(opts.simulate_nodes, opts.node_capacity.clone());

@@ -18,6 +18,7 @@ pub mod garbagecollector;
 pub mod history;
 pub mod informer;
 pub mod job;
+pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod podgc;
