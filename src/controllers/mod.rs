@@ -25,6 +25,7 @@ pub mod podgc;
 pub mod podutil;
 pub mod queue;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod rollout;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -125,6 +126,10 @@ pub async fn run_all(client: kube::Client, opts: ControllerOptions) -> anyhow::R
         (
             "ttlafterfinished",
             ttlafterfinished::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
+        (
+            "resourcequota",
+            resourcequota::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
         ),
     ];
     if opts.scheduler {

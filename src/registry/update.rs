@@ -168,8 +168,15 @@ impl Registry {
                 }
                 // Someone wrote in between: read again and rebuild (as upstream's guaranteed
                 // update does); a client's own stale resourceVersion fails the check above.
-                Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. }) => continue,
-                Err(e) => return Err(store_error(e, res, name)),
+                // What this attempt allocated and the stored object does not hold goes back.
+                Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. }) => {
+                    strategy.release(&self.store, &new, Some(&old)).await;
+                    continue;
+                }
+                Err(e) => {
+                    strategy.release(&self.store, &new, Some(&old)).await;
+                    return Err(store_error(e, res, name));
+                }
             }
         }
         Err(ApiError::conflict(target(res, name), CONFLICT_MODIFIED))

@@ -12,6 +12,7 @@ pub mod ipaddresses;
 pub mod jobs;
 pub mod misc;
 pub mod namespaces;
+pub mod nodeports;
 pub mod nodes;
 pub mod pods;
 pub mod podspec;

@@ -1,33 +1,26 @@
 //! Services: defaults (ClusterIP, sessionAffinity None, single-stack IPv4, TCP ports whose
 //! targetPort is the port, internalTrafficPolicy Cluster), cluster IPs allocated from
-//! 10.43.0.0/16 and node ports from 30000-32767, validation, and the `kubectl get svc` columns.
-//!
-//! Each allocated cluster IP is an IPAddress object (networking.k8s.io/v1) whose parentRef is
-//! the service, as upstream's allocator keeps them: creating its key atomically is the claim,
-//! so no two services get one IP even with several API servers on one etcd.
+//! 10.43.0.0/16 (`ipaddresses`) and node ports from 30000-32767 (`nodeports`), both claimed
+//! atomically through the store and released on delete or when an update drops them,
+//! validation, and the `kubectl get svc` columns.
 
 use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
-use rand::Rng;
 use serde_json::{json, Value};
 
+use super::ipaddresses;
+pub use super::ipaddresses::SERVICE_CIDR;
+use super::nodeports::{self, needs_node_ports, NODE_PORTS};
 use super::pods::none_if_empty;
 use crate::apiserver::status::{ApiError, StatusCause};
-use crate::registry::catalog::catalog;
 use crate::registry::object::{self, default_field};
 use crate::registry::strategy::{Column, Ctx, Strategy};
 use crate::registry::validation::{self as v, NameRule};
-use crate::store::{ListOptions, Store, StoreError};
+use crate::store::Store;
 
 /// The Service strategy.
 pub struct ServiceStrategy;
-
-/// The service IP range.
-pub const SERVICE_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 43, 0, 0), 16);
-/// The node port range.
-pub const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
-const IPADDRESS_PREFIX: &str = "/registry/networking.k8s.io/ipaddresses/";
 
 #[async_trait]
 impl Strategy for ServiceStrategy {
@@ -78,13 +71,22 @@ impl Strategy for ServiceStrategy {
         if kind == "LoadBalancer" {
             default_field(spec, "allocateLoadBalancerNodePorts", json!(true));
         }
-        if let Some(ip) = spec
-            .get("clusterIP")
+        // clusterIP and clusterIPs[0] say the same thing: fill in whichever is missing.
+        let ip = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+        let first = spec
+            .get("clusterIPs")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
             .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-        {
-            default_field(spec, "clusterIPs", json!([ip]));
+            .map(String::from);
+        match (ip.is_empty(), first) {
+            (false, None) => {
+                spec.insert("clusterIPs".into(), json!([ip]));
+            }
+            (true, Some(first)) => {
+                spec.insert("clusterIP".into(), json!(first));
+            }
+            _ => {}
         }
         default_field(spec, "ipFamilies", json!(["IPv4"]));
         default_field(spec, "ipFamilyPolicy", json!("SingleStack"));
@@ -107,9 +109,27 @@ impl Strategy for ServiceStrategy {
             object::remove_at(new, "spec.clusterIP");
             object::remove_at(new, "spec.clusterIPs");
         }
-        // Keep allocated node ports for ports that keep their number.
+        // Keep allocated node ports for ports that keep their number, while the type needs
+        // them; a type that no longer needs them drops the ones the client left unchanged.
         let old_ports =
             object::path(old, "spec.ports").and_then(Value::as_array).cloned().unwrap_or_default();
+        if !needs_node_ports(new) {
+            if needs_node_ports(old) {
+                let same = |p: &Value| {
+                    old_ports.iter().any(|o| {
+                        o.get("port") == p.get("port") && o.get("nodePort") == p.get("nodePort")
+                    })
+                };
+                if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+                    for p in ports.iter_mut().filter(|p| same(p)) {
+                        if let Some(pm) = p.as_object_mut() {
+                            pm.remove("nodePort");
+                        }
+                    }
+                }
+            }
+            return;
+        }
         if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
             for p in ports.iter_mut().filter(|p| p.get("nodePort").is_none()) {
                 let same = old_ports.iter().find(|o| {
@@ -181,6 +201,16 @@ impl Strategy for ServiceStrategy {
         {
             out.push(v::required("spec.externalName", ""));
         }
+        let ips = cluster_ips(obj);
+        if let (Some(ip), Some(first)) = (object::str_at(obj, "spec.clusterIP"), ips.first()) {
+            if !ip.is_empty() && ip != first {
+                out.push(invalid_ips(
+                    "spec.clusterIPs",
+                    &ips,
+                    "first value must match `clusterIP`",
+                ));
+            }
+        }
         if let Some(ip) =
             object::str_at(obj, "spec.clusterIP").filter(|s| !s.is_empty() && *s != "None")
         {
@@ -202,9 +232,9 @@ impl Strategy for ServiceStrategy {
         if !external {
             if let (Some(o), n) = (cluster_ip(old), cluster_ip(new)) {
                 if n.as_deref() != Some(o.as_str()) {
-                    out.push(v::invalid(
+                    out.push(invalid_ips(
                         "spec.clusterIPs[0]",
-                        &json!(n),
+                        &cluster_ips(new),
                         "may not change once set",
                     ));
                 }
@@ -252,44 +282,41 @@ impl Strategy for ServiceStrategy {
         dry_run: bool,
     ) -> Result<(), ApiError> {
         let kind = object::str_at(obj, "spec.type").unwrap_or("ClusterIP").to_string();
+        let mut new_ip = None;
         if kind != "ExternalName" && object::str_at(obj, "spec.clusterIP") != Some("None") {
             let had = old.and_then(cluster_ip);
             match cluster_ip(obj) {
                 Some(ip) if had.as_deref() == Some(ip.as_str()) => {}
-                Some(ip) => claim_ip(store, obj, &ip, dry_run).await?,
+                Some(ip) => {
+                    ipaddresses::claim(store, obj, &ip, dry_run).await?;
+                    new_ip = Some(ip);
+                }
                 None => {
-                    let ip = allocate_ip(store, obj, dry_run).await?;
+                    let ip = ipaddresses::allocate(store, obj, dry_run).await?;
                     object::set_at(obj, "spec.clusterIP", json!(ip));
                     object::set_at(obj, "spec.clusterIPs", json!([ip]));
+                    new_ip = Some(ip);
                 }
             }
         }
-        if kind == "NodePort"
-            || (kind == "LoadBalancer"
-                && object::path(obj, "spec.allocateLoadBalancerNodePorts") != Some(&json!(false)))
-        {
-            allocate_node_ports(store, obj).await?;
+        if nodeports::needs_node_ports(obj) {
+            if let Err(e) = nodeports::allocate(store, obj, dry_run).await {
+                if let (Some(ip), false) = (new_ip, dry_run) {
+                    ipaddresses::release(store, obj, &ip).await;
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }
 
     async fn release(&self, store: &Store, obj: &Value, replaced_by: Option<&Value>) {
+        nodeports::release(store, obj, replaced_by).await;
         let Some(ip) = cluster_ip(obj) else { return };
         if replaced_by.and_then(cluster_ip).as_deref() == Some(ip.as_str()) {
             return;
         }
-        let key = format!("{IPADDRESS_PREFIX}{ip}");
-        if let Ok(Some(kv)) = store.get(&key, None).await {
-            let owner: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-            let same = object::str_at(&owner, "spec.parentRef.name") == Some(object::name(obj))
-                && object::str_at(&owner, "spec.parentRef.namespace")
-                    == Some(object::namespace(obj));
-            if same {
-                if let Err(e) = store.delete(&key, Some(kv.mod_revision)).await {
-                    tracing::warn!(ip = %ip, error = %e, "could not release service ip");
-                }
-            }
-        }
+        ipaddresses::release(store, obj, &ip).await;
     }
 }
 
@@ -300,152 +327,24 @@ fn cluster_ip(obj: &Value) -> Option<String> {
         .map(String::from)
 }
 
-fn in_range(ip: Ipv4Addr) -> bool {
-    let (net, bits) = SERVICE_CIDR;
-    let mask = u32::MAX << (32 - bits);
-    (u32::from(ip) & mask) == u32::from(net)
+/// spec.clusterIPs as strings.
+fn cluster_ips(obj: &Value) -> Vec<String> {
+    object::path(obj, "spec.clusterIPs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect()
 }
 
-/// Claims a requested IP; 422 if it is outside the range or taken.
-async fn claim_ip(store: &Store, svc: &Value, ip: &str, dry_run: bool) -> Result<(), ApiError> {
-    let invalid = |why: String| {
-        let cause = v::invalid(
-            "spec.clusterIPs",
-            &json!([ip]),
-            &format!("failed to allocate IP {ip}: {why}"),
-        );
-        ApiError::invalid("", "Service", object::name(svc), vec![cause])
-    };
-    let parsed: Ipv4Addr = ip.parse().map_err(|_| invalid("not a valid IPv4 address".into()))?;
-    if !in_range(parsed) {
-        return Err(invalid(format!(
-            "the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}/{}",
-            SERVICE_CIDR.0, SERVICE_CIDR.1
-        )));
+/// An "Invalid value" cause whose value is a list of IPs, shown as upstream shows a []string.
+fn invalid_ips(field: &str, ips: &[String], detail: &str) -> StatusCause {
+    let shown: Vec<String> = ips.iter().map(|ip| format!("{ip:?}")).collect();
+    StatusCause {
+        reason: "FieldValueInvalid".into(),
+        message: format!("Invalid value: []string{{{}}}: {detail}", shown.join(", ")),
+        field: field.into(),
     }
-    let key = format!("{IPADDRESS_PREFIX}{ip}");
-    if dry_run {
-        return match store.get(&key, None).await {
-            Ok(None) => Ok(()),
-            Ok(Some(_)) => Err(invalid("provided IP is already allocated".into())),
-            Err(e) => Err(ApiError::internal(e.to_string())),
-        };
-    }
-    match store.create(&key, ip_address_object(svc, ip).into()).await {
-        Ok(_) => Ok(()),
-        Err(StoreError::AlreadyExists { .. }) => {
-            Err(invalid("provided IP is already allocated".into()))
-        }
-        Err(e) => Err(ApiError::internal(e.to_string())),
-    }
-}
-
-/// Allocates a free IP (random first, then a scan).
-async fn allocate_ip(store: &Store, svc: &Value, dry_run: bool) -> Result<String, ApiError> {
-    let (net, bits) = SERVICE_CIDR;
-    let size = 1u32 << (32 - bits);
-    let base = u32::from(net);
-    // Offset 0 is the network, 1 the kubernetes service, the last the broadcast address.
-    let candidate = |offset: u32| Ipv4Addr::from(base + offset).to_string();
-    let mut tries: Vec<u32> = (0..32).map(|_| rand::rng().random_range(2..size - 1)).collect();
-    tries.extend(2..size - 1);
-    for offset in tries {
-        let ip = candidate(offset);
-        let key = format!("{IPADDRESS_PREFIX}{ip}");
-        if dry_run {
-            if let Ok(None) = store.get(&key, None).await {
-                return Ok(ip);
-            }
-            continue;
-        }
-        match store.create(&key, ip_address_object(svc, &ip).into()).await {
-            Ok(_) => return Ok(ip),
-            Err(StoreError::AlreadyExists { .. }) => continue,
-            Err(e) => return Err(ApiError::internal(e.to_string())),
-        }
-    }
-    Err(ApiError::internal("failed to allocate a serviceIP: range is full"))
-}
-
-/// The IPAddress object recording an allocation.
-fn ip_address_object(svc: &Value, ip: &str) -> Vec<u8> {
-    let obj = json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "IPAddress",
-        "metadata": {
-            "name": ip,
-            "uid": uuid::Uuid::new_v4().to_string(),
-            "creationTimestamp": object::now_rfc3339(),
-            "labels": {
-                "ipaddress.kubernetes.io/ip-family": "IPv4",
-                "ipaddress.kubernetes.io/managed-by": "ipallocator.k8s.io",
-            },
-        },
-        "spec": {"parentRef": {"group": "", "resource": "services", "namespace": object::namespace(svc), "name": object::name(svc)}},
-    });
-    serde_json::to_vec(&obj).unwrap_or_default()
-}
-
-/// Gives every port without a nodePort a free one (free: no other service uses it); a
-/// requested one must be free.
-async fn allocate_node_ports(store: &Store, svc: &mut Value) -> Result<(), ApiError> {
-    let mut used = used_node_ports(store, svc).await?;
-    let name = object::name(svc).to_string();
-    let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else {
-        return Ok(());
-    };
-    for (i, p) in ports.iter_mut().enumerate() {
-        match p.get("nodePort").and_then(Value::as_i64) {
-            Some(np) if used.contains(&np) => {
-                let cause = v::invalid(
-                    &format!("spec.ports[{i}].nodePort"),
-                    &json!(np),
-                    "provided port is already allocated",
-                );
-                return Err(ApiError::invalid("", "Service", &name, vec![cause]));
-            }
-            Some(np) => used.push(np),
-            None => {
-                let free = (0..64)
-                    .map(|_| rand::rng().random_range(NODE_PORTS))
-                    .chain(NODE_PORTS)
-                    .find(|np| !used.contains(np))
-                    .ok_or_else(|| {
-                        ApiError::internal("failed to allocate a nodePort: range is full")
-                    })?;
-                used.push(free);
-                p["nodePort"] = json!(free);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Node ports in use by services other than `svc`.
-async fn used_node_ports(store: &Store, svc: &Value) -> Result<Vec<i64>, ApiError> {
-    let services =
-        catalog().find("", "v1", "services").ok_or_else(|| ApiError::internal("no services"))?;
-    let prefix = crate::registry::Registry::prefix(services, None);
-    let page = store
-        .list(&prefix, &ListOptions::default())
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut used = vec![];
-    for kv in page.items {
-        let other: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-        if object::name(&other) == object::name(svc)
-            && object::namespace(&other) == object::namespace(svc)
-        {
-            continue;
-        }
-        for p in object::path(&other, "spec.ports").and_then(Value::as_array).into_iter().flatten()
-        {
-            if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
-                used.push(np);
-            }
-        }
-    }
-    Ok(used)
 }
 
 fn external_ip(o: &Value) -> String {
@@ -520,8 +419,8 @@ mod tests {
         assert_eq!(spec["ipFamilies"], json!(["IPv4"]));
         assert_eq!(spec["ipFamilyPolicy"], "SingleStack");
         assert_eq!(spec["internalTrafficPolicy"], "Cluster");
-        assert!(in_range("10.43.200.1".parse().unwrap()));
-        assert!(!in_range("10.44.0.1".parse().unwrap()));
+        assert!(ipaddresses::in_range("10.43.200.1".parse().unwrap()));
+        assert!(!ipaddresses::in_range("10.44.0.1".parse().unwrap()));
     }
 
     #[test]
