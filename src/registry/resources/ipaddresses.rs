@@ -70,8 +70,20 @@ pub fn in_range(ip: Ipv4Addr) -> bool {
 
 /// The 422 for a service whose requested IP cannot be had.
 fn ip_invalid(svc: &Value, ip: &str, why: &str) -> ApiError {
-    let cause =
-        v::invalid("spec.clusterIPs", &json!([ip]), &format!("failed to allocate IP {ip}: {why}"));
+    let ips: Vec<String> = object::path(svc, "spec.clusterIPs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(|s| format!("{s:?}")))
+        .collect();
+    let cause = StatusCause {
+        reason: "FieldValueInvalid".into(),
+        message: format!(
+            "Invalid value: []string{{{}}}: failed to allocate IP {ip}: {why}",
+            ips.join(", ")
+        ),
+        field: "spec.clusterIPs".into(),
+    };
     ApiError::invalid("", "Service", object::name(svc), vec![cause])
 }
 

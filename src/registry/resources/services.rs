@@ -109,6 +109,15 @@ impl Strategy for ServiceStrategy {
             object::remove_at(new, "spec.clusterIP");
             object::remove_at(new, "spec.clusterIPs");
         }
+        // A changed clusterIP with clusterIPs left as they were speaks for both (validation
+        // then refuses the change, as upstream's does).
+        let new_ip = object::str_at(new, "spec.clusterIP").unwrap_or("").to_string();
+        if !new_ip.is_empty()
+            && Some(new_ip.as_str()) != object::str_at(old, "spec.clusterIP")
+            && cluster_ips(new) == cluster_ips(old)
+        {
+            object::set_at(new, "spec.clusterIPs", json!([new_ip]));
+        }
         // Keep allocated node ports for ports that keep their number, while the type needs
         // them; a type that no longer needs them drops the ones the client left unchanged.
         let old_ports =
