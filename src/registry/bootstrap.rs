@@ -1,5 +1,6 @@
 //! Objects every cluster has from its first start: the namespaces default, kube-system,
-//! kube-public and kube-node-lease, and the `kubernetes` service in default. Created through
+//! kube-public and kube-node-lease, the system-node-critical and system-cluster-critical
+//! PriorityClasses, and the `kubernetes` service in default. Created through
 //! the registry (so defaults, validation and allocations apply) only where missing.
 
 use serde_json::json;
@@ -32,6 +33,13 @@ pub async fn ensure_defaults(store: &Store) -> anyhow::Result<()> {
     for ns in SYSTEM_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         create_missing(&registry, namespaces, obj, &opts, &format!("namespace {ns}")).await?;
+    }
+    let classes = catalog().find("scheduling.k8s.io", "v1", "priorityclasses");
+    for (name, value) in super::resources::pods::priority::SYSTEM_PRIORITY_CLASSES {
+        let obj = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value, "description": "Built-in class for system critical pods."});
+        let res = classes.expect("priorityclasses are in the catalog");
+        create_missing(&registry, res, obj, &opts, &format!("priorityclass {name}")).await?;
     }
     let services = catalog().find("", "v1", "services").expect("services are in the catalog");
     let svc = json!({

@@ -1,7 +1,8 @@
-//! The scheduler's cache of nodes and of what is placed on them: requested resources, host ports
-//! and pod counts per node, from bound pods the informer reports and from pods the scheduler has
-//! assumed onto a node while their binding is in flight (assume-on-bind), so the next pod is
-//! placed against up-to-date allocations without waiting for the watch.
+//! The scheduler's cache of nodes and of what is placed on them: the pods on each node with
+//! their requested resources and host ports, from bound pods the informer reports and from pods
+//! the scheduler has assumed onto a node while their binding is in flight (assume-on-bind), so
+//! the next pod is placed against up-to-date allocations without waiting for the watch. It also
+//! remembers which pending pods are nominated to a node by preemption.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,6 +15,53 @@ use super::resources::{node_allocatable, pod_requests, Resources};
 /// A host port a pod uses: (protocol, host IP, port).
 pub type HostPort = (String, String, i32);
 
+/// A pod and what the scheduler derives from it once.
+#[derive(Debug)]
+pub struct PodInfo {
+    pub pod: Arc<Pod>,
+    pub uid: String,
+    pub requests: Resources,
+    pub non_zero: Resources,
+    pub ports: Vec<HostPort>,
+    pub priority: i32,
+    /// Whether the pod has any pod affinity or anti-affinity (required or preferred).
+    pub has_affinity: bool,
+    /// Whether the pod has required pod anti-affinity terms.
+    pub has_required_anti_affinity: bool,
+}
+
+impl PodInfo {
+    pub fn new(pod: Arc<Pod>) -> PodInfo {
+        let aff = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
+        let has_affinity =
+            aff.is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some());
+        let has_required_anti_affinity = aff
+            .and_then(|a| a.pod_anti_affinity.as_ref())
+            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+            .is_some_and(|t| !t.is_empty());
+        PodInfo {
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            requests: pod_requests(&pod, false),
+            non_zero: pod_requests(&pod, true),
+            ports: host_ports(&pod),
+            priority: priority_of(&pod),
+            has_affinity,
+            has_required_anti_affinity,
+            pod,
+        }
+    }
+
+    /// Whether the pod is being deleted.
+    pub fn terminating(&self) -> bool {
+        self.pod.metadata.deletion_timestamp.is_some()
+    }
+}
+
+/// A pod's priority (spec.priority, 0 when unset).
+pub fn priority_of(pod: &Pod) -> i32 {
+    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
+}
+
 /// One node and what is placed on it.
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
@@ -24,31 +72,68 @@ pub struct NodeInfo {
     /// The same with the scoring defaults for containers without requests.
     pub non_zero_requested: Resources,
     pub used_ports: Vec<HostPort>,
+    pub pods: Vec<Arc<PodInfo>>,
+    /// How many of the pods have pod affinity or anti-affinity.
+    pub pods_with_affinity: usize,
+    /// How many of the pods have required pod anti-affinity.
+    pub pods_with_required_anti_affinity: usize,
 }
 
 impl NodeInfo {
-    fn new(node: Arc<Node>) -> NodeInfo {
+    pub fn new(node: Arc<Node>) -> NodeInfo {
         NodeInfo {
             allocatable: node_allocatable(&node),
             node,
             requested: Resources::default(),
             non_zero_requested: Resources::default(),
             used_ports: vec![],
+            pods: vec![],
+            pods_with_affinity: 0,
+            pods_with_required_anti_affinity: 0,
         }
     }
 
     pub fn name(&self) -> &str {
         self.node.metadata.name.as_deref().unwrap_or("")
     }
+
+    /// The node's label `key`.
+    pub fn label(&self, key: &str) -> Option<&String> {
+        self.node.metadata.labels.as_ref().and_then(|l| l.get(key))
+    }
+
+    /// Adds a pod to the node's totals.
+    pub fn add_pod(&mut self, p: &Arc<PodInfo>) {
+        self.requested.add(&p.requests);
+        self.non_zero_requested.add(&p.non_zero);
+        self.used_ports.extend(p.ports.iter().cloned());
+        self.pods_with_affinity += usize::from(p.has_affinity);
+        self.pods_with_required_anti_affinity += usize::from(p.has_required_anti_affinity);
+        self.pods.push(p.clone());
+    }
+
+    /// Removes a pod (by uid) from the node's totals; the removed pod, if it was there.
+    pub fn remove_pod(&mut self, uid: &str) -> Option<Arc<PodInfo>> {
+        let i = self.pods.iter().position(|p| p.uid == uid)?;
+        let p = self.pods.swap_remove(i);
+        self.requested.sub(&p.requests);
+        self.non_zero_requested.sub(&p.non_zero);
+        for port in &p.ports {
+            if let Some(j) = self.used_ports.iter().position(|u| u == port) {
+                self.used_ports.swap_remove(j);
+            }
+        }
+        self.pods_with_affinity -= usize::from(p.has_affinity);
+        self.pods_with_required_anti_affinity -= usize::from(p.has_required_anti_affinity);
+        Some(p)
+    }
 }
 
-/// What a placed pod adds to its node.
+/// Where a pod is placed.
 #[derive(Clone, Debug)]
 struct Placement {
     node: String,
-    requests: Resources,
-    non_zero: Resources,
-    ports: Vec<HostPort>,
+    info: Arc<PodInfo>,
     assumed: bool,
 }
 
@@ -60,6 +145,11 @@ pub struct Cache {
     pods: HashMap<String, Placement>,
     /// Pods placed on nodes the cache does not know yet.
     orphans: HashSet<String>,
+    /// Pods on known nodes with pod affinity or anti-affinity, and with required anti-affinity.
+    with_affinity: usize,
+    with_required_anti_affinity: usize,
+    /// Pending pods nominated to a node by preemption: uid → (node, pod).
+    nominated: HashMap<String, (String, Arc<PodInfo>)>,
 }
 
 impl Cache {
@@ -71,9 +161,35 @@ impl Cache {
         self.index.get(name).map(|i| &self.nodes[*i])
     }
 
+    /// Whether any placed pod has pod affinity or anti-affinity.
+    pub fn any_affinity(&self) -> bool {
+        self.with_affinity > 0
+    }
+
+    /// Whether any placed pod has required pod anti-affinity.
+    pub fn any_required_anti_affinity(&self) -> bool {
+        self.with_required_anti_affinity > 0
+    }
+
     /// Whether a pod (by uid) is assumed or bound in the cache.
     pub fn is_placed(&self, uid: &str) -> bool {
         self.pods.contains_key(uid)
+    }
+
+    /// The pending pods nominated to nodes: (node, pod).
+    pub fn nominated(&self) -> impl Iterator<Item = (&str, &Arc<PodInfo>)> {
+        self.nominated.values().map(|(n, p)| (n.as_str(), p))
+    }
+
+    /// Records (or, with an empty node, clears) a pending pod's nominated node.
+    pub fn set_nominated(&mut self, pod: &Pod, node: &str) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if node.is_empty() {
+            self.nominated.remove(&uid);
+        } else {
+            let info = Arc::new(PodInfo::new(Arc::new(pod.clone())));
+            self.nominated.insert(uid, (node.to_string(), info));
+        }
     }
 
     /// Adds or replaces a node, keeping what is placed on it.
@@ -92,7 +208,7 @@ impl Cache {
                 for uid in orphans {
                     if let Some(p) = self.pods.get(&uid).cloned().filter(|p| p.node == name) {
                         self.orphans.remove(&uid);
-                        self.apply(&p, 1);
+                        self.apply(&p, true);
                     }
                 }
             }
@@ -101,7 +217,9 @@ impl Cache {
 
     pub fn remove_node(&mut self, name: &str) {
         let Some(i) = self.index.remove(name) else { return };
-        self.nodes.swap_remove(i);
+        let gone = self.nodes.swap_remove(i);
+        self.with_affinity -= gone.pods_with_affinity;
+        self.with_required_anti_affinity -= gone.pods_with_required_anti_affinity;
         if let Some(moved) = self.nodes.get(i) {
             self.index.insert(moved.name().to_string(), i);
         }
@@ -113,8 +231,9 @@ impl Cache {
     }
 
     /// Places a pod on `node` before its binding is confirmed.
-    pub fn assume(&mut self, pod: &Pod, node: &str) {
-        self.place(pod, node, true);
+    pub fn assume(&mut self, pod: &Arc<Pod>, node: &str) {
+        self.nominated.remove(pod.metadata.uid.as_deref().unwrap_or_default());
+        self.place(pod.clone(), node, true);
     }
 
     /// Undoes [`assume`](Cache::assume) after a failed binding (a no-op once the informer has
@@ -137,53 +256,55 @@ impl Cache {
             }
             return;
         }
-        match self.pods.get_mut(&uid) {
-            Some(p) if p.node == node => p.assumed = false,
-            _ => self.place(pod, &node, false),
+        self.nominated.remove(&uid);
+        let same = self.pods.get(&uid).is_some_and(|p| {
+            p.node == node
+                && p.info.pod.metadata.labels == pod.metadata.labels
+                && p.info.pod.metadata.deletion_timestamp == pod.metadata.deletion_timestamp
+        });
+        if same {
+            if let Some(p) = self.pods.get_mut(&uid) {
+                p.assumed = false;
+            }
+            return;
         }
+        self.place(Arc::new(pod.clone()), &node, false);
     }
 
     pub fn remove_pod(&mut self, uid: &str) {
+        self.nominated.remove(uid);
         if let Some(p) = self.pods.remove(uid) {
             if !self.orphans.remove(uid) {
-                self.apply(&p, -1);
+                self.apply(&p, false);
             }
         }
     }
 
-    fn place(&mut self, pod: &Pod, node: &str, assumed: bool) {
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
+    fn place(&mut self, pod: Arc<Pod>, node: &str, assumed: bool) {
+        let info = Arc::new(PodInfo::new(pod));
+        let uid = info.uid.clone();
         self.remove_pod(&uid);
-        let p = Placement {
-            node: node.to_string(),
-            requests: pod_requests(pod, false),
-            non_zero: pod_requests(pod, true),
-            ports: host_ports(pod),
-            assumed,
-        };
+        let p = Placement { node: node.to_string(), info, assumed };
         if self.index.contains_key(node) {
-            self.apply(&p, 1);
+            self.apply(&p, true);
         } else {
             self.orphans.insert(uid.clone());
         }
         self.pods.insert(uid, p);
     }
 
-    fn apply(&mut self, p: &Placement, sign: i32) {
+    fn apply(&mut self, p: &Placement, add: bool) {
         let Some(i) = self.index.get(&p.node) else { return };
         let info = &mut self.nodes[*i];
-        if sign > 0 {
-            info.requested.add(&p.requests);
-            info.non_zero_requested.add(&p.non_zero);
-            info.used_ports.extend(p.ports.iter().cloned());
-        } else {
-            info.requested.sub(&p.requests);
-            info.non_zero_requested.sub(&p.non_zero);
-            for port in &p.ports {
-                if let Some(j) = info.used_ports.iter().position(|u| u == port) {
-                    info.used_ports.swap_remove(j);
-                }
-            }
+        let (aff, anti) =
+            (usize::from(p.info.has_affinity), usize::from(p.info.has_required_anti_affinity));
+        if add {
+            info.add_pod(&p.info);
+            self.with_affinity += aff;
+            self.with_required_anti_affinity += anti;
+        } else if info.remove_pod(&p.info.uid).is_some() {
+            self.with_affinity -= aff;
+            self.with_required_anti_affinity -= anti;
         }
     }
 }

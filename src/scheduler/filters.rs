@@ -1,8 +1,9 @@
 //! Filters: whether a pod may go on a node, in the order of upstream's default profile
-//! (NodeUnschedulable, NodeName, TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit).
-//! A failing filter gives the reasons upstream reports for that node.
+//! (NodeUnschedulable, NodeName, TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit,
+//! PodTopologySpread, InterPodAffinity). The first failing filter gives the reasons upstream
+//! reports for that node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{
     Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Taint, Toleration,
@@ -10,6 +11,7 @@ use k8s_openapi::api::core::v1::{
 
 use super::cache::{HostPort, NodeInfo};
 use super::resources::Resources;
+use super::{interpod, spread};
 
 pub const REASON_UNSCHEDULABLE: &str = "node(s) were unschedulable";
 pub const REASON_NODE_NAME: &str = "node(s) didn't match the requested node name";
@@ -27,8 +29,18 @@ pub struct PodFacts<'a> {
     pub ports: Vec<HostPort>,
 }
 
+/// What the filters compute once per scheduling cycle: topology spread and inter-pod affinity
+/// counts, and the resources of higher-or-equal priority pods nominated to each node (which
+/// the pod must leave room for).
+#[derive(Clone, Debug, Default)]
+pub struct CycleState {
+    pub spread: Option<spread::FilterState>,
+    pub interpod: Option<interpod::FilterState>,
+    pub nominated: HashMap<String, Resources>,
+}
+
 /// Whether the pod fits the node: None, or the reasons it does not.
-pub fn check(facts: &PodFacts<'_>, info: &NodeInfo) -> Option<Vec<String>> {
+pub fn check(facts: &PodFacts<'_>, info: &NodeInfo, state: &CycleState) -> Option<Vec<String>> {
     let node = &info.node;
     let one = |r: &str| Some(vec![r.to_string()]);
     if node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
@@ -59,18 +71,45 @@ pub fn check(facts: &PodFacts<'_>, info: &NodeInfo) -> Option<Vec<String>> {
     if facts.ports.iter().any(|p| info.used_ports.iter().any(|u| ports_conflict(p, u))) {
         return one(REASON_PORTS);
     }
-    let reasons = insufficient(&facts.requests, info);
-    (!reasons.is_empty()).then_some(reasons)
+    let reasons = insufficient(&facts.requests, info, state.nominated.get(info.name()));
+    if !reasons.is_empty() {
+        return Some(reasons);
+    }
+    if let Some(r) = state.spread.as_ref().and_then(|s| s.check(info)) {
+        return one(r);
+    }
+    if let Some(r) = state.interpod.as_ref().and_then(|s| s.check(info)) {
+        return one(r);
+    }
+    None
 }
 
 /// Whether a filter failure can be resolved by removing pods (resources, ports) rather than
 /// never (selectors, taints): decides upstream's preemption wording.
 pub fn resolvable_by_preemption(reason: &str) -> bool {
-    reason.starts_with("Insufficient ") || reason == REASON_TOO_MANY_PODS || reason == REASON_PORTS
+    reason.starts_with("Insufficient ")
+        || [
+            REASON_TOO_MANY_PODS,
+            REASON_PORTS,
+            spread::REASON_SKEW,
+            interpod::REASON_ANTI_AFFINITY,
+            interpod::REASON_EXISTING_ANTI_AFFINITY,
+        ]
+        .contains(&reason)
 }
 
-fn insufficient(req: &Resources, info: &NodeInfo) -> Vec<String> {
-    let (alloc, used) = (&info.allocatable, &info.requested);
+fn insufficient(req: &Resources, info: &NodeInfo, nominated: Option<&Resources>) -> Vec<String> {
+    let alloc = &info.allocatable;
+    let with_nominated;
+    let used = match nominated {
+        None => &info.requested,
+        Some(n) => {
+            let mut u = info.requested.clone();
+            u.add(n);
+            with_nominated = u;
+            &with_nominated
+        }
+    };
     let mut out = vec![];
     if used.pods + 1 > alloc.pods {
         out.push(REASON_TOO_MANY_PODS.to_string());

@@ -1,34 +1,41 @@
 //! The scheduler: places pending pods (schedulerName default-scheduler, no nodeName) on nodes
-//! through the pods/binding subresource. One scheduling loop filters nodes (see [`filters`]),
-//! scores the feasible ones (see [`scores`]), assumes the pod onto the best node in its cache and
-//! binds in the background, so the next pod is placed while bindings are in flight. A pod no
-//! node fits gets PodScheduled=False (reason Unschedulable, upstream's message) and is tried
-//! again when nodes change or pods leave nodes.
+//! through the pods/binding subresource. One scheduling loop filters nodes (see [`filters`],
+//! with [`spread`] and [`interpod`] counts computed once per cycle), scores the feasible ones
+//! (see [`scores`]), assumes the pod onto the best node in its cache and binds in the
+//! background, so the next pod is placed while bindings are in flight. A pod no node fits may
+//! preempt lower-priority pods ([`preemption`]); otherwise it gets PodScheduled=False and a
+//! FailedScheduling event ([`unschedulable`]) and is tried again when nodes change, pods leave
+//! nodes, or (when it waits for other pods: affinity, spread) pods are placed.
 
 pub mod cache;
 pub mod filters;
+pub mod interpod;
+pub mod preemption;
 pub mod resources;
 pub mod scores;
+pub mod spread;
+pub mod unschedulable;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::PostParams;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
-use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::controllers::informer::{self, spawn_named, Change};
 use crate::controllers::podutil::{key_of, split_key};
 use crate::controllers::queue::WorkQueue;
-use cache::Cache;
-use filters::PodFacts;
+use cache::{priority_of, Cache};
+use filters::{CycleState, PodFacts};
+use unschedulable::{fit_error_message, Recorded};
 
 /// The scheduler name pods ask for by default.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
@@ -64,14 +71,35 @@ pub enum SchedulerError {
 struct Shared {
     cache: Mutex<Cache>,
     queue: WorkQueue,
-    /// Keys of pods that fit no node, waiting for a cluster change.
-    unschedulable: Mutex<HashSet<String>>,
+    /// Keys of pods that fit no node, waiting for a cluster change; true when another pod
+    /// being placed may make them fit (pod affinity, topology spread).
+    unschedulable: Mutex<HashMap<String, bool>>,
+    /// FailedScheduling events recorded.
+    recorded: Recorded,
 }
 
 impl Shared {
     /// Queues every unschedulable pod again (something that may make them fit happened).
     fn flush_unschedulable(&self) {
-        let keys: Vec<String> = self.unschedulable.lock().drain().collect();
+        let keys: Vec<String> = self.unschedulable.lock().drain().map(|(k, _)| k).collect();
+        for k in keys {
+            self.queue.add(k);
+        }
+    }
+
+    /// Queues the unschedulable pods that wait for other pods (a pod was placed).
+    fn flush_waiting_for_pods(&self) {
+        let keys: Vec<String> = {
+            let mut m = self.unschedulable.lock();
+            if !m.values().any(|w| *w) {
+                return;
+            }
+            let keys: Vec<String> = m.iter().filter(|(_, w)| **w).map(|(k, _)| k.clone()).collect();
+            for k in &keys {
+                m.remove(k);
+            }
+            keys
+        };
         for k in keys {
             self.queue.add(k);
         }
@@ -82,6 +110,8 @@ struct Scheduler {
     client: Client,
     shared: Arc<Shared>,
     pods: Store<Pod>,
+    namespaces: Store<Namespace>,
+    pdbs: Store<PodDisruptionBudget>,
     next_start: AtomicUsize,
     binds: Arc<Semaphore>,
     opts: SchedulerOptions,
@@ -92,7 +122,8 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
     let shared = Arc::new(Shared {
         cache: Mutex::new(Cache::default()),
         queue: WorkQueue::new(),
-        unschedulable: Mutex::new(HashSet::new()),
+        unschedulable: Mutex::new(HashMap::new()),
+        recorded: Recorded::default(),
     });
     let s = shared.clone();
     let (nodes, nodes_task) = informer::spawn(
@@ -132,7 +163,9 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
                     cache.remove_pod(&uid);
                     placed
                 };
-                s.unschedulable.lock().remove(&key_of(pod));
+                let key = key_of(pod);
+                s.unschedulable.lock().remove(&key);
+                s.recorded.forget(&key);
                 if was_placed {
                     s.flush_unschedulable();
                 }
@@ -140,16 +173,40 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
             Change::Synced => {}
         },
     );
-    let mut guard =
-        crate::controllers::AbortOnDrop(vec![nodes_task.abort_handle(), pods_task.abort_handle()]);
-    let ready = futures::future::join(nodes.wait_until_ready(), pods.wait_until_ready()).await;
-    if ready.0.is_err() || ready.1.is_err() {
+    let (namespaces, ns_task) = informer::spawn(
+        "scheduler-namespace-informer",
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+        |_| {},
+    );
+    let (pdbs, pdb_task) = informer::spawn(
+        "scheduler-pdb-informer",
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        watcher::Config::default(),
+        |_| {},
+    );
+    let mut guard = crate::controllers::AbortOnDrop(vec![
+        nodes_task.abort_handle(),
+        pods_task.abort_handle(),
+        ns_task.abort_handle(),
+        pdb_task.abort_handle(),
+    ]);
+    let ready = futures::future::join4(
+        nodes.wait_until_ready(),
+        pods.wait_until_ready(),
+        namespaces.wait_until_ready(),
+        pdbs.wait_until_ready(),
+    )
+    .await;
+    if ready.0.is_err() || ready.1.is_err() || ready.2.is_err() || ready.3.is_err() {
         return Err(SchedulerError::InformerStopped);
     }
     let sched = Arc::new(Scheduler {
         client,
         shared: shared.clone(),
         pods,
+        namespaces,
+        pdbs,
         next_start: AtomicUsize::new(0),
         binds: Arc::new(Semaphore::new(opts.bind_concurrency.max(1))),
         opts,
@@ -177,6 +234,8 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
         _ = flusher => {}
         _ = nodes_task => {}
         _ = pods_task => {}
+        _ = ns_task => {}
+        _ = pdb_task => {}
     }
     Err(SchedulerError::InformerStopped)
 }
@@ -185,21 +244,26 @@ fn on_pod(s: &Shared, pod: &Pod) {
     let assigned =
         pod.spec.as_ref().and_then(|sp| sp.node_name.as_deref()).is_some_and(|n| !n.is_empty());
     if assigned {
-        let freed = {
+        let (freed, added) = {
             let mut cache = s.cache.lock();
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let before = cache.is_placed(&uid);
             cache.update_pod(pod);
-            before && !cache.is_placed(&uid)
+            (before && !cache.is_placed(&uid), !before && cache.is_placed(&uid))
         };
         if freed {
             s.flush_unschedulable();
+        } else if added {
+            s.flush_waiting_for_pods();
         }
         return;
     }
+    let nominated = pod.status.as_ref().and_then(|st| st.nominated_node_name.as_deref());
+    let nominated = nominated.filter(|_| pod.metadata.deletion_timestamp.is_none());
+    s.cache.lock().set_nominated(pod, nominated.unwrap_or(""));
     if responsible_for(pod) {
         let key = key_of(pod);
-        if !s.unschedulable.lock().contains(&key) {
+        if !s.unschedulable.lock().contains_key(&key) {
             s.queue.add(key);
         }
     }
@@ -226,6 +290,30 @@ fn relevant_change(old: &Node, new: &Node) -> bool {
     old.metadata.labels != new.metadata.labels || spec(old) != spec(new) || alloc(old) != alloc(new)
 }
 
+/// Why no node fits: the reasons histogram and the nodes where removing pods may help.
+struct FitFailure {
+    total: usize,
+    reasons: BTreeMap<String, usize>,
+    potential: Vec<usize>,
+}
+
+/// What a scheduling attempt decided.
+enum Decision {
+    Bind(String),
+    /// Preemption chose a node: victims to evict, pods whose nomination is cleared.
+    Preempt {
+        message: String,
+        candidate: preemption::Candidate,
+        demoted: Vec<Arc<Pod>>,
+    },
+    /// `nominated`: None keeps the pod's nominated node, Some("") clears it.
+    Unschedulable {
+        message: String,
+        nominated: Option<String>,
+        waits_for_pods: bool,
+    },
+}
+
 impl Scheduler {
     async fn schedule_one(&self, key: &str) {
         let (ns, name) = split_key(key);
@@ -244,52 +332,176 @@ impl Scheduler {
             ports: cache::host_ports(&pod),
         };
         let non_zero = resources::pod_requests(&pod, true);
-        let chosen = {
+        let ns_obj = self.namespaces.get(&ObjectRef::new(&ns));
+        let ns_labels = ns_obj.as_ref().and_then(|n| n.metadata.labels.as_ref());
+        let terms = if spec
+            .affinity
+            .as_ref()
+            .is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some())
+        {
+            let all = if uses_namespace_selector(&pod) { self.namespaces.state() } else { vec![] };
+            interpod::PodTerms::of(&pod, &all)
+        } else {
+            interpod::PodTerms::default()
+        };
+        let decision = {
             let mut cache = self.shared.cache.lock();
             if cache.is_placed(&uid) {
                 return;
             }
-            match self.find_node(&cache, &facts, &non_zero) {
+            let state = cycle_state(&cache, &pod, &terms, ns_labels);
+            match self.find_node(&cache, &facts, &state, &non_zero, &terms, ns_labels) {
                 Ok(node) => {
                     cache.assume(&pod, &node);
-                    Ok(node)
+                    Decision::Bind(node)
                 }
-                Err(msg) => Err(msg),
+                Err(None) => Decision::Unschedulable {
+                    message: "no nodes available to schedule pods".into(),
+                    nominated: None,
+                    waits_for_pods: false,
+                },
+                Err(Some(fit)) => self.post_filter(&mut cache, &facts, &state, fit),
             }
         };
-        match chosen {
-            Ok(node) => self.bind(pod.clone(), key.to_string(), uid, node).await,
-            Err(message) => {
-                self.shared.unschedulable.lock().insert(key.to_string());
-                self.shared.queue.add_after(key.to_string(), UNSCHEDULABLE_RETRY);
+        match decision {
+            Decision::Bind(node) => {
+                self.shared.recorded.forget(key);
+                self.shared.flush_waiting_for_pods();
+                self.bind(pod.clone(), key.to_string(), uid, node).await
+            }
+            Decision::Preempt { message, candidate, demoted } => {
+                tracing::info!(
+                    pod = %key,
+                    node = %candidate.node,
+                    victims = candidate.victims.len(),
+                    "preempting lower-priority pods"
+                );
+                preemption::evict(&self.client, &pod, &candidate, demoted);
+                self.park(key, false);
+                unschedulable::record(
+                    &self.client,
+                    &self.shared.recorded,
+                    key,
+                    &pod,
+                    message,
+                    Some(&candidate.node),
+                );
+            }
+            Decision::Unschedulable { message, nominated, waits_for_pods } => {
                 tracing::debug!(pod = %key, %message, "pod is unschedulable");
-                self.mark_unschedulable(&pod, message);
+                self.park(key, waits_for_pods);
+                unschedulable::record(
+                    &self.client,
+                    &self.shared.recorded,
+                    key,
+                    &pod,
+                    message,
+                    nominated.as_deref(),
+                );
             }
         }
     }
 
-    /// The best node for the pod, or upstream's explanation of why none fits.
+    /// Keeps an unschedulable pod aside until the cluster changes (or the periodic retry).
+    fn park(&self, key: &str, waits_for_pods: bool) {
+        self.shared.unschedulable.lock().insert(key.to_string(), waits_for_pods);
+        self.shared.queue.add_after(key.to_string(), UNSCHEDULABLE_RETRY);
+    }
+
+    /// Preemption after a failed attempt (upstream's PostFilter).
+    fn post_filter(
+        &self,
+        cache: &mut Cache,
+        facts: &PodFacts<'_>,
+        state: &CycleState,
+        fit: FitFailure,
+    ) -> Decision {
+        let waits_for_pods =
+            fit.reasons.keys().any(|r| r == interpod::REASON_AFFINITY || r == spread::REASON_SKEW);
+        let total = fit.total;
+        let attempt =
+            preemption::eligible(facts.pod, cache).map_err(|r| (r, None)).and_then(|()| {
+                if fit.potential.is_empty() {
+                    return Err((
+                        format!(
+                            "0/{total} nodes are available: {total} {}.",
+                            preemption::NOT_HELPFUL
+                        ),
+                        Some(String::new()),
+                    ));
+                }
+                let pdbs = self.pdbs.state();
+                preemption::find_candidate(facts, state, cache.nodes(), &fit.potential, &pdbs)
+                    .map_err(|r| (r, Some(String::new())))
+            });
+        match attempt {
+            Ok(candidate) => {
+                let priority = priority_of(facts.pod);
+                let demoted =
+                    preemption::lower_priority_nominated(cache, &candidate.node, priority);
+                for d in &demoted {
+                    cache.set_nominated(d, "");
+                }
+                cache.set_nominated(facts.pod, &candidate.node);
+                Decision::Preempt {
+                    message: fit_error_message(total, &fit.reasons, ""),
+                    candidate,
+                    demoted,
+                }
+            }
+            Err((post, nominated)) => {
+                let clear = nominated.is_some()
+                    && facts
+                        .pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.nominated_node_name.as_deref())
+                        .is_some_and(|n| !n.is_empty());
+                if clear {
+                    cache.set_nominated(facts.pod, "");
+                }
+                Decision::Unschedulable {
+                    message: fit_error_message(total, &fit.reasons, &post),
+                    nominated: if clear { nominated } else { None },
+                    waits_for_pods,
+                }
+            }
+        }
+    }
+
+    /// The best node for the pod, or why none fits (None: there are no nodes).
     fn find_node(
         &self,
         cache: &Cache,
         facts: &PodFacts<'_>,
+        state: &CycleState,
         non_zero: &resources::Resources,
-    ) -> Result<String, String> {
+        terms: &interpod::PodTerms,
+        ns_labels: Option<&BTreeMap<String, String>>,
+    ) -> Result<String, Option<FitFailure>> {
         let nodes = cache.nodes();
         let total = nodes.len();
         if total == 0 {
-            return Err("no nodes available to schedule pods".into());
+            return Err(None);
+        }
+        // A pod nominated by preemption goes to its node if it fits there now.
+        let nominated = facts.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref());
+        if let Some(info) = nominated.and_then(|n| cache.node(n)) {
+            if filters::check(facts, info, state).is_none() {
+                return Ok(info.name().to_string());
+            }
         }
         let want = feasible_to_find(total, self.opts.percentage_of_nodes_to_score);
         let start = self.next_start.load(Ordering::Relaxed) % total;
         let mut feasible = Vec::with_capacity(want.min(total));
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        let mut resolvable = 0usize;
+        let mut potential = vec![];
         let mut processed = 0;
         for i in 0..total {
-            let info = &nodes[(start + i) % total];
+            let index = (start + i) % total;
+            let info = &nodes[index];
             processed += 1;
-            match filters::check(facts, info) {
+            match filters::check(facts, info, state) {
                 None => {
                     feasible.push(info);
                     if feasible.len() >= want {
@@ -298,7 +510,7 @@ impl Scheduler {
                 }
                 Some(rs) => {
                     if rs.iter().all(|r| filters::resolvable_by_preemption(r)) {
-                        resolvable += 1;
+                        potential.push(index);
                     }
                     for r in rs {
                         *reasons.entry(r).or_insert(0) += 1;
@@ -308,12 +520,17 @@ impl Scheduler {
         }
         self.next_start.store((start + processed) % total, Ordering::Relaxed);
         if feasible.is_empty() {
-            return Err(fit_error_message(total, &reasons, resolvable));
+            return Err(Some(FitFailure { total, reasons, potential }));
         }
         if feasible.len() == 1 {
             return Ok(feasible[0].name().to_string());
         }
-        let scores = scores::score(facts.spec, non_zero, &feasible);
+        let mut scores = scores::score(facts.spec, non_zero, &feasible);
+        let affinity =
+            interpod::score(facts.pod, terms, ns_labels, nodes, &feasible, cache.any_affinity());
+        scores::add_weighted(&mut scores, affinity, scores::INTER_POD_AFFINITY_WEIGHT);
+        let spreading = spread::score(facts.pod, nodes, &feasible);
+        scores::add_weighted(&mut scores, spreading, scores::POD_TOPOLOGY_SPREAD_WEIGHT);
         let mut best = 0;
         let mut ties = 1u32;
         for (i, s) in scores.iter().enumerate().skip(1) {
@@ -378,49 +595,52 @@ impl Scheduler {
             }
         });
     }
+}
 
-    /// Sets PodScheduled=False (Unschedulable) with `message` unless the pod already says so.
-    fn mark_unschedulable(&self, pod: &Pod, message: String) {
-        let current = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"));
-        if current.is_some_and(|c| {
-            c.status == "False"
-                && c.reason.as_deref() == Some("Unschedulable")
-                && c.message.as_deref() == Some(&message)
-        }) {
-            return;
+/// The filters' per-cycle state for the pod.
+fn cycle_state(
+    cache: &Cache,
+    pod: &Pod,
+    terms: &interpod::PodTerms,
+    ns_labels: Option<&BTreeMap<String, String>>,
+) -> CycleState {
+    let nodes = cache.nodes();
+    let uid = pod.metadata.uid.as_deref().unwrap_or("");
+    let priority = priority_of(pod);
+    let mut nominated: HashMap<String, resources::Resources> = HashMap::new();
+    for (node, p) in cache.nominated() {
+        if p.uid != uid && p.priority >= priority {
+            nominated.entry(node.to_string()).or_default().add(&p.requests);
         }
-        let transition = match current {
-            Some(c) if c.status == "False" => {
-                c.last_transition_time.as_ref().map(crate::controllers::podutil::time_of)
-            }
-            _ => None,
-        }
-        .unwrap_or_else(chrono::Utc::now);
-        let patch = json!({"status": {"conditions": [{
-            "type": "PodScheduled",
-            "status": "False",
-            "reason": "Unschedulable",
-            "message": message,
-            "lastProbeTime": null,
-            "lastTransitionTime": transition.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        }]}});
-        let api: Api<Pod> =
-            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-        let name = pod.name_any();
-        tokio::spawn(async move {
-            let pp = PatchParams {
-                field_manager: Some("default-scheduler".into()),
-                ..Default::default()
-            };
-            if let Err(e) = api.patch_status(&name, &pp, &Patch::Strategic(&patch)).await {
-                tracing::debug!(pod = %name, error = %e, "cannot record the unschedulable condition");
-            }
-        });
     }
+    CycleState {
+        spread: spread::FilterState::compute(pod, nodes),
+        interpod: interpod::FilterState::compute(
+            pod,
+            terms,
+            ns_labels,
+            nodes,
+            cache.any_required_anti_affinity(),
+        ),
+        nominated,
+    }
+}
+
+/// Whether any of the pod's affinity terms selects namespaces by label.
+fn uses_namespace_selector(pod: &Pod) -> bool {
+    let Some(a) = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()) else { return false };
+    let req = |ts: Option<&Vec<k8s_openapi::api::core::v1::PodAffinityTerm>>| {
+        ts.into_iter().flatten().any(|t| t.namespace_selector.is_some())
+    };
+    let pref = |ts: Option<&Vec<k8s_openapi::api::core::v1::WeightedPodAffinityTerm>>| {
+        ts.into_iter().flatten().any(|t| t.pod_affinity_term.namespace_selector.is_some())
+    };
+    let aff = a.pod_affinity.as_ref();
+    let anti = a.pod_anti_affinity.as_ref();
+    req(aff.and_then(|x| x.required_during_scheduling_ignored_during_execution.as_ref()))
+        || req(anti.and_then(|x| x.required_during_scheduling_ignored_during_execution.as_ref()))
+        || pref(aff.and_then(|x| x.preferred_during_scheduling_ignored_during_execution.as_ref()))
+        || pref(anti.and_then(|x| x.preferred_during_scheduling_ignored_during_execution.as_ref()))
 }
 
 /// How many feasible nodes to find before scoring (upstream's numFeasibleNodesToFind).
@@ -436,41 +656,12 @@ pub fn feasible_to_find(total: usize, percentage: u32) -> usize {
     (total * pct / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
 }
 
-/// Upstream's FitError message with the preemption post-filter's note.
-pub fn fit_error_message(
-    total: usize,
-    reasons: &BTreeMap<String, usize>,
-    resolvable: usize,
-) -> String {
-    let mut parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
-    parts.sort();
-    let mut preemption = vec![];
-    if resolvable > 0 {
-        preemption.push(format!("{resolvable} No preemption victims found for incoming pod"));
-    }
-    if total > resolvable {
-        preemption.push(format!("{} Preemption is not helpful for scheduling", total - resolvable));
-    }
-    preemption.sort();
-    format!(
-        "0/{total} nodes are available: {}. preemption: 0/{total} nodes are available: {}.",
-        parts.join(", "),
-        preemption.join(", ")
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn fit_errors_read_as_upstream() {
-        let reasons: BTreeMap<String, usize> =
-            [("Insufficient cpu".to_string(), 3)].into_iter().collect();
-        assert_eq!(
-            fit_error_message(3, &reasons, 3),
-            "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
-        );
+    fn feasible_nodes_to_find() {
         assert_eq!(feasible_to_find(50, 0), 50);
         assert_eq!(feasible_to_find(5000, 0), 500);
     }

@@ -1,7 +1,9 @@
 //! Scores: how good a feasible node is for a pod, as upstream's default plugins weigh it —
 //! NodeResourcesFit with LeastAllocated (weight 1), NodeResourcesBalancedAllocation (1),
-//! NodeAffinity preferred terms (2) and TaintToleration's PreferNoSchedule count (3). Plugin
-//! scores are 0..=100 and normalized across the feasible nodes where upstream normalizes.
+//! NodeAffinity preferred terms (2) and TaintToleration's PreferNoSchedule count (3); the
+//! InterPodAffinity (2) and PodTopologySpread (2) scores come from [`super::interpod`] and
+//! [`super::spread`]. Plugin scores are 0..=100 and normalized across the feasible nodes where
+//! upstream normalizes.
 
 use k8s_openapi::api::core::v1::PodSpec;
 
@@ -10,6 +12,17 @@ use super::filters::{term_matches, tolerated};
 use super::resources::Resources;
 
 const MAX_SCORE: i64 = 100;
+/// The default profile's weight of InterPodAffinity.
+pub const INTER_POD_AFFINITY_WEIGHT: i64 = 2;
+/// The default profile's weight of PodTopologySpread.
+pub const POD_TOPOLOGY_SPREAD_WEIGHT: i64 = 2;
+
+/// Adds a plugin's scores (None: the plugin had nothing to say) with its weight.
+pub fn add_weighted(total: &mut [i64], plugin: Option<Vec<i64>>, weight: i64) {
+    for (t, s) in total.iter_mut().zip(plugin.into_iter().flatten()) {
+        *t += weight * s;
+    }
+}
 
 /// The total weighted score of each feasible node, in the order given.
 pub fn score(spec: &PodSpec, non_zero: &Resources, nodes: &[&NodeInfo]) -> Vec<i64> {

@@ -1,7 +1,9 @@
 //! Pods: spec defaults plus what upstream's admission adds on create (service account name,
 //! priority, default not-ready/unreachable tolerations), status Pending with its QoS class, the
 //! narrow set of spec fields an update may change, graceful deletion, field selectors and the
-//! `kubectl get pods` columns.
+//! `kubectl get pods` columns. [`priority`] is the Priority admission of new pods.
+
+pub mod priority;
 
 use serde_json::{json, Value};
 
@@ -17,7 +19,22 @@ pub struct PodStrategy;
 /// Seconds pods tolerate a not-ready or unreachable node (DefaultTolerationSeconds admission).
 pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
 
+#[async_trait::async_trait]
 impl Strategy for PodStrategy {
+    /// New pods get their priority from their PriorityClass (Priority admission).
+    async fn allocate(
+        &self,
+        store: &crate::store::Store,
+        obj: &mut Value,
+        old: Option<&Value>,
+        _dry_run: bool,
+    ) -> Result<(), crate::apiserver::status::ApiError> {
+        match old {
+            None => priority::admit(store, obj).await,
+            Some(_) => Ok(()),
+        }
+    }
+
     fn tracks_generation(&self) -> Option<bool> {
         Some(false)
     }
@@ -38,8 +55,6 @@ impl Strategy for PodStrategy {
             let sa = sa.unwrap_or("default").to_string();
             spec.insert("serviceAccountName".into(), json!(sa));
             spec.insert("serviceAccount".into(), json!(sa));
-            object::default_field(spec, "priority", json!(0));
-            object::default_field(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
             add_default_tolerations(spec);
         }
         let qos = qos_class(obj);

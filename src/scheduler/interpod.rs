@@ -1,0 +1,484 @@
+//! Inter-pod affinity and anti-affinity, as upstream's InterPodAffinity plugin: required terms
+//! filter nodes (the pod's own affinity and anti-affinity, and the symmetric check that existing
+//! pods' required anti-affinity does not exclude the pod), preferred terms score them. Counts per
+//! topology domain are computed once per scheduling cycle ([`FilterState`], [`score`]) so each
+//! node is checked by map lookups.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, PodAffinityTerm, WeightedPodAffinityTerm};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+use super::cache::{NodeInfo, PodInfo};
+use crate::controllers::podutil::selector_matches;
+
+pub const REASON_AFFINITY: &str = "node(s) didn't match pod affinity rules";
+pub const REASON_ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
+pub const REASON_EXISTING_ANTI_AFFINITY: &str =
+    "node(s) didn't satisfy existing pods anti-affinity rules";
+/// The weight existing pods' required affinity terms add to nodes the pod matches
+/// (upstream's hardPodAffinityWeight default).
+const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
+const MAX_SCORE: i64 = 100;
+
+/// (topology key, value) of a node.
+type Pair = (String, String);
+
+/// A pod affinity term made ready to match pods: its selector (with matchLabelKeys and
+/// mismatchLabelKeys folded in), the namespaces it covers and its topology key.
+#[derive(Clone, Debug)]
+pub struct AffinityTerm {
+    selector: Option<LabelSelector>,
+    namespaces: HashSet<String>,
+    namespace_selector: Option<LabelSelector>,
+    pub topology_key: String,
+}
+
+impl AffinityTerm {
+    /// The term of `owner` (whose namespace is the default and whose labels fill
+    /// matchLabelKeys).
+    pub fn new(owner: &Pod, t: &PodAffinityTerm) -> AffinityTerm {
+        let mut selector = t.label_selector.clone();
+        let labels = owner.metadata.labels.as_ref();
+        let mut fold = |keys: Option<&Vec<String>>, op: &str| {
+            for key in keys.into_iter().flatten() {
+                let Some(sel) = selector.as_mut() else { return };
+                if let Some(v) = labels.and_then(|l| l.get(key)) {
+                    sel.match_expressions.get_or_insert_with(Vec::new).push(
+                        LabelSelectorRequirement {
+                            key: key.clone(),
+                            operator: op.into(),
+                            values: Some(vec![v.clone()]),
+                        },
+                    );
+                }
+            }
+        };
+        fold(t.match_label_keys.as_ref(), "In");
+        fold(t.mismatch_label_keys.as_ref(), "NotIn");
+        let mut namespaces: HashSet<String> = t.namespaces.iter().flatten().cloned().collect();
+        if namespaces.is_empty() && t.namespace_selector.is_none() {
+            namespaces.insert(owner.metadata.namespace.clone().unwrap_or_default());
+        }
+        AffinityTerm {
+            selector,
+            namespaces,
+            namespace_selector: t.namespace_selector.clone(),
+            topology_key: t.topology_key.clone(),
+        }
+    }
+
+    /// Resolves the namespace selector against every namespace (done once per cycle for the
+    /// incoming pod's terms, so matching needs no namespace labels).
+    fn resolve_namespaces(&mut self, all: &[std::sync::Arc<Namespace>]) {
+        let Some(sel) = self.namespace_selector.take() else { return };
+        let empty = BTreeMap::new();
+        for ns in all {
+            if selector_matches(&sel, ns.metadata.labels.as_ref().unwrap_or(&empty)) {
+                self.namespaces.insert(ns.metadata.name.clone().unwrap_or_default());
+            }
+        }
+    }
+
+    /// Whether `pod` is in the term's namespaces and matches its selector (`ns_labels`: the
+    /// labels of the pod's namespace, for an unresolved namespace selector).
+    pub fn matches(&self, pod: &Pod, ns_labels: Option<&BTreeMap<String, String>>) -> bool {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+        let in_ns = self.namespaces.contains(ns)
+            || self
+                .namespace_selector
+                .as_ref()
+                .is_some_and(|s| ns_labels.is_some_and(|l| selector_matches(s, l)));
+        let empty = BTreeMap::new();
+        in_ns
+            && self.selector.as_ref().is_some_and(|s| {
+                selector_matches(s, pod.metadata.labels.as_ref().unwrap_or(&empty))
+            })
+    }
+}
+
+/// The incoming pod's terms, each list possibly empty.
+#[derive(Clone, Debug, Default)]
+pub struct PodTerms {
+    pub affinity: Vec<AffinityTerm>,
+    pub anti_affinity: Vec<AffinityTerm>,
+    pub preferred_affinity: Vec<(i64, AffinityTerm)>,
+    pub preferred_anti_affinity: Vec<(i64, AffinityTerm)>,
+}
+
+impl PodTerms {
+    /// The pod's own terms, namespace selectors resolved against `namespaces`.
+    pub fn of(pod: &Pod, namespaces: &[std::sync::Arc<Namespace>]) -> PodTerms {
+        let mut t = raw_terms(pod);
+        for term in t.affinity.iter_mut().chain(t.anti_affinity.iter_mut()) {
+            term.resolve_namespaces(namespaces);
+        }
+        for (_, term) in t.preferred_affinity.iter_mut().chain(t.preferred_anti_affinity.iter_mut())
+        {
+            term.resolve_namespaces(namespaces);
+        }
+        t
+    }
+
+    pub fn has_required(&self) -> bool {
+        !self.affinity.is_empty() || !self.anti_affinity.is_empty()
+    }
+
+    pub fn has_preferred(&self) -> bool {
+        !self.preferred_affinity.is_empty() || !self.preferred_anti_affinity.is_empty()
+    }
+}
+
+/// A pod's terms as written (namespace selectors unresolved).
+fn raw_terms(pod: &Pod) -> PodTerms {
+    let Some(a) = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()) else {
+        return PodTerms::default();
+    };
+    let required = |ts: Option<&Vec<PodAffinityTerm>>| -> Vec<AffinityTerm> {
+        ts.into_iter().flatten().map(|t| AffinityTerm::new(pod, t)).collect()
+    };
+    let preferred = |ts: Option<&Vec<WeightedPodAffinityTerm>>| -> Vec<(i64, AffinityTerm)> {
+        ts.into_iter()
+            .flatten()
+            .map(|t| (i64::from(t.weight), AffinityTerm::new(pod, &t.pod_affinity_term)))
+            .collect()
+    };
+    let aff = a.pod_affinity.as_ref();
+    let anti = a.pod_anti_affinity.as_ref();
+    PodTerms {
+        affinity: required(
+            aff.and_then(|x| x.required_during_scheduling_ignored_during_execution.as_ref()),
+        ),
+        anti_affinity: required(
+            anti.and_then(|x| x.required_during_scheduling_ignored_during_execution.as_ref()),
+        ),
+        preferred_affinity: preferred(
+            aff.and_then(|x| x.preferred_during_scheduling_ignored_during_execution.as_ref()),
+        ),
+        preferred_anti_affinity: preferred(
+            anti.and_then(|x| x.preferred_during_scheduling_ignored_during_execution.as_ref()),
+        ),
+    }
+}
+
+/// What the filter needs, counted once per cycle over every placed pod.
+#[derive(Clone, Debug)]
+pub struct FilterState {
+    terms: PodTerms,
+    /// Whether the incoming pod matches all its own affinity terms (the first pod of a group).
+    self_match: bool,
+    /// Domains where existing pods' required anti-affinity matches the incoming pod.
+    existing_anti: HashMap<Pair, i64>,
+    /// Domains with pods matching all the incoming pod's affinity terms, per term key.
+    affinity: HashMap<Pair, i64>,
+    /// Domains with pods matching one of the incoming pod's anti-affinity terms.
+    anti: HashMap<Pair, i64>,
+    ns_labels: Option<BTreeMap<String, String>>,
+}
+
+impl FilterState {
+    /// None when neither the pod nor any placed pod has required terms.
+    pub fn compute(
+        pod: &Pod,
+        terms: &PodTerms,
+        ns_labels: Option<&BTreeMap<String, String>>,
+        nodes: &[NodeInfo],
+        any_existing_anti: bool,
+    ) -> Option<FilterState> {
+        if !terms.has_required() && !any_existing_anti {
+            return None;
+        }
+        let mut s = FilterState {
+            self_match: !terms.affinity.is_empty()
+                && terms.affinity.iter().all(|t| t.matches(pod, ns_labels)),
+            terms: terms.clone(),
+            existing_anti: HashMap::new(),
+            affinity: HashMap::new(),
+            anti: HashMap::new(),
+            ns_labels: ns_labels.cloned(),
+        };
+        for n in nodes {
+            let existing = any_existing_anti && n.pods_with_required_anti_affinity > 0;
+            if !existing && !terms.has_required() {
+                continue;
+            }
+            for p in &n.pods {
+                s.count(pod, p, n, 1, existing);
+            }
+        }
+        Some(s)
+    }
+
+    /// Adds (sign 1) or removes (-1) an existing pod's contribution (preemption's what-if).
+    pub fn update(&mut self, incoming: &Pod, p: &PodInfo, node: &NodeInfo, sign: i64) {
+        self.count(incoming, p, node, sign, p.has_required_anti_affinity);
+    }
+
+    fn count(&mut self, incoming: &Pod, p: &PodInfo, node: &NodeInfo, sign: i64, existing: bool) {
+        if existing && p.has_required_anti_affinity {
+            for t in raw_terms(&p.pod).anti_affinity {
+                if let Some(v) = node.label(&t.topology_key) {
+                    if t.matches(incoming, self.ns_labels.as_ref()) {
+                        bump(&mut self.existing_anti, &t.topology_key, v, sign);
+                    }
+                }
+            }
+        }
+        if !self.terms.affinity.is_empty()
+            && self.terms.affinity.iter().all(|t| t.matches(&p.pod, None))
+        {
+            for t in &self.terms.affinity {
+                if let Some(v) = node.label(&t.topology_key) {
+                    bump(&mut self.affinity, &t.topology_key, v, sign);
+                }
+            }
+        }
+        for t in &self.terms.anti_affinity {
+            if let Some(v) = node.label(&t.topology_key) {
+                if t.matches(&p.pod, None) {
+                    bump(&mut self.anti, &t.topology_key, v, sign);
+                }
+            }
+        }
+    }
+
+    /// None if the node passes, or the reason it does not.
+    pub fn check(&self, node: &NodeInfo) -> Option<&'static str> {
+        if !self.satisfies_affinity(node) {
+            return Some(REASON_AFFINITY);
+        }
+        for t in &self.terms.anti_affinity {
+            if let Some(v) = node.label(&t.topology_key) {
+                if get(&self.anti, &t.topology_key, v) > 0 {
+                    return Some(REASON_ANTI_AFFINITY);
+                }
+            }
+        }
+        if !self.existing_anti.is_empty() {
+            for (k, v) in node.node.metadata.labels.iter().flatten() {
+                if get(&self.existing_anti, k, v) > 0 {
+                    return Some(REASON_EXISTING_ANTI_AFFINITY);
+                }
+            }
+        }
+        None
+    }
+
+    fn satisfies_affinity(&self, node: &NodeInfo) -> bool {
+        let mut pods_exist = true;
+        for t in &self.terms.affinity {
+            match node.label(&t.topology_key) {
+                Some(v) => {
+                    if get(&self.affinity, &t.topology_key, v) <= 0 {
+                        pods_exist = false;
+                    }
+                }
+                None => return false,
+            }
+        }
+        // No pod anywhere matches: the pod may start the group if it matches its own terms.
+        pods_exist || (self.affinity.values().all(|c| *c <= 0) && self.self_match)
+    }
+}
+
+fn bump(m: &mut HashMap<Pair, i64>, key: &str, value: &str, by: i64) {
+    *m.entry((key.to_string(), value.to_string())).or_insert(0) += by;
+}
+
+fn get(m: &HashMap<Pair, i64>, key: &str, value: &str) -> i64 {
+    // Lookups by borrowed parts without allocating a key would need a custom map; the maps are
+    // small (one entry per domain), so build the key.
+    m.get(&(key.to_string(), value.to_string())).copied().unwrap_or(0)
+}
+
+/// The InterPodAffinity scores (0..=100, normalized) of the feasible nodes, or None when
+/// nothing contributes (every node scores 0).
+pub fn score(
+    pod: &Pod,
+    terms: &PodTerms,
+    ns_labels: Option<&BTreeMap<String, String>>,
+    all: &[NodeInfo],
+    feasible: &[&NodeInfo],
+    any_existing_affinity: bool,
+) -> Option<Vec<i64>> {
+    let has_preferred = terms.has_preferred();
+    if !has_preferred && !any_existing_affinity {
+        return None;
+    }
+    let mut topo: HashMap<String, HashMap<String, i64>> = HashMap::new();
+    let mut add = |node: &NodeInfo, key: &str, w: i64| {
+        if let Some(v) = node.label(key) {
+            *topo.entry(key.to_string()).or_default().entry(v.clone()).or_insert(0) += w;
+        }
+    };
+    for n in all {
+        if !has_preferred && n.pods_with_affinity == 0 {
+            continue;
+        }
+        for p in &n.pods {
+            for (w, t) in &terms.preferred_affinity {
+                if t.matches(&p.pod, None) {
+                    add(n, &t.topology_key, *w);
+                }
+            }
+            for (w, t) in &terms.preferred_anti_affinity {
+                if t.matches(&p.pod, None) {
+                    add(n, &t.topology_key, -*w);
+                }
+            }
+            if !p.has_affinity {
+                continue;
+            }
+            let theirs = raw_terms(&p.pod);
+            for t in &theirs.affinity {
+                if t.matches(pod, ns_labels) {
+                    add(n, &t.topology_key, HARD_POD_AFFINITY_WEIGHT);
+                }
+            }
+            for (w, t) in &theirs.preferred_affinity {
+                if t.matches(pod, ns_labels) {
+                    add(n, &t.topology_key, *w);
+                }
+            }
+            for (w, t) in &theirs.preferred_anti_affinity {
+                if t.matches(pod, ns_labels) {
+                    add(n, &t.topology_key, -*w);
+                }
+            }
+        }
+    }
+    if topo.is_empty() {
+        return None;
+    }
+    let raw: Vec<i64> = feasible
+        .iter()
+        .map(|n| {
+            topo.iter()
+                .filter_map(|(k, values)| n.label(k).and_then(|v| values.get(v)))
+                .sum::<i64>()
+        })
+        .collect();
+    Some(normalize_min_max(&raw))
+}
+
+/// Scales scores to 0..=100 between their minimum and maximum (all 0 when they are equal).
+pub fn normalize_min_max(raw: &[i64]) -> Vec<i64> {
+    let min = raw.iter().copied().min().unwrap_or(0);
+    let max = raw.iter().copied().max().unwrap_or(0);
+    raw.iter()
+        .map(|s| {
+            if max > min {
+                (MAX_SCORE as f64 * ((s - min) as f64 / (max - min) as f64)) as i64
+            } else {
+                0
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::cache::NodeInfo;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn pod(name: &str, labels: serde_json::Value, affinity: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": name, "labels": labels},
+            "spec": {"containers": [{"name": "c"}], "affinity": affinity},
+        }))
+        .unwrap()
+    }
+
+    fn node(name: &str, zone: &str, pods: Vec<Pod>) -> NodeInfo {
+        let n: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name,
+                "topology.kubernetes.io/zone": zone}},
+        }))
+        .unwrap();
+        let mut info = NodeInfo::new(Arc::new(n));
+        for p in pods {
+            info.add_pod(&Arc::new(PodInfo::new(Arc::new(p))));
+        }
+        info
+    }
+
+    fn anti(key: &str) -> serde_json::Value {
+        json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": key}]}})
+    }
+
+    fn check_all(incoming: &Pod, nodes: &[NodeInfo]) -> Vec<Option<&'static str>> {
+        let terms = PodTerms::of(incoming, &[]);
+        let any = nodes.iter().any(|n| n.pods_with_required_anti_affinity > 0);
+        match FilterState::compute(incoming, &terms, None, nodes, any) {
+            None => nodes.iter().map(|_| None).collect(),
+            Some(s) => nodes.iter().map(|n| s.check(n)).collect(),
+        }
+    }
+
+    #[test]
+    fn anti_affinity_filters_by_topology_domain() {
+        let web = |n: &str| pod(n, json!({"app": "web"}), anti("topology.kubernetes.io/zone"));
+        let nodes = vec![
+            node("a", "z1", vec![web("w1")]),
+            node("b", "z1", vec![]),
+            node("c", "z2", vec![]),
+        ];
+        let got = check_all(&web("w2"), &nodes);
+        assert_eq!(got, vec![Some(REASON_ANTI_AFFINITY), Some(REASON_ANTI_AFFINITY), None]);
+        // Symmetry: a pod without terms that an existing pod's anti-affinity excludes.
+        let plain = pod("p", json!({"app": "web"}), json!(null));
+        let got = check_all(&plain, &nodes);
+        assert_eq!(
+            got,
+            vec![Some(REASON_EXISTING_ANTI_AFFINITY), Some(REASON_EXISTING_ANTI_AFFINITY), None]
+        );
+        let other = pod("o", json!({"app": "db"}), json!(null));
+        assert_eq!(check_all(&other, &nodes), vec![None, None, None]);
+    }
+
+    #[test]
+    fn affinity_needs_a_matching_pod_in_the_domain_unless_it_is_the_first() {
+        let aff = json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "kubernetes.io/hostname"}]}});
+        let incoming = pod("x", json!({"app": "web"}), aff.clone());
+        let nodes = vec![
+            node("a", "z1", vec![pod("c1", json!({"app": "cache"}), json!(null))]),
+            node("b", "z1", vec![]),
+        ];
+        assert_eq!(check_all(&incoming, &nodes), vec![None, Some(REASON_AFFINITY)]);
+        // No cache pod anywhere: only a pod matching its own terms may go anywhere.
+        let empty = vec![node("a", "z1", vec![]), node("b", "z1", vec![])];
+        assert_eq!(
+            check_all(&incoming, &empty),
+            vec![Some(REASON_AFFINITY), Some(REASON_AFFINITY)]
+        );
+        let first = pod("y", json!({"app": "cache"}), aff);
+        assert_eq!(check_all(&first, &empty), vec![None, None]);
+    }
+
+    #[test]
+    fn preferred_terms_score_by_weight_and_normalize() {
+        let pref = json!({"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 10, "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "cache"}},
+             "topologyKey": "topology.kubernetes.io/zone"}}]},
+            "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 5, "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "web"}},
+             "topologyKey": "kubernetes.io/hostname"}}]}});
+        let incoming = pod("x", json!({"app": "web"}), pref);
+        let nodes = vec![
+            node("a", "z1", vec![pod("c", json!({"app": "cache"}), json!(null))]),
+            node("b", "z1", vec![pod("w", json!({"app": "web"}), json!(null))]),
+            node("c", "z2", vec![]),
+        ];
+        let terms = PodTerms::of(&incoming, &[]);
+        let feasible: Vec<&NodeInfo> = nodes.iter().collect();
+        // Raw: a 10, b 10-5=5, c 0 → normalized 100, 50, 0.
+        assert_eq!(
+            score(&incoming, &terms, None, &nodes, &feasible, false),
+            Some(vec![100, 50, 0])
+        );
+    }
+}

@@ -1,0 +1,369 @@
+//! Pod topology spread constraints, as upstream's PodTopologySpread plugin: DoNotSchedule
+//! constraints filter nodes by skew (maxSkew, minDomains, nodeAffinityPolicy and
+//! nodeTaintsPolicy), ScheduleAnyway constraints score them (fewer matching pods in a node's
+//! domains scores higher). Domain counts are computed once per scheduling cycle.
+//!
+//! Upstream's system default constraints (applied to pods without constraints, with selectors
+//! taken from the services and controllers selecting the pod) are not applied.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use k8s_openapi::api::core::v1::{Node, Pod, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use super::cache::{NodeInfo, PodInfo};
+use super::filters::{matches_node_selector_and_affinity, untolerated_taint};
+use crate::controllers::podutil::{selector_is_empty, selector_matches};
+
+pub const REASON_MISSING_LABEL: &str =
+    "node(s) didn't match pod topology spread constraints (missing required label)";
+pub const REASON_SKEW: &str = "node(s) didn't match pod topology spread constraints";
+const HOSTNAME: &str = "kubernetes.io/hostname";
+const MAX_SCORE: i64 = 100;
+
+type Pair = (String, String);
+
+/// One constraint made ready to count pods.
+#[derive(Clone, Debug)]
+pub struct Constraint {
+    pub max_skew: i64,
+    pub topology_key: String,
+    pub min_domains: i64,
+    /// None: the selector was absent (matches nothing).
+    selector: Option<LabelSelector>,
+    honor_node_affinity: bool,
+    honor_taints: bool,
+}
+
+impl Constraint {
+    fn new(pod: &Pod, c: &TopologySpreadConstraint) -> Constraint {
+        let mut selector = c.label_selector.clone();
+        if let Some(sel) = selector.as_mut() {
+            let labels = pod.metadata.labels.as_ref();
+            for key in c.match_label_keys.iter().flatten() {
+                if let Some(v) = labels.and_then(|l| l.get(key)) {
+                    sel.match_labels
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(key.clone(), v.clone());
+                }
+            }
+        }
+        Constraint {
+            max_skew: i64::from(c.max_skew),
+            topology_key: c.topology_key.clone(),
+            min_domains: i64::from(c.min_domains.unwrap_or(1)),
+            selector,
+            honor_node_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
+            honor_taints: c.node_taints_policy.as_deref() == Some("Honor"),
+        }
+    }
+
+    /// Whether a pod's labels match the selector.
+    fn selects(&self, pod: &Pod) -> bool {
+        let empty = BTreeMap::new();
+        self.selector
+            .as_ref()
+            .is_some_and(|s| selector_matches(s, pod.metadata.labels.as_ref().unwrap_or(&empty)))
+    }
+
+    /// Upstream counts nothing for a selector without requirements.
+    fn counts_anything(&self) -> bool {
+        self.selector.as_ref().is_some_and(|s| !selector_is_empty(s))
+    }
+
+    /// Matching pods on a node: same namespace as the incoming pod, not terminating.
+    fn count_on(&self, ns: &str, pods: &[std::sync::Arc<PodInfo>]) -> i64 {
+        if !self.counts_anything() {
+            return 0;
+        }
+        pods.iter()
+            .filter(|p| {
+                !p.terminating()
+                    && p.pod.metadata.namespace.as_deref() == Some(ns)
+                    && self.selects(&p.pod)
+            })
+            .count() as i64
+    }
+
+    /// Whether the node counts for this constraint (nodeAffinityPolicy, nodeTaintsPolicy).
+    fn includes(&self, pod: &Pod, node: &Node) -> bool {
+        let spec = pod.spec.as_ref();
+        if self.honor_node_affinity
+            && spec.is_some_and(|s| !matches_node_selector_and_affinity(s, node))
+        {
+            return false;
+        }
+        if self.honor_taints {
+            let tolerations = spec.and_then(|s| s.tolerations.as_deref()).unwrap_or(&[]);
+            if untolerated_taint(node, tolerations).is_some() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The pod's constraints with `when` ("DoNotSchedule" or "ScheduleAnyway").
+pub fn constraints(pod: &Pod, when: &str) -> Vec<Constraint> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| c.when_unsatisfiable == when)
+        .map(|c| Constraint::new(pod, c))
+        .collect()
+}
+
+fn has_all_keys(node: &NodeInfo, cs: &[Constraint]) -> bool {
+    cs.iter().all(|c| node.label(&c.topology_key).is_some())
+}
+
+/// The filter's per-cycle counts.
+#[derive(Clone, Debug)]
+pub struct FilterState {
+    constraints: Vec<Constraint>,
+    namespace: String,
+    self_match: Vec<bool>,
+    counts: HashMap<Pair, i64>,
+    /// The smallest count per topology key and the number of domains of that key.
+    minimum: HashMap<String, (i64, i64)>,
+}
+
+impl FilterState {
+    /// None when the pod has no DoNotSchedule constraints.
+    pub fn compute(pod: &Pod, nodes: &[NodeInfo]) -> Option<FilterState> {
+        let constraints = constraints(pod, "DoNotSchedule");
+        if constraints.is_empty() {
+            return None;
+        }
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let mut counts = HashMap::new();
+        for n in nodes {
+            if !has_all_keys(n, &constraints) {
+                continue;
+            }
+            for c in &constraints {
+                if !c.includes(pod, &n.node) {
+                    continue;
+                }
+                let value = n.label(&c.topology_key).cloned().unwrap_or_default();
+                *counts.entry((c.topology_key.clone(), value)).or_insert(0) +=
+                    c.count_on(&namespace, &n.pods);
+            }
+        }
+        let self_match = constraints.iter().map(|c| c.selects(pod)).collect();
+        let mut s =
+            FilterState { constraints, namespace, self_match, counts, minimum: HashMap::new() };
+        s.recompute_minimum();
+        Some(s)
+    }
+
+    fn recompute_minimum(&mut self) {
+        self.minimum.clear();
+        for ((key, _), n) in &self.counts {
+            let e = self.minimum.entry(key.clone()).or_insert((i64::MAX, 0));
+            e.0 = e.0.min(*n);
+            e.1 += 1;
+        }
+    }
+
+    /// Adds (1) or removes (-1) an existing pod (preemption's what-if).
+    pub fn update(&mut self, incoming: &Pod, p: &PodInfo, node: &NodeInfo, sign: i64) {
+        if p.pod.metadata.namespace.as_deref() != Some(self.namespace.as_str())
+            || !has_all_keys(node, &self.constraints)
+            || p.terminating()
+        {
+            return;
+        }
+        for c in &self.constraints {
+            if !c.counts_anything() || !c.selects(&p.pod) || !c.includes(incoming, &node.node) {
+                continue;
+            }
+            let value = node.label(&c.topology_key).cloned().unwrap_or_default();
+            *self.counts.entry((c.topology_key.clone(), value)).or_insert(0) += sign;
+        }
+        self.recompute_minimum();
+    }
+
+    /// None if the node passes, or the reason it does not.
+    pub fn check(&self, node: &NodeInfo) -> Option<&'static str> {
+        for (i, c) in self.constraints.iter().enumerate() {
+            let Some(value) = node.label(&c.topology_key) else {
+                return Some(REASON_MISSING_LABEL);
+            };
+            let (mut min, domains) =
+                self.minimum.get(&c.topology_key).copied().unwrap_or((i64::MAX, 0));
+            if domains < c.min_domains {
+                min = 0;
+            }
+            let here =
+                self.counts.get(&(c.topology_key.clone(), value.clone())).copied().unwrap_or(0);
+            let skew = here.saturating_add(i64::from(self.self_match[i])).saturating_sub(min);
+            if skew > c.max_skew {
+                return Some(REASON_SKEW);
+            }
+        }
+        None
+    }
+}
+
+/// The PodTopologySpread scores (0..=100, normalized) of the feasible nodes, or None when the
+/// pod has no ScheduleAnyway constraints.
+pub fn score(pod: &Pod, all: &[NodeInfo], feasible: &[&NodeInfo]) -> Option<Vec<i64>> {
+    let cs = constraints(pod, "ScheduleAnyway");
+    if cs.is_empty() {
+        return None;
+    }
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let mut ignored: HashSet<usize> = HashSet::new();
+    let mut counts: HashMap<Pair, i64> = HashMap::new();
+    let mut sizes = vec![0usize; cs.len()];
+    for (j, n) in feasible.iter().enumerate() {
+        if !has_all_keys(n, &cs) {
+            ignored.insert(j);
+            continue;
+        }
+        for (i, c) in cs.iter().enumerate() {
+            if c.topology_key == HOSTNAME {
+                continue;
+            }
+            let pair =
+                (c.topology_key.clone(), n.label(&c.topology_key).cloned().unwrap_or_default());
+            if !counts.contains_key(&pair) {
+                counts.insert(pair, 0);
+                sizes[i] += 1;
+            }
+        }
+    }
+    let weights: Vec<f64> = cs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let size =
+                if c.topology_key == HOSTNAME { feasible.len() - ignored.len() } else { sizes[i] };
+            ((size + 2) as f64).ln()
+        })
+        .collect();
+    for n in all {
+        if !has_all_keys(n, &cs) {
+            continue;
+        }
+        for c in &cs {
+            if c.topology_key == HOSTNAME || !c.includes(pod, &n.node) {
+                continue;
+            }
+            let pair =
+                (c.topology_key.clone(), n.label(&c.topology_key).cloned().unwrap_or_default());
+            if let Some(count) = counts.get_mut(&pair) {
+                *count += c.count_on(&ns, &n.pods);
+            }
+        }
+    }
+    let raw: Vec<i64> = feasible
+        .iter()
+        .enumerate()
+        .map(|(j, n)| {
+            if ignored.contains(&j) {
+                return 0;
+            }
+            let mut s = 0f64;
+            for (i, c) in cs.iter().enumerate() {
+                let Some(value) = n.label(&c.topology_key) else { continue };
+                let count = if c.topology_key == HOSTNAME {
+                    c.count_on(&ns, &n.pods)
+                } else {
+                    counts.get(&(c.topology_key.clone(), value.clone())).copied().unwrap_or(0)
+                };
+                s += count as f64 * weights[i] + (c.max_skew - 1) as f64;
+            }
+            s.round() as i64
+        })
+        .collect();
+    let considered =
+        || raw.iter().enumerate().filter(|(j, _)| !ignored.contains(j)).map(|(_, s)| *s);
+    let min = considered().min().unwrap_or(0);
+    let max = considered().max().unwrap_or(0).max(0);
+    Some(
+        raw.iter()
+            .enumerate()
+            .map(|(j, s)| {
+                if ignored.contains(&j) {
+                    0
+                } else if max == 0 {
+                    MAX_SCORE
+                } else {
+                    MAX_SCORE * (max + min - s) / max
+                }
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn pod(name: &str, tsc: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": name, "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c"}], "topologySpreadConstraints": tsc},
+        }))
+        .unwrap()
+    }
+
+    fn node(name: &str, zone: Option<&str>, pods: usize) -> NodeInfo {
+        let mut labels = json!({"kubernetes.io/hostname": name});
+        if let Some(z) = zone {
+            labels["topology.kubernetes.io/zone"] = json!(z);
+        }
+        let n: Node =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+        let mut info = NodeInfo::new(Arc::new(n));
+        for i in 0..pods {
+            let p = pod(&format!("{name}-{i}"), json!([]));
+            info.add_pod(&Arc::new(PodInfo::new(Arc::new(p))));
+        }
+        info
+    }
+
+    fn zone_constraint(max_skew: i32, when: &str, min_domains: Option<i32>) -> serde_json::Value {
+        json!([{"maxSkew": max_skew, "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": when, "minDomains": min_domains,
+            "labelSelector": {"matchLabels": {"app": "web"}}}])
+    }
+
+    #[test]
+    fn skew_filters_nodes_in_crowded_domains() {
+        let nodes = vec![node("a", Some("z1"), 2), node("b", Some("z2"), 1), node("c", None, 0)];
+        let incoming = pod("x", zone_constraint(1, "DoNotSchedule", None));
+        let s = FilterState::compute(&incoming, &nodes).unwrap();
+        let got: Vec<_> = nodes.iter().map(|n| s.check(n)).collect();
+        assert_eq!(got, vec![Some(REASON_SKEW), None, Some(REASON_MISSING_LABEL)]);
+        // minDomains above the domain count makes the global minimum 0: z2 (1 + 1 - 0 = 2) fails too.
+        let incoming = pod("x", zone_constraint(1, "DoNotSchedule", Some(3)));
+        let s = FilterState::compute(&incoming, &nodes).unwrap();
+        assert_eq!(s.check(&nodes[1]), Some(REASON_SKEW));
+        // Removing a pod from z1 (preemption's what-if) lets z1 in again.
+        let mut s =
+            FilterState::compute(&pod("x", zone_constraint(1, "DoNotSchedule", None)), &nodes)
+                .unwrap();
+        let victim = nodes[0].pods[0].clone();
+        s.update(&incoming, &victim, &nodes[0], -1);
+        assert_eq!(s.check(&nodes[0]), None);
+    }
+
+    #[test]
+    fn schedule_anyway_prefers_emptier_domains() {
+        let nodes =
+            vec![node("a", Some("z1"), 3), node("b", Some("z2"), 1), node("c", Some("z2"), 0)];
+        let incoming = pod("x", zone_constraint(1, "ScheduleAnyway", None));
+        let feasible: Vec<&NodeInfo> = nodes.iter().collect();
+        let got = score(&incoming, &nodes, &feasible).unwrap();
+        // counts z1 3, z2 1; weight ln(4): raw 4 and 1 → 100*(4+1-4)/4 = 25, 100.
+        assert_eq!(got, vec![25, 100, 100]);
+        assert!(score(&pod("y", json!([])), &nodes, &feasible).is_none());
+    }
+}
