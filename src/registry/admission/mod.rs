@@ -13,10 +13,11 @@ pub mod usage;
 use serde_json::Value;
 
 use super::catalog::{catalog, ResourceInfo};
-use super::generic::{target, ListParams, Registry};
+use super::generic::{decode_kv, target, Registry};
 use super::object;
 use super::options::UpdatePart;
 use crate::apiserver::status::{ApiError, StatusDetails};
+use crate::store::{ListOptions, ListPage};
 
 impl Registry {
     /// Mutating admission of a new object (before validation): LimitRange defaults for pods.
@@ -102,11 +103,20 @@ impl Registry {
         Ok(())
     }
 
-    /// The LimitRanges of a namespace.
+    /// The LimitRanges of a namespace, as the watch cache holds them (upstream's plugin reads
+    /// an informer's cache too).
     async fn limit_ranges(&self, ns: &str) -> Result<Vec<Value>, ApiError> {
         let Some(lrs) = catalog().find("", "v1", "limitranges") else { return Ok(vec![]) };
-        Ok(self.list(lrs, Some(ns), &ListParams::default()).await?.items)
+        let page = cached_list(self, &Registry::prefix(lrs, Some(ns))).await?;
+        page.items.iter().map(|kv| decode_kv(lrs, kv)).collect()
     }
+}
+
+/// The keys under `prefix` in the watch cache, without waiting for it to catch up with the
+/// backend (admission runs on every create; a consistent read would cost a round trip).
+async fn cached_list(reg: &Registry, prefix: &str) -> Result<ListPage, ApiError> {
+    let opts = ListOptions { revision: Some(reg.store().revision()), ..Default::default() };
+    reg.store().list(prefix, &opts).await.map_err(|e| ApiError::internal(e.to_string()))
 }
 
 fn is_core(res: &ResourceInfo, plural: &str) -> bool {

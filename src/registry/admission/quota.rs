@@ -54,12 +54,17 @@ pub async fn charge(
     let _held = lock.lock().await;
     // Quotas (by uid) already charged in an earlier attempt.
     let mut charged: BTreeSet<String> = BTreeSet::new();
-    for _ in 0..ATTEMPTS {
-        let page = reg
-            .store()
-            .list(&prefix, &ListOptions::default())
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+    for attempt in 0..ATTEMPTS {
+        // The watch cache as it stands is recent enough to start from (the quota's CAS catches
+        // a stale read); after a lost race, read the latest.
+        let page = if attempt == 0 {
+            super::cached_list(reg, &prefix).await?
+        } else {
+            reg.store()
+                .list(&prefix, &ListOptions::default())
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+        };
         let mut writes = vec![];
         for kv in &page.items {
             let quota = decode_kv(quotas_res, kv)?;
