@@ -1,10 +1,10 @@
 //! The scheduler in an in-process cluster with simulated nodes: pods that fit nowhere get
-//! PodScheduled=False with upstream's message and are placed once something changes; node
-//! selectors, taints and cordoned nodes are respected.
+//! PodScheduled=False with upstream's message and a FailedScheduling event, and are placed
+//! once something changes; node selectors, taints and cordoned nodes are respected.
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::{json, Value};
@@ -59,8 +59,26 @@ async fn a_pod_too_big_for_every_node_is_unschedulable_until_it_fits() {
     .await
     .unwrap();
     assert_eq!((status.as_str(), reason.as_str()), ("False", "Unschedulable"));
-    assert!(message.starts_with("0/3 nodes are available: 3 Insufficient cpu."), "{message}");
+    assert_eq!(
+        message,
+        "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
+    );
     assert!(node_of(&pods, "huge").await.is_none());
+    // The failure is also a Warning event from default-scheduler about the pod.
+    let events: Api<Event> = Api::default_namespaced(client.clone());
+    let event = wait_for(T, "FailedScheduling event", || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("FailedScheduling")
+                && e.involved_object.name.as_deref() == Some("huge")
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(event.message.as_deref(), Some(message.as_str()));
+    assert_eq!(event.source.and_then(|s| s.component).as_deref(), Some("default-scheduler"));
+    assert_eq!(event.involved_object.kind.as_deref(), Some("Pod"));
 
     // A bigger node joins: the pod is retried and lands there.
     let nodes: Api<Node> = Api::all(client.clone());
