@@ -1,8 +1,9 @@
 //! The controllers of the controller manager, each an ordinary API client (kube-rs) that
 //! watches through informers and writes through the API: ReplicaSet, Deployment, StatefulSet and
 //! DaemonSet (their ControllerRevision history in [`history`]), Namespace, ServiceAccount, the
-//! garbage collector, Job and CronJob, Endpoints and EndpointSlice, node lifecycle (with
-//! taint-based eviction), the pod garbage collector and TTL-after-finished. [`run_all`] starts
+//! garbage collector, Job and CronJob, PodDisruptionBudgets (disruption), Endpoints and
+//! EndpointSlice, node lifecycle (with taint-based eviction), the pod garbage collector and
+//! TTL-after-finished. [`run_all`] starts
 //! them and the scheduler as named tasks; [`start_cluster_components`] is what the server calls
 //! after bootstrap.
 
@@ -11,6 +12,7 @@ pub mod cluster;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;
@@ -108,6 +110,7 @@ pub async fn run_all(client: kube::Client, opts: ControllerOptions) -> anyhow::R
             .boxed(),
         ),
         ("cronjob", cronjob::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
+        ("disruption", disruption::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
         ("endpoints", endpoints::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
         (
             "endpointslice",
