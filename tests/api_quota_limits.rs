@@ -267,7 +267,37 @@ async fn limit_ranges_default_and_bound_containers() {
                 ),
             "{stderr}"
         );
+        let args = ["describe", "limitrange", "bounds", "-n", "lr"];
+        let (ok, out, err) = kubectl(&server.kubeconfig, &args).await.unwrap();
+        assert!(ok, "{err}");
+        let rows: Vec<Vec<&str>> =
+            out.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).collect();
+        for want in [
+            vec!["Container", "cpu", "50m", "1", "100m", "500m", "10"],
+            vec!["Container", "memory", "-", "1Gi", "128Mi", "256Mi", "-"],
+        ] {
+            assert!(rows.iter().any(|r| r == &want), "no row {want:?} in:\n{out}");
+        }
     }
+
+    // A LimitRange whose values contradict each other is refused.
+    let bad: LimitRange = serde_json::from_value(json!({
+        "metadata": {"name": "bad"},
+        "spec": {"limits": [{"type": "Container", "default": {"cpu": "500m"},
+            "defaultRequest": {"cpu": "800m"}}]},
+    }))
+    .unwrap();
+    let (code, message) = api_error(
+        Api::<LimitRange>::namespaced(client.clone(), "lr")
+            .create(&PostParams::default(), &bad)
+            .await,
+    );
+    assert_eq!(code, 422);
+    assert_eq!(
+        message,
+        "LimitRange \"bad\" is invalid: spec.limits[0].defaultRequest[cpu]: Invalid value: \"800m\": \
+         default request value 800m is greater than default limit value 500m"
+    );
     server.stop().await.unwrap();
 }
 

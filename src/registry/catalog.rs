@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::resources::{self as res};
-use super::strategy::{CreateOnUpdate, DefaultStrategy, Strategy};
+use super::strategy::{DefaultStrategy, Strategy};
 
 use k8s_openapi::api::{
     admissionregistration::v1 as admreg, apps::v1 as apps, autoscaling::v1 as as1,
@@ -351,7 +351,7 @@ fn build() -> Vec<ResourceInfo> {
         entry::<core::ConfigMap>().short(&["cm"]).with(res::configmaps::ConfigMapStrategy),
         entry::<core::Endpoints>().short(&["ep"]).with(res::misc::EndpointsStrategy),
         entry::<core::Event>().short(&["ev"]).with(res::events::EventStrategy),
-        entry::<core::LimitRange>().short(&["limits"]).with(CreateOnUpdate),
+        entry::<core::LimitRange>().short(&["limits"]).with(res::limitranges::LimitRangeStrategy),
         entry::<core::Namespace>()
             .short(&["ns"])
             .verbs(&["create", "delete", "get", "list", "patch", "update", "watch"])

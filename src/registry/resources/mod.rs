@@ -10,6 +10,7 @@ pub mod events;
 pub mod hpa;
 pub mod ipaddresses;
 pub mod jobs;
+pub mod limitranges;
 pub mod misc;
 pub mod namespaces;
 pub mod nodeports;
