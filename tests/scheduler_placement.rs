@@ -371,4 +371,17 @@ async fn a_high_priority_pod_preempts_a_low_priority_one_on_a_full_cluster() {
     assert_eq!(preempted.source.and_then(|s| s.component).as_deref(), Some("default-scheduler"));
     // The patient pod still waits: the freed room went to the more important pod.
     assert!(node_of(&pods, "patient").await.is_none());
+
+    // A globalDefault class names itself on pods that name none.
+    let classes: Api<PriorityClass> = Api::all(client.clone());
+    let default: PriorityClass = serde_json::from_value(json!({
+        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+        "metadata": {"name": "everyday"}, "value": 7, "globalDefault": true,
+    }))
+    .unwrap();
+    classes.create(&pp, &default).await.unwrap();
+    let plain = pods.create(&pp, &pod("plain", json!({}), json!({}))).await.unwrap();
+    let spec = plain.spec.unwrap();
+    assert_eq!((spec.priority_class_name.as_deref(), spec.priority), (Some("everyday"), Some(7)));
+    assert_eq!(spec.preemption_policy.as_deref(), Some("PreemptLowerPriority"));
 }

@@ -148,8 +148,21 @@ pub struct Cache {
     /// Pods on known nodes with pod affinity or anti-affinity, and with required anti-affinity.
     with_affinity: usize,
     with_required_anti_affinity: usize,
-    /// Pending pods nominated to a node by preemption: uid → (node, pod).
-    nominated: HashMap<String, (String, Arc<PodInfo>)>,
+    /// Pending pods nominated to a node by preemption, by uid.
+    nominated: HashMap<String, Nomination>,
+}
+
+/// A pending pod's nominated node ("" once cleared) as of a revision of the pod, so an older
+/// informer event does not undo the scheduler's newer decision.
+#[derive(Debug)]
+struct Nomination {
+    node: String,
+    info: Arc<PodInfo>,
+    revision: u64,
+}
+
+fn revision_of(pod: &Pod) -> u64 {
+    pod.metadata.resource_version.as_deref().and_then(|r| r.parse().ok()).unwrap_or(0)
 }
 
 impl Cache {
@@ -178,17 +191,41 @@ impl Cache {
 
     /// The pending pods nominated to nodes: (node, pod).
     pub fn nominated(&self) -> impl Iterator<Item = (&str, &Arc<PodInfo>)> {
-        self.nominated.values().map(|(n, p)| (n.as_str(), p))
+        self.nominated.values().filter(|n| !n.node.is_empty()).map(|n| (n.node.as_str(), &n.info))
     }
 
-    /// Records (or, with an empty node, clears) a pending pod's nominated node.
-    pub fn set_nominated(&mut self, pod: &Pod, node: &str) {
+    /// Whether any nomination (or cleared nomination) is recorded.
+    pub fn has_nominations(&self) -> bool {
+        !self.nominated.is_empty()
+    }
+
+    /// The pod's nominated node as the cache knows it: Some(None) once cleared, None when the
+    /// cache has no record (then the pod's status says).
+    pub fn nominated_node(&self, uid: &str) -> Option<Option<&str>> {
+        self.nominated.get(uid).map(|n| Some(n.node.as_str()).filter(|n| !n.is_empty()))
+    }
+
+    /// The scheduler's own decision: nominates the pod to `node` ("" clears the nomination).
+    pub fn nominate(&mut self, pod: &Pod, node: &str) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        if node.is_empty() {
-            self.nominated.remove(&uid);
-        } else {
-            let info = Arc::new(PodInfo::new(Arc::new(pod.clone())));
-            self.nominated.insert(uid, (node.to_string(), info));
+        let info = Arc::new(PodInfo::new(Arc::new(pod.clone())));
+        let n = Nomination { node: node.to_string(), info, revision: revision_of(pod) };
+        self.nominated.insert(uid, n);
+    }
+
+    /// What an informer event says about a pending pod's nominated node; ignored when not
+    /// newer than what is recorded.
+    pub fn observe_nomination(&mut self, pod: &Pod, node: Option<&str>) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let revision = revision_of(pod);
+        match self.nominated.get(&uid) {
+            Some(n) if n.revision >= revision => {}
+            None if node.is_none() => {}
+            _ => {
+                let info = Arc::new(PodInfo::new(Arc::new(pod.clone())));
+                let node = node.unwrap_or("").to_string();
+                self.nominated.insert(uid, Nomination { node, info, revision });
+            }
         }
     }
 

@@ -76,6 +76,8 @@ struct Shared {
     unschedulable: Mutex<HashMap<String, bool>>,
     /// FailedScheduling events recorded.
     recorded: Recorded,
+    /// Whether the cache may hold nominations (pending pod events need the cache lock only then).
+    any_nominated: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -124,6 +126,7 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
         queue: WorkQueue::new(),
         unschedulable: Mutex::new(HashMap::new()),
         recorded: Recorded::default(),
+        any_nominated: std::sync::atomic::AtomicBool::new(false),
     });
     let s = shared.clone();
     let (nodes, nodes_task) = informer::spawn(
@@ -259,8 +262,13 @@ fn on_pod(s: &Shared, pod: &Pod) {
         return;
     }
     let nominated = pod.status.as_ref().and_then(|st| st.nominated_node_name.as_deref());
-    let nominated = nominated.filter(|_| pod.metadata.deletion_timestamp.is_none());
-    s.cache.lock().set_nominated(pod, nominated.unwrap_or(""));
+    let nominated =
+        nominated.filter(|n| !n.is_empty() && pod.metadata.deletion_timestamp.is_none());
+    if nominated.is_some() || s.any_nominated.load(Ordering::Relaxed) {
+        let mut cache = s.cache.lock();
+        cache.observe_nomination(pod, nominated);
+        s.any_nominated.store(cache.has_nominations(), Ordering::Relaxed);
+    }
     if responsible_for(pod) {
         let key = key_of(pod);
         if !s.unschedulable.lock().contains_key(&key) {
@@ -440,9 +448,10 @@ impl Scheduler {
                 let demoted =
                     preemption::lower_priority_nominated(cache, &candidate.node, priority);
                 for d in &demoted {
-                    cache.set_nominated(d, "");
+                    cache.nominate(d, "");
                 }
-                cache.set_nominated(facts.pod, &candidate.node);
+                cache.nominate(facts.pod, &candidate.node);
+                self.shared.any_nominated.store(true, Ordering::Relaxed);
                 Decision::Preempt {
                     message: fit_error_message(total, &fit.reasons, ""),
                     candidate,
@@ -450,15 +459,9 @@ impl Scheduler {
                 }
             }
             Err((post, nominated)) => {
-                let clear = nominated.is_some()
-                    && facts
-                        .pod
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.nominated_node_name.as_deref())
-                        .is_some_and(|n| !n.is_empty());
+                let clear = nominated.is_some() && nominated_node(cache, facts.pod).is_some();
                 if clear {
-                    cache.set_nominated(facts.pod, "");
+                    cache.nominate(facts.pod, "");
                 }
                 Decision::Unschedulable {
                     message: fit_error_message(total, &fit.reasons, &post),
@@ -485,8 +488,7 @@ impl Scheduler {
             return Err(None);
         }
         // A pod nominated by preemption goes to its node if it fits there now.
-        let nominated = facts.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref());
-        if let Some(info) = nominated.and_then(|n| cache.node(n)) {
+        if let Some(info) = nominated_node(cache, facts.pod).and_then(|n| cache.node(n)) {
             if filters::check(facts, info, state).is_none() {
                 return Ok(info.name().to_string());
             }
@@ -594,6 +596,20 @@ impl Scheduler {
                 }
             }
         });
+    }
+}
+
+/// The pod's nominated node: the cache's record (the scheduler's latest decision), else the
+/// pod's status.
+pub(crate) fn nominated_node<'a>(cache: &'a Cache, pod: &'a Pod) -> Option<&'a str> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or("");
+    match cache.nominated_node(uid) {
+        Some(n) => n,
+        None => pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref())
+            .filter(|n| !n.is_empty()),
     }
 }
 

@@ -44,8 +44,7 @@ pub fn eligible(pod: &Pod, cache: &Cache) -> Result<(), Refusal> {
     if pod.spec.as_ref().and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
         return Err("not eligible due to preemptionPolicy=Never.".into());
     }
-    let nominated = pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref());
-    if let Some(node) = nominated.and_then(|n| cache.node(n)) {
+    if let Some(node) = super::nominated_node(cache, pod).and_then(|n| cache.node(n)) {
         let priority = priority_of(pod);
         let waiting =
             node.pods.iter().any(|p| p.priority < priority && p.terminating() && preempted(&p.pod));

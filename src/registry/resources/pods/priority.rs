@@ -71,9 +71,11 @@ async fn class(store: &Store, name: &str) -> Result<Option<Resolved>, ApiError> 
     let Some(res) = catalog().find("scheduling.k8s.io", "v1", "priorityclasses") else {
         return Ok(None);
     };
-    let kv = store.get(&Registry::key(res, None, name), None).await.map_err(|e| {
-        ApiError::internal(format!("failed to get PriorityClass with name {name}: {e}"))
-    })?;
+    // From the watch cache as it stands (as upstream reads an informer), without a round trip.
+    let kv =
+        store.get(&Registry::key(res, None, name), Some(store.revision())).await.map_err(|e| {
+            ApiError::internal(format!("failed to get PriorityClass with name {name}: {e}"))
+        })?;
     if let Some(kv) = kv {
         return Ok(Some(resolved(&decode_kv(res, &kv)?)));
     }
@@ -88,12 +90,17 @@ async fn default_class(store: &Store) -> Result<Option<Resolved>, ApiError> {
     let Some(res) = catalog().find("scheduling.k8s.io", "v1", "priorityclasses") else {
         return Ok(None);
     };
+    let opts = ListOptions { revision: Some(store.revision()), ..Default::default() };
     let page = store
-        .list(&Registry::prefix(res, None), &ListOptions::default())
+        .list(&Registry::prefix(res, None), &opts)
         .await
         .map_err(|e| ApiError::internal(format!("failed to get default priority class: {e}")))?;
     let mut best: Option<Resolved> = None;
+    const MARK: &[u8] = b"globalDefault";
     for kv in &page.items {
+        if !kv.value.windows(MARK.len()).any(|w| w == MARK) {
+            continue;
+        }
         let pc = decode_kv(res, kv)?;
         if pc.get("globalDefault").and_then(Value::as_bool) == Some(true) {
             let r = resolved(&pc);
