@@ -28,6 +28,8 @@ pub struct PodInfo {
     pub has_affinity: bool,
     /// Whether the pod has required pod anti-affinity terms.
     pub has_required_anti_affinity: bool,
+    /// The pod's affinity terms as written (empty without affinity), parsed once.
+    pub terms: super::interpod::PodTerms,
 }
 
 impl PodInfo {
@@ -47,6 +49,7 @@ impl PodInfo {
             priority: priority_of(&pod),
             has_affinity,
             has_required_anti_affinity,
+            terms: if has_affinity { super::interpod::raw_terms(&pod) } else { Default::default() },
             pod,
         }
     }

@@ -21,8 +21,8 @@ pub const REASON_EXISTING_ANTI_AFFINITY: &str =
 const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 const MAX_SCORE: i64 = 100;
 
-/// (topology key, value) of a node.
-type Pair = (String, String);
+/// Counts per topology key, then per value of that key.
+type Counts = HashMap<String, HashMap<String, i64>>;
 
 /// A pod affinity term made ready to match pods: its selector (with matchLabelKeys and
 /// mismatchLabelKeys folded in), the namespaces it covers and its topology key.
@@ -130,7 +130,7 @@ impl PodTerms {
 }
 
 /// A pod's terms as written (namespace selectors unresolved).
-fn raw_terms(pod: &Pod) -> PodTerms {
+pub fn raw_terms(pod: &Pod) -> PodTerms {
     let Some(a) = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()) else {
         return PodTerms::default();
     };
@@ -168,11 +168,11 @@ pub struct FilterState {
     /// Whether the incoming pod matches all its own affinity terms (the first pod of a group).
     self_match: bool,
     /// Domains where existing pods' required anti-affinity matches the incoming pod.
-    existing_anti: HashMap<Pair, i64>,
+    existing_anti: Counts,
     /// Domains with pods matching all the incoming pod's affinity terms, per term key.
-    affinity: HashMap<Pair, i64>,
+    affinity: Counts,
     /// Domains with pods matching one of the incoming pod's anti-affinity terms.
-    anti: HashMap<Pair, i64>,
+    anti: Counts,
     ns_labels: Option<BTreeMap<String, String>>,
 }
 
@@ -216,7 +216,7 @@ impl FilterState {
 
     fn count(&mut self, incoming: &Pod, p: &PodInfo, node: &NodeInfo, sign: i64, existing: bool) {
         if existing && p.has_required_anti_affinity {
-            for t in raw_terms(&p.pod).anti_affinity {
+            for t in &p.terms.anti_affinity {
                 if let Some(v) = node.label(&t.topology_key) {
                     if t.matches(incoming, self.ns_labels.as_ref()) {
                         bump(&mut self.existing_anti, &t.topology_key, v, sign);
@@ -254,11 +254,9 @@ impl FilterState {
                 }
             }
         }
-        if !self.existing_anti.is_empty() {
-            for (k, v) in node.node.metadata.labels.iter().flatten() {
-                if get(&self.existing_anti, k, v) > 0 {
-                    return Some(REASON_EXISTING_ANTI_AFFINITY);
-                }
+        for (key, values) in &self.existing_anti {
+            if node.label(key).and_then(|v| values.get(v)).is_some_and(|c| *c > 0) {
+                return Some(REASON_EXISTING_ANTI_AFFINITY);
             }
         }
         None
@@ -277,18 +275,26 @@ impl FilterState {
             }
         }
         // No pod anywhere matches: the pod may start the group if it matches its own terms.
-        pods_exist || (self.affinity.values().all(|c| *c <= 0) && self.self_match)
+        pods_exist
+            || (self.affinity.values().flat_map(|v| v.values()).all(|c| *c <= 0) && self.self_match)
     }
 }
 
-fn bump(m: &mut HashMap<Pair, i64>, key: &str, value: &str, by: i64) {
-    *m.entry((key.to_string(), value.to_string())).or_insert(0) += by;
+fn bump(m: &mut Counts, key: &str, value: &str, by: i64) {
+    let values = match m.get_mut(key) {
+        Some(v) => v,
+        None => m.entry(key.to_string()).or_default(),
+    };
+    match values.get_mut(value) {
+        Some(c) => *c += by,
+        None => {
+            values.insert(value.to_string(), by);
+        }
+    }
 }
 
-fn get(m: &HashMap<Pair, i64>, key: &str, value: &str) -> i64 {
-    // Lookups by borrowed parts without allocating a key would need a custom map; the maps are
-    // small (one entry per domain), so build the key.
-    m.get(&(key.to_string(), value.to_string())).copied().unwrap_or(0)
+fn get(m: &Counts, key: &str, value: &str) -> i64 {
+    m.get(key).and_then(|values| values.get(value)).copied().unwrap_or(0)
 }
 
 /// The InterPodAffinity scores (0..=100, normalized) of the feasible nodes, or None when
@@ -329,7 +335,7 @@ pub fn score(
             if !p.has_affinity {
                 continue;
             }
-            let theirs = raw_terms(&p.pod);
+            let theirs = &p.terms;
             for t in &theirs.affinity {
                 if t.matches(pod, ns_labels) {
                     add(n, &t.topology_key, HARD_POD_AFFINITY_WEIGHT);

@@ -406,6 +406,19 @@ mod tests {
         let c = find_candidate(&facts(&incoming), &CycleState::default(), &nodes, &[0, 1, 2], &[])
             .unwrap();
         assert_eq!(c.node, "c");
+        // A PodDisruptionBudget with no disruptions allowed steers preemption elsewhere,
+        // even to a node with a more important victim.
+        let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+            "metadata": {"name": "keep", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "l3"}}},
+            "status": {"disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1,
+                       "expectedPods": 1},
+        }))
+        .unwrap();
+        let pdbs = [Arc::new(pdb)];
+        let c = find_candidate(&facts(&incoming), &CycleState::default(), &nodes, &[0, 2], &pdbs)
+            .unwrap();
+        assert_eq!((c.node.as_str(), c.pdb_violations), ("a", 0));
         let none = vec![node("a", "1", &[pod("l", 1, "1")])];
         let err = find_candidate(&facts(&incoming), &CycleState::default(), &none, &[0], &[])
             .unwrap_err();

@@ -125,7 +125,8 @@ pub struct FilterState {
     constraints: Vec<Constraint>,
     namespace: String,
     self_match: Vec<bool>,
-    counts: HashMap<Pair, i64>,
+    /// Counts per topology key, then per value.
+    counts: HashMap<String, HashMap<String, i64>>,
     /// The smallest count per topology key and the number of domains of that key.
     minimum: HashMap<String, (i64, i64)>,
 }
@@ -148,8 +149,9 @@ impl FilterState {
                     continue;
                 }
                 let value = n.label(&c.topology_key).cloned().unwrap_or_default();
-                *counts.entry((c.topology_key.clone(), value)).or_insert(0) +=
-                    c.count_on(&namespace, &n.pods);
+                let slot: &mut HashMap<String, i64> =
+                    counts.entry(c.topology_key.clone()).or_default();
+                *slot.entry(value).or_insert(0) += c.count_on(&namespace, &n.pods);
             }
         }
         let self_match = constraints.iter().map(|c| c.selects(pod)).collect();
@@ -161,10 +163,9 @@ impl FilterState {
 
     fn recompute_minimum(&mut self) {
         self.minimum.clear();
-        for ((key, _), n) in &self.counts {
-            let e = self.minimum.entry(key.clone()).or_insert((i64::MAX, 0));
-            e.0 = e.0.min(*n);
-            e.1 += 1;
+        for (key, values) in &self.counts {
+            let min = values.values().copied().min().unwrap_or(i64::MAX);
+            self.minimum.insert(key.clone(), (min, values.len() as i64));
         }
     }
 
@@ -181,7 +182,8 @@ impl FilterState {
                 continue;
             }
             let value = node.label(&c.topology_key).cloned().unwrap_or_default();
-            *self.counts.entry((c.topology_key.clone(), value)).or_insert(0) += sign;
+            *self.counts.entry(c.topology_key.clone()).or_default().entry(value).or_insert(0) +=
+                sign;
         }
         self.recompute_minimum();
     }
@@ -198,7 +200,7 @@ impl FilterState {
                 min = 0;
             }
             let here =
-                self.counts.get(&(c.topology_key.clone(), value.clone())).copied().unwrap_or(0);
+                self.counts.get(&c.topology_key).and_then(|m| m.get(value)).copied().unwrap_or(0);
             let skew = here.saturating_add(i64::from(self.self_match[i])).saturating_sub(min);
             if skew > c.max_skew {
                 return Some(REASON_SKEW);
