@@ -7,6 +7,7 @@ pub mod authz;
 pub mod config;
 pub mod health;
 pub mod kubeconfig;
+pub mod lazy;
 pub mod metrics;
 pub mod pki;
 pub mod server;

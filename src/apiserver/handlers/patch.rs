@@ -14,12 +14,20 @@ use crate::apiserver::status::{ApiError, StatusCause, StatusDetails};
 use crate::registry::catalog::ResourceInfo;
 use crate::registry::generic::{not_found, target};
 use crate::registry::managed_fields;
+use crate::registry::merge::TypeSchemas;
 use crate::registry::options::check_body;
 use crate::registry::{Registry, UpdatePart};
 
 pub(super) async fn patch(reg: &Registry, mut r: Req) -> Result<Response, ApiError> {
     let format = body_format(&r.headers, true)?;
     let patch = parse_body(&r.body, format)?;
+    if format == BodyFormat::StrategicMergePatch {
+        // The first one generates the type schemas: off the async workers.
+        crate::apiserver::lazy::ensure_built(TypeSchemas::is_built, || {
+            TypeSchemas::get();
+        })
+        .await;
+    }
     let part = match r.path.subresource.as_deref() {
         None => UpdatePart::Main,
         Some("status") => UpdatePart::Status,

@@ -1,6 +1,7 @@
 //! One group-version's OpenAPI 3.0 document, and the set of all documents with their hashes,
 //! built once on first use.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use bytes::Bytes;
@@ -20,10 +21,23 @@ pub struct Document {
     pub hash: String,
 }
 
-/// Every served group-version's document, in index order.
+static DOCS: OnceLock<Vec<Document>> = OnceLock::new();
+/// Set when the build begins.
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Every served group-version's document, in index order; built on first use.
 pub fn documents() -> &'static [Document] {
-    static DOCS: OnceLock<Vec<Document>> = OnceLock::new();
     DOCS.get_or_init(build_all)
+}
+
+/// Whether the documents have been built.
+pub fn is_built() -> bool {
+    DOCS.get().is_some()
+}
+
+/// Whether building the documents has begun (it may not have finished).
+pub fn build_started() -> bool {
+    STARTED.load(Ordering::Relaxed)
 }
 
 /// The document with key `key`.
@@ -32,6 +46,7 @@ pub fn find(key: &str) -> Option<&'static Document> {
 }
 
 fn build_all() -> Vec<Document> {
+    STARTED.store(true, Ordering::Relaxed);
     let served = resources::served();
     resources::group_versions()
         .into_iter()
@@ -39,11 +54,17 @@ fn build_all() -> Vec<Document> {
             let members: Vec<&Served> =
                 served.iter().filter(|r| r.group == group && r.version == version).collect();
             let value = build(group, version, &members);
-            let body = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+            let body = compact(serde_json::to_vec(&value).unwrap_or_default());
             let hash = hash_hex(&body);
             Document { key: key(group, version), body, hash }
         })
         .collect()
+}
+
+/// Kept bytes without the spare capacity their buffer grew with (up to half again its size).
+pub fn compact(mut buf: Vec<u8>) -> Bytes {
+    buf.shrink_to_fit();
+    Bytes::from(buf)
 }
 
 /// The index key of a group-version.

@@ -4,9 +4,10 @@
 //! `/openapi/v3` is the index: each group-version's key (`api/v1`, `apis/apps/v1`) with the URL
 //! of its document, carrying the document's hash. A document fetched with its current hash is
 //! immutable and cacheable for a year; with a stale hash the client is redirected to the
-//! current one. Documents are built once from k8s-openapi's schemas, skiff's list semantics
-//! description and the served resources, and are what `kubectl explain`, kubectl's field
-//! validation detection and kubectl apply's patch computation read.
+//! current one. Documents are built once, on the first request for them (never at start-up: they
+//! and their build's scratch values are tens of megabytes), from k8s-openapi's schemas, skiff's
+//! list semantics description and the served resources, and are what `kubectl explain`, kubectl's
+//! field validation detection and kubectl apply's patch computation read.
 
 mod components;
 mod document;
@@ -29,17 +30,9 @@ use super::status::ApiError;
 
 pub use document::{hash_hex, Document};
 
-/// The routes under /openapi/v3 (and /openapi/v2). The documents are built on a background
-/// thread right away, so the first client does not wait for them.
+/// The routes under /openapi/v3 (and /openapi/v2). Nothing is built until a client asks: the
+/// first request builds the v3 documents (or the v2 document) on a blocking thread and waits.
 pub fn openapi_router() -> Router {
-    let _ = std::thread::Builder::new().name("openapi-build".into()).spawn(|| {
-        let started = std::time::Instant::now();
-        let _ = v2::swagger();
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "openapi documents built"
-        );
-    });
     Router::new()
         .route("/openapi/v2", get(swagger_v2))
         .route("/openapi/v3", get(index))
@@ -58,12 +51,26 @@ pub fn index_json() -> Value {
     json!({ "paths": paths })
 }
 
+/// Which builds have begun so far: (v3 documents, v2 document). Start-up begins neither.
+pub fn builds_started() -> (bool, bool) {
+    (document::build_started(), v2::build_started())
+}
+
+/// Builds the v3 documents unless built, off the async workers.
+async fn ensure_v3() {
+    crate::apiserver::lazy::ensure_built(document::is_built, || {
+        document::documents();
+    })
+    .await;
+}
+
 /// The serialized document of a group-version (`""` for core), if served.
 pub fn document(group: &str, version: &str) -> Option<&'static Document> {
     document::find(&document::key(group, version))
 }
 
 async fn index(headers: HeaderMap) -> Response {
+    ensure_v3().await;
     let body = serde_json::to_vec(&index_json()).unwrap_or_default();
     let etag = format!("\"{}\"", hash_hex(&body));
     if not_modified(&headers, &etag) {
@@ -77,6 +84,10 @@ async fn index(headers: HeaderMap) -> Response {
 pub const PROTOBUF_V2: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 async fn swagger_v2(headers: HeaderMap) -> Response {
+    crate::apiserver::lazy::ensure_built(v2::is_built, || {
+        v2::swagger();
+    })
+    .await;
     let doc = v2::swagger();
     let wants_protobuf = headers
         .get_all(axum::http::header::ACCEPT)
@@ -100,6 +111,7 @@ async fn swagger_v2(headers: HeaderMap) -> Response {
 }
 
 async fn core_document(Path(version): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
+    ensure_v3().await;
     serve(&document::key("", &version), &headers, &uri)
 }
 
@@ -108,6 +120,7 @@ async fn group_document(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
+    ensure_v3().await;
     serve(&document::key(&group, &version), &headers, &uri)
 }
 

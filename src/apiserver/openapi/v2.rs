@@ -2,12 +2,13 @@
 //! their schemas as `definitions` and all their paths, in v2 form. kubectl up to 1.28 loads it
 //! (as protobuf) before `create`, `apply` and `explain`; newer kubectl reads v3 instead.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::document::{documents, hash_hex};
+use super::document::{compact, documents, hash_hex};
 use super::protobuf;
 
 /// The v2 document in both encodings.
@@ -19,14 +20,28 @@ pub struct SwaggerV2 {
     pub hash: String,
 }
 
+static BUILT: OnceLock<SwaggerV2> = OnceLock::new();
+/// Set when the build begins.
+static STARTED: AtomicBool = AtomicBool::new(false);
+
 /// The v2 document, built on first use.
 pub fn swagger() -> &'static SwaggerV2 {
-    static BUILT: OnceLock<SwaggerV2> = OnceLock::new();
     BUILT.get_or_init(|| {
+        STARTED.store(true, Ordering::Relaxed);
         let doc = build();
-        let json = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
-        SwaggerV2 { hash: hash_hex(&json), protobuf: Bytes::from(protobuf::document(&doc)), json }
+        let json = compact(serde_json::to_vec(&doc).unwrap_or_default());
+        SwaggerV2 { hash: hash_hex(&json), protobuf: compact(protobuf::document(&doc)), json }
     })
+}
+
+/// Whether the v2 document has been built.
+pub fn is_built() -> bool {
+    BUILT.get().is_some()
+}
+
+/// Whether building the v2 document has begun (it may not have finished).
+pub fn build_started() -> bool {
+    STARTED.load(Ordering::Relaxed)
 }
 
 /// Builds the Swagger 2.0 document from the v3 documents.

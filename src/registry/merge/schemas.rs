@@ -7,6 +7,7 @@
 
 use std::any::TypeId;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use k8s_openapi::schemars::generate::SchemaSettings;
@@ -80,11 +81,25 @@ pub struct TypeSchemas {
     graph: HashMap<String, HashMap<String, FieldType>>,
 }
 
+static BUILT: OnceLock<TypeSchemas> = OnceLock::new();
+/// Set when generation begins (tests check that start-up never begins it).
+static STARTED: AtomicBool = AtomicBool::new(false);
+
 impl TypeSchemas {
-    /// The schemas, generated on first use.
+    /// The schemas, generated on first use (a strategic merge patch or an OpenAPI request; never
+    /// at start-up: generating them runs schemars over every type and holds megabytes).
     pub fn get() -> &'static TypeSchemas {
-        static BUILT: OnceLock<TypeSchemas> = OnceLock::new();
         BUILT.get_or_init(build)
+    }
+
+    /// Whether the schemas have been generated.
+    pub fn is_built() -> bool {
+        BUILT.get().is_some()
+    }
+
+    /// Whether generating the schemas has begun (it may not have finished).
+    pub fn generation_started() -> bool {
+        STARTED.load(Ordering::Relaxed)
     }
 
     /// The schema name of `kind` in `api_version` (`v1`, `apps/v1`), if skiff knows it.
@@ -183,6 +198,8 @@ fn build() -> TypeSchemas {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
     use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
+
+    STARTED.store(true, Ordering::Relaxed);
 
     let mut c =
         Collector { generator: SchemaSettings::openapi3().into_generator(), kinds: Vec::new() };
