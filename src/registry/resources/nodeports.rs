@@ -203,6 +203,54 @@ async fn legacy_ports(store: &Store, svc: &Value) -> Result<Vec<i64>, ApiError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    use crate::store::sqlite::{SqliteBackend, SqliteOptions};
+    use crate::testing::skiff_server::TempDir;
+
+    async fn store(dir: &TempDir) -> Store {
+        let path = SqliteBackend::db_path(dir.path());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let backend = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
+        Store::open(Arc::new(backend), Default::default()).await.unwrap()
+    }
+
+    fn svc(name: &str, node_port: Option<i64>) -> Value {
+        let mut port = json!({"port": 80});
+        if let Some(np) = node_port {
+            port["nodePort"] = json!(np);
+        }
+        json!({"metadata": {"name": name, "namespace": "default"},
+            "spec": {"type": "NodePort", "ports": [port]}})
+    }
+
+    #[tokio::test]
+    async fn concurrent_allocations_never_share_a_port_or_ip() {
+        let dir = TempDir::new("nodeports").unwrap();
+        let store = store(&dir).await;
+        let runs = (0..40).map(|i| {
+            let store = store.clone();
+            async move {
+                let mut s = svc(&format!("s{i}"), None);
+                allocate(&store, &mut s, false).await.unwrap();
+                let ip = super::super::ipaddresses::allocate(&store, &s, false).await.unwrap();
+                (node_ports(&s)[0], ip)
+            }
+        });
+        let got = futures::future::join_all(runs).await;
+        let ports: std::collections::HashSet<i64> = got.iter().map(|(p, _)| *p).collect();
+        let ips: std::collections::HashSet<&String> = got.iter().map(|(_, ip)| ip).collect();
+        assert_eq!((ports.len(), ips.len()), (40, 40));
+
+        // A requested port: exclusive, idempotent for its holder, free again once released.
+        let mut a = svc("a", Some(30500));
+        allocate(&store, &mut a, false).await.unwrap();
+        allocate(&store, &mut a.clone(), false).await.unwrap();
+        let err = allocate(&store, &mut svc("b", Some(30500)), false).await.unwrap_err();
+        assert!(err.message.ends_with("provided port is already allocated"), "{}", err.message);
+        release(&store, &a, None).await;
+        allocate(&store, &mut svc("b", Some(30500)), false).await.unwrap();
+    }
 
     #[test]
     fn node_port_types() {
