@@ -9,14 +9,13 @@
 mod compactor;
 mod reader;
 mod schema;
-mod syncer;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::Duration;
 
@@ -92,8 +91,6 @@ impl Default for SqliteOptions {
 pub(crate) struct Shared {
     current: AtomicI64,
     compacted: AtomicI64,
-    /// Set once syncing the WAL failed: writes are refused from then on.
-    failed: AtomicBool,
 }
 
 /// The SQLite backend. Cheap to clone; the writer stops when the last clone is dropped.
@@ -156,11 +153,7 @@ impl SqliteBackend {
             opts.vacuum_step_pages,
             opts.busy_timeout,
         )?;
-        let shared = Arc::new(Shared {
-            current: AtomicI64::new(0),
-            compacted: AtomicI64::new(0),
-            failed: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared { current: AtomicI64::new(0), compacted: AtomicI64::new(0) });
         let config = writer::Config {
             max_batch: opts.max_batch.max(1),
             compaction_interval: opts.compaction_interval,

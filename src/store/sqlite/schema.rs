@@ -234,9 +234,7 @@ pub fn open_writer(path: &Path, pragmas: &WriterPragmas) -> Result<Connection> {
         Kind::Skiff => quick_check(&conn, path)?,
     }
     set_wal(&conn, path)?;
-    // Commits append to the WAL without waiting for the disk; the syncer fdatasyncs the WAL
-    // before any write is acknowledged, and checkpoints sync the WAL and the file themselves.
-    conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(fail)?;
+    conn.execute_batch("PRAGMA synchronous = FULL").map_err(fail)?;
     conn.pragma_update(None, "wal_autocheckpoint", pragmas.wal_autocheckpoint_pages)
         .map_err(fail)?;
     let _: i64 = conn

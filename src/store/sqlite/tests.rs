@@ -496,24 +496,6 @@ async fn writer_options_are_on_the_file() {
     assert_eq!(get("user_version"), rusqlite::types::Value::Integer(super::SCHEMA_VERSION.into()));
 }
 
-/// A write is answered only once the WAL holding it is synced: when that fails, the write is
-/// refused, stays invisible, and later writes are refused too (the file's state is unknown).
-#[tokio::test(flavor = "multi_thread")]
-async fn writes_are_answered_only_after_the_wal_is_synced() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path(), manual());
-    let mut wal = db.path().as_os_str().to_owned();
-    wal.push("-wal");
-    // The syncer opens the WAL by name on its first sync; without it there is nothing to sync.
-    std::fs::remove_file(&wal).unwrap();
-    let err = db.create("/k", val("v")).await.unwrap_err();
-    assert!(matches!(err, StoreError::WriteFailed(ref m) if m.contains("fdatasync")), "{err:?}");
-    assert_eq!(db.current_revision().await.unwrap(), 0);
-    assert!(db.get_at("/k", 0).await.unwrap().is_none(), "an unsynced write is not visible");
-    let again = db.create("/other", val("v")).await.unwrap_err();
-    assert!(matches!(again, StoreError::WriteFailed(_)), "{again:?}");
-}
-
 /// Rewriting one key many times must not grow the file without bound.
 #[tokio::test(flavor = "multi_thread")]
 async fn automatic_compaction_bounds_the_file() {

@@ -3,11 +3,10 @@
 //! Every pending request (up to a cap) goes into one transaction, each write at the next
 //! revision. Preconditions are checked against an in-memory index of the live keys plus a
 //! per-batch overlay, so they need no SQL read; a failed precondition fails only its request and
-//! takes no revision. After the commit the index absorbs the overlay and the batch goes to the
-//! [`syncer`](super::syncer), which makes the WAL durable and only then publishes it (current
-//! revision, events, answers) while this thread already applies the next batch. A failed commit
-//! rolls everything back and answers every request with `WriteFailed`. Compaction steps run
-//! between batches.
+//! takes no revision. Only after the commit does the batch become visible: the index absorbs the
+//! overlay, the current revision is published, events go to subscribers, and callers get their
+//! answers. A failed commit rolls everything back and answers every request with `WriteFailed`.
+//! Compaction steps run between batches.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,7 +22,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::store::{Event, EventKind, KeyValue, Result, Revision, StoreError};
 
 use super::compactor::{rollback, Compactor};
-use super::syncer::{self, Committed, Subscriber, Subscribers};
 use super::{reader, schema, Shared};
 
 /// The longest a short batch waits for more writes before committing.
@@ -79,6 +77,11 @@ struct Entry {
     create_revision: Revision,
 }
 
+struct Subscriber {
+    after: Revision,
+    tx: mpsc::UnboundedSender<EventBatch>,
+}
+
 /// The writer thread's state.
 pub struct Writer {
     conn: Connection,
@@ -88,10 +91,8 @@ pub struct Writer {
     index: HashMap<String, Entry>,
     /// Changes of the batch being applied; None marks a deleted key.
     overlay: HashMap<String, Option<Entry>>,
-    /// The last committed revision (published once the syncer has made it durable).
     current: Revision,
-    subscribers: Subscribers,
-    syncer: syncer::Handle,
+    subscribers: Vec<Subscriber>,
     compactor: Compactor,
     next_auto_compaction: Option<Instant>,
     /// Size of the last batch: about how many callers write concurrently.
@@ -149,9 +150,6 @@ impl Writer {
         let current = schema::current_revision(&conn).map_err(fail)?;
         let index = load_index(&conn).map_err(fail)?;
         shared.current.store(current, Ordering::Release);
-        let subscribers = Subscribers::default();
-        let syncer = syncer::Handle::start(path.clone(), shared.clone(), subscribers.clone())
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the sqlite syncer: {e}")))?;
         shared.compacted.store(compactor.compacted(), Ordering::Release);
         let next_auto_compaction = if config.compaction_interval.is_zero() {
             None
@@ -166,8 +164,7 @@ impl Writer {
             index,
             overlay: HashMap::new(),
             current,
-            subscribers,
-            syncer,
+            subscribers: Vec::new(),
             compactor,
             next_auto_compaction,
             expected: 1,
@@ -228,7 +225,7 @@ impl Writer {
             }
             self.maintain();
         }
-        self.syncer.stop();
+        self.subscribers.clear();
         if let Err((_, e)) = self.conn.close() {
             tracing::warn!(path = %self.path.display(), error = %e, "closing the sqlite database failed");
         }
@@ -298,8 +295,6 @@ impl Writer {
 
     /// Registers a subscriber together with the committed events it has not seen.
     fn subscribe(&mut self, after: Revision, reply: Reply<Subscription>) {
-        // Every committed batch published first: the backlog then ends where the feed starts.
-        self.syncer.drain();
         let compacted = self.compactor.compacted();
         if after < compacted {
             let _ = reply.send(Err(StoreError::TooOld { requested: after, oldest: compacted }));
@@ -319,7 +314,7 @@ impl Writer {
         };
         let (tx, live) = mpsc::unbounded_channel();
         if reply.send(Ok(Subscription { backlog, live })).is_ok() {
-            self.subscribers.lock().push(Subscriber { after, tx });
+            self.subscribers.push(Subscriber { after, tx });
         }
     }
 
@@ -329,17 +324,7 @@ impl Writer {
             return;
         }
         let size = batch.len();
-        if self.shared.failed.load(Ordering::Acquire) {
-            let err = StoreError::WriteFailed(format!(
-                "{}: an earlier fdatasync failed, writes refused until restart",
-                self.path.display()
-            ));
-            for (_, reply) in batch.drain(..) {
-                let _ = reply.send(Err(err.clone()));
-            }
-            return;
-        }
-        let want_events = !self.subscribers.lock().is_empty();
+        let want_events = !self.subscribers.is_empty();
         let mut replies = Vec::with_capacity(size);
         let mut results = Vec::with_capacity(size);
         let mut events = Vec::with_capacity(if want_events { size } else { 0 });
@@ -396,8 +381,28 @@ impl Writer {
             }
         }
         self.current = next - 1;
-        let answers = replies.into_iter().zip(results).collect();
-        self.syncer.send(Committed { revision: self.current, events, answers });
+        self.shared.current.store(self.current, Ordering::Release);
+        self.publish(events);
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Sends a committed batch's events to every subscriber, dropping the ones that are gone.
+    fn publish(&mut self, events: Vec<Event>) {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else { return };
+        let (first, last) = (first.revision(), last.revision());
+        let batch = Arc::new(events);
+        self.subscribers.retain(|sub| {
+            if sub.after >= last {
+                !sub.tx.is_closed()
+            } else if sub.after >= first {
+                let part = batch.iter().filter(|e| e.revision() > sub.after).cloned().collect();
+                sub.tx.send(Arc::new(part)).is_ok()
+            } else {
+                sub.tx.send(batch.clone()).is_ok()
+            }
+        });
     }
 }
 
