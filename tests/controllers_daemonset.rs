@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::{json, Value};
 use skiff::controllers::cluster::{wait_for, LocalCluster};
@@ -133,6 +133,17 @@ async fn daemon_pods_follow_nodes_taints_updates_and_rollback() {
     .unwrap();
     let taint = json!({"spec": {"taints": [{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]}});
     patch(&nodes, NODES[2], Patch::Merge(taint)).await;
+    // The controller must see the taint before "agent" exists, or it may place a pod on that
+    // node first (which then stays, counted as misscheduled, as upstream). A canary's desired
+    // count of 2 shows the taint has reached the controller's node informer.
+    sets.create(&PostParams::default(), &daemon_set("canary", json!({}))).await.unwrap();
+    wait_for(T, "the controller sees the taint", || async {
+        let ds = sets.get("canary").await.ok()?;
+        (ds.status?.desired_number_scheduled == 2).then_some(())
+    })
+    .await
+    .unwrap();
+    sets.delete("canary", &DeleteParams::default()).await.unwrap();
 
     let surge = json!({"updateStrategy": {"type": "RollingUpdate",
         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}});
