@@ -21,8 +21,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
+use super::events::record as record_event;
 use super::informer::{self, Change};
-use super::job::{is_finished, record_event};
+use super::job::is_finished;
 use super::podutil::{self, controller_of, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     Condition, LabelSelector, ObjectMeta, OwnerReference, Time,
@@ -27,6 +27,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use parking_lot::Mutex;
 
+use super::events::record;
 use super::informer::{self, Change};
 use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
@@ -273,6 +274,7 @@ async fn try_sync(
         Err(e) => {
             record(
                 &ctx.client,
+                COMPONENT,
                 pdb,
                 true,
                 "CalculateExpectedPodCountFailed",
@@ -292,10 +294,10 @@ async fn try_sync(
                 "Pod was expected by PDB {ns}/{} to be deleted but it wasn't",
                 pdb.name_any()
             );
-            record(&ctx.client, pod.as_ref(), true, "NotDeleted", msg);
+            record(&ctx.client, COMPONENT, pod.as_ref(), true, "NotDeleted", msg);
         }
         if pods.is_empty() {
-            record(&ctx.client, pdb, false, "NoPods", "No matching pods found".into());
+            record(&ctx.client, COMPONENT, pdb, false, "NoPods", "No matching pods found".into());
         }
         if !unmanaged.is_empty() {
             let selector = pdb
@@ -304,8 +306,7 @@ async fn try_sync(
                 .and_then(|s| s.selector.as_ref())
                 .map(|s| serde_json::to_string(s).unwrap_or_default())
                 .unwrap_or_default();
-            record(
-                &ctx.client,
+            record(&ctx.client, COMPONENT,
                 pdb,
                 true,
                 "UnmanagedPods",
@@ -727,51 +728,6 @@ async fn sync_stale_pod(ctx: &Ctx, key: &str) -> Result<Action, DisruptionError>
             source,
         }),
     }
-}
-
-/// Records an event about `obj` without waiting for the write (best effort, as upstream's
-/// recorder).
-fn record<K: Resource<DynamicType = ()>>(
-    client: &Client,
-    obj: &K,
-    warning: bool,
-    reason: &str,
-    message: String,
-) {
-    let ns = obj.namespace().unwrap_or_else(|| "default".into());
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);
-    let event = Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{}.{nanos:x}", obj.name_any())),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some(K::api_version(&()).into_owned()),
-            kind: Some(K::kind(&()).into_owned()),
-            name: Some(obj.name_any()),
-            namespace: Some(ns.clone()),
-            uid: obj.uid(),
-            resource_version: obj.resource_version(),
-            ..Default::default()
-        },
-        reason: Some(reason.to_string()),
-        message: Some(message),
-        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-        source: Some(EventSource { component: Some(COMPONENT.into()), host: None }),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
-        reporting_component: Some(COMPONENT.into()),
-        ..Default::default()
-    };
-    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
-    tokio::spawn(async move {
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
-            tracing::debug!(error = %e, "cannot record event");
-        }
-    });
 }
 
 #[cfg(test)]

@@ -10,11 +10,10 @@
 //! job first gets SuccessCriteriaMet or FailureTarget; Complete or Failed follow once no pod is
 //! left running or uncounted.
 
-mod events;
 pub mod failurepolicy;
 pub mod indexes;
 
-pub use events::record as record_event;
+use super::events::record as record_event;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;

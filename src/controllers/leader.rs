@@ -318,7 +318,7 @@ impl Elector {
     fn record(&self, client: &Client, message: &str) {
         if let Some(lease) = &self.last_written {
             let text = format!("{} {message}", self.config.identity);
-            super::job::record_event(client, COMPONENT, lease, false, "LeaderElection", text);
+            super::events::record(client, COMPONENT, lease, false, "LeaderElection", text);
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod events;
 pub mod expectations;
 pub mod garbagecollector;
 pub mod history;

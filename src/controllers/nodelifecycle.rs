@@ -269,7 +269,7 @@ async fn mark_unknown(ctx: &Ctx, node: &Node) -> Option<Node> {
     let pp = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
     match api.replace_status(&name, &pp, &node).await {
         Ok(n) => {
-            super::job::record_event(
+            super::events::record(
                 &ctx.client,
                 MANAGER,
                 &n,
@@ -507,7 +507,7 @@ async fn evict(ctx: &Ctx, pod: &Pod) -> bool {
     let name = pod.name_any();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     tracing::info!(pod = %format!("{ns}/{name}"), "evicting pod from a NoExecute-tainted node");
-    super::job::record_event(
+    super::events::record(
         &ctx.client,
         EVICTION_MANAGER,
         pod,

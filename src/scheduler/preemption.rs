@@ -316,7 +316,7 @@ pub fn evict(client: &Client, preemptor: &Pod, candidate: &Candidate, demoted: V
             match api.delete(&name, &dp).await {
                 Ok(_) => {
                     tracing::info!(pod = %format!("{ns}/{name}"), "preempted");
-                    crate::controllers::job::record_event(
+                    crate::controllers::events::record(
                         &client,
                         super::DEFAULT_SCHEDULER_NAME,
                         pod.as_ref(),

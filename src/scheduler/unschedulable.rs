@@ -65,7 +65,7 @@ pub fn record(
     nominated: Option<&str>,
 ) {
     if recorded.should_record(key, &message) {
-        crate::controllers::job::record_event(
+        crate::controllers::events::record(
             client,
             DEFAULT_SCHEDULER_NAME,
             pod,

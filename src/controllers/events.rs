@@ -1,5 +1,6 @@
-//! Events the Job and CronJob controllers record (core/v1 Events, as `kubectl describe` shows
-//! them). Recording is best effort: a failed write is logged, never retried.
+//! The event recorder every controller and the scheduler share: core/v1 Events, as
+//! `kubectl describe` shows them. Recording is best effort: a failed write is logged, never
+//! retried.
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
