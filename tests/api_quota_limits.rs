@@ -407,3 +407,47 @@ async fn services_get_distinct_cluster_ips_and_node_ports() {
     svcs.create(&pp, &service("np4", node_port(Some(auto.into())))).await.unwrap();
     server.stop().await.unwrap();
 }
+
+/// Priority admission runs before quota (as upstream's plugin order): a pod without a class
+/// gets the globalDefault class first, so a quota scoped to that class counts it; a pod refused
+/// for an unknown class is never charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_scoped_by_priority_class_sees_the_default_class() {
+    let server = InProcessServer::start().await.expect("server starts");
+    let client = server.client.clone();
+    namespace(&client, "q5").await;
+    let classes: Api<k8s_openapi::api::scheduling::v1::PriorityClass> = Api::all(client.clone());
+    let vip = serde_json::from_value(json!({
+        "metadata": {"name": "vip"}, "value": 1000, "globalDefault": true,
+    }))
+    .unwrap();
+    classes.create(&PostParams::default(), &vip).await.unwrap();
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), "q5");
+    for q in [
+        json!({"metadata": {"name": "vip-pods"}, "spec": {"hard": {"pods": "1"}, "scopeSelector":
+            {"matchExpressions": [{"scopeName": "PriorityClass", "operator": "In", "values": ["vip"]}]}}}),
+        json!({"metadata": {"name": "all-pods"}, "spec": {"hard": {"pods": "10"}}}),
+    ] {
+        let q: ResourceQuota = serde_json::from_value(q).unwrap();
+        quotas.create(&PostParams::default(), &q).await.unwrap();
+    }
+    wait_used(&quotas, "vip-pods", "pods", "0").await;
+    wait_used(&quotas, "all-pods", "pods", "0").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "q5");
+    let a = pods.create(&PostParams::default(), &pod("a", json!({}))).await.unwrap();
+    let spec = a.spec.unwrap();
+    assert_eq!((spec.priority_class_name.as_deref(), spec.priority), (Some("vip"), Some(1000)));
+    let (code, message) =
+        api_error(pods.create(&PostParams::default(), &pod("b", json!({}))).await);
+    assert_eq!(code, 403, "{message}");
+    assert!(message.contains("exceeded quota: vip-pods"), "{message}");
+
+    let mut unknown = pod("c", json!({}));
+    unknown.spec.as_mut().unwrap().priority_class_name = Some("nope".into());
+    let (code, message) = api_error(pods.create(&PostParams::default(), &unknown).await);
+    assert_eq!(code, 403, "{message}");
+    assert!(message.contains("no PriorityClass with name nope was found"), "{message}");
+    let used = quotas.get("all-pods").await.unwrap().status.unwrap().used.unwrap();
+    assert_eq!(used["pods"].0, "1", "the refused pod was not charged");
+    server.stop().await.unwrap();
+}

@@ -1,5 +1,5 @@
 //! Admission: what upstream's built-in admission plugins do to a write between decoding and
-//! storage. On create, mutating admission (LimitRanger's defaults) runs before validation and
+//! storage. On create, mutating admission (LimitRanger's defaults, Priority) runs before validation and
 //! validating admission (LimitRanger's bounds, then ResourceQuota) after it; updates of pods'
 //! resources (the resize subresource) and of services and claims go through quota as well.
 //!
@@ -20,7 +20,9 @@ use crate::apiserver::status::{ApiError, StatusDetails};
 use crate::store::{ListOptions, ListPage};
 
 impl Registry {
-    /// Mutating admission of a new object (before validation): LimitRange defaults for pods.
+    /// Mutating admission of a new object (before validation): for pods, LimitRange defaults
+    /// and then Priority (the class's value, resolved before quota sees the pod, as upstream's
+    /// plugin order has it).
     pub(crate) async fn admit_create_mutating(
         &self,
         res: &ResourceInfo,
@@ -29,6 +31,7 @@ impl Registry {
         if !is_core(res, "pods") {
             return Ok(());
         }
+        super::resources::pods::priority::admit(&self.store, obj).await?;
         limitrange::default_requests_from_limits(obj);
         let ns = object::namespace(obj).to_string();
         for lr in self.limit_ranges(&ns).await? {

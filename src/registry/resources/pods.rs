@@ -21,20 +21,6 @@ pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
 
 #[async_trait::async_trait]
 impl Strategy for PodStrategy {
-    /// New pods get their priority from their PriorityClass (Priority admission).
-    async fn allocate(
-        &self,
-        store: &crate::store::Store,
-        obj: &mut Value,
-        old: Option<&Value>,
-        _dry_run: bool,
-    ) -> Result<(), crate::apiserver::status::ApiError> {
-        match old {
-            None => priority::admit(store, obj).await,
-            Some(_) => Ok(()),
-        }
-    }
-
     fn tracks_generation(&self) -> Option<bool> {
         Some(false)
     }
