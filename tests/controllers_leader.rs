@@ -1,7 +1,7 @@
 //! Leader election between two real `skiff server` processes sharing one etcd: exactly one runs
 //! the controllers and the scheduler (a Deployment's pods are made once), and when the leader is
 //! killed the other takes the kube-system/skiff-controllers Lease over and the controllers work
-//! again.
+//! again; a leader stopped gracefully releases the Lease.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -199,4 +199,27 @@ async fn one_server_leads_and_another_takes_over_when_it_dies() {
     wait_available(&client, 4).await;
     assert_eq!(names(&seen).len(), 4, "each pod made once: {:?}", names(&seen));
     watch.abort();
+
+    // A leader stopped gracefully gives the Lease up on its way out, so a third server need
+    // not wait for it to expire.
+    let mut b = b;
+    let c = spawn(&endpoint, 0).await;
+    let c_client = c.client().await.expect("client c");
+    wait_for(T, "the third server to see the lease held", || async {
+        c.log().contains("lease held by another candidate").then_some(())
+    })
+    .await
+    .expect("third server campaigns");
+    let status = b.stop(Duration::from_secs(30)).await.expect("stop the leader");
+    assert!(status.success(), "graceful stop: {status:?}\n{}", b.log());
+    assert!(b.log().contains("released the lease"), "{}", b.log());
+    let leases: Api<Lease> = Api::namespaced(c_client, "kube-system");
+    let after = lease_spec(&leases).await.expect("lease");
+    assert_ne!(holder(&after), leader_b, "the stopped leader no longer holds the lease");
+    let c_id = identity(&c).expect("the third server campaigns");
+    wait_for(TAKEOVER, "the third server to take the lease", || async {
+        lease_spec(&leases).await.filter(|s| holder(s) == c_id)
+    })
+    .await
+    .expect("takeover after release");
 }

@@ -51,6 +51,8 @@ use crate::store::{Backend, CacheOptions, Store, StoreError};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the controllers to give up their Lease.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A refused request body up to this size is read and discarded before the 413 goes out.
 const DRAIN_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// Complete response bodies at least this large are gzipped for clients that accept it.
@@ -564,7 +566,8 @@ impl Supervisor {
                         Ok(_store) => {
                             let _ = self.phase.send(Phase::Ready);
                             tracing::info!(elapsed_ms = self.started.elapsed().as_millis() as u64, "ready");
-                            if let Some(opts) = self.config.components.clone() {
+                            if let Some(mut opts) = self.config.components.clone() {
+                                opts.shutdown = Some(self.stop_rx.clone());
                                 let client = loopback_client(&self.app, controller_identity());
                                 match start_cluster_components(client, opts).await {
                                     Ok(task) => components = Some(task),
@@ -603,8 +606,13 @@ impl Supervisor {
             tracing::warn!("connections still open after the drain timeout; closing them");
         }
         accept.abort();
-        if let Some(task) = components {
-            task.abort();
+        if let Some(mut task) = components {
+            // A leader releases its Lease on the stop signal (one write); the rest is aborted.
+            let leads =
+                self.config.components.as_ref().is_some_and(|c| c.leader_election.is_some());
+            if !leads || tokio::time::timeout(RELEASE_TIMEOUT, &mut task).await.is_err() {
+                task.abort();
+            }
         }
         outcome
     }

@@ -30,6 +30,8 @@ pub struct ComponentOptions {
     pub node_lease_renew: std::time::Duration,
     /// Run the controllers and the scheduler only while holding this Lease (None: always).
     pub leader_election: Option<super::leader::LeaderElectionConfig>,
+    /// Turns true when the server shuts down (the leader then releases its Lease).
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Default for ComponentOptions {
@@ -42,6 +44,7 @@ impl Default for ComponentOptions {
             node_switch: NodeSwitch::default(),
             node_lease_renew: std::time::Duration::from_secs(10),
             leader_election: None,
+            shutdown: None,
         }
     }
 }
@@ -76,7 +79,7 @@ async fn run_components(client: kube::Client, opts: ComponentOptions) -> anyhow:
             None => tasks.push(spawn_named("controller-manager", run_all(c, o))),
             Some(le) => tasks.push(spawn_named(
                 "controller-manager",
-                super::leader::run_while_leader(c.clone(), le, move || {
+                super::leader::run_while_leader(c.clone(), le, opts.shutdown.clone(), move || {
                     run_all(c.clone(), o.clone())
                 }),
             )),

@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::informer::spawn_named;
@@ -314,6 +315,35 @@ impl Elector {
         }
     }
 
+    /// Gives the Lease up when this process stops leading on purpose: holder cleared and a
+    /// one-second duration, so another candidate takes over at once instead of waiting for the
+    /// lease to expire (client-go's ReleaseOnCancel). Best effort: a lost race means someone
+    /// else already holds it.
+    pub async fn release(&mut self, api: &Api<Lease>) {
+        let Some(mut lease) = self.last_written.clone() else { return };
+        let Some(spec) = lease.spec.as_mut() else { return };
+        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+            return;
+        }
+        let now = MicroTime(Timestamp::now());
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.acquire_time = Some(now.clone());
+        spec.renew_time = Some(now);
+        let pp = PostParams::default();
+        let write = api.replace(&self.config.name, &pp, &lease);
+        match tokio::time::timeout(self.config.retry_period, write).await {
+            Ok(Ok(written)) => {
+                tracing::info!(lease = %self.config.name, "released the lease");
+                self.observe_written(written, Instant::now());
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(lease = %self.config.name, error = %error_chain(&e), "cannot release the lease")
+            }
+            Err(_) => tracing::warn!(lease = %self.config.name, "releasing the lease timed out"),
+        }
+    }
+
     /// Records an event about the Lease (best effort), as upstream's elector does.
     fn record(&self, client: &Client, message: &str) {
         if let Some(lease) = &self.last_written {
@@ -325,11 +355,13 @@ impl Elector {
 
 /// Runs the tasks `start` makes only while this process holds the Lease `config` names: waits to
 /// acquire it, starts them, renews, and when leadership is lost aborts them and campaigns
-/// again. Returns only when the tasks end on their own (with their result; they are meant to
-/// run for the life of the process).
+/// again. When `shutdown` turns true it stops the tasks, releases the Lease if held, and returns
+/// Ok; otherwise it returns only when the tasks end on their own (with their result; they are
+/// meant to run for the life of the process).
 pub async fn run_while_leader<F, Fut>(
     client: Client,
     config: LeaderElectionConfig,
+    mut shutdown: Option<watch::Receiver<bool>>,
     mut start: F,
 ) -> anyhow::Result<()>
 where
@@ -344,7 +376,10 @@ where
         "campaigning for leadership"
     );
     loop {
-        elector.acquire(&api).await;
+        tokio::select! {
+            () = elector.acquire(&api) => {}
+            () = stopped(&mut shutdown) => return Ok(()),
+        }
         tracing::info!(identity = %elector.config.identity, "became leader; starting controllers");
         elector.record(&client, "became leader");
         let mut task = spawn_named("leading", start());
@@ -358,11 +393,27 @@ where
                 };
             }
             () = elector.renew_until_lost(&api) => {}
+            () = stopped(&mut shutdown) => {
+                drop(guard);
+                let _ = task.await;
+                elector.release(&api).await;
+                return Ok(());
+            }
         }
         drop(guard);
         let _ = task.await;
         tracing::warn!(identity = %elector.config.identity, "leadership lost; controllers stopped");
         elector.record(&client, "stopped leading");
+    }
+}
+
+/// Resolves once `shutdown` is true or its sender is gone; never without a receiver.
+async fn stopped(shutdown: &mut Option<watch::Receiver<bool>>) {
+    match shutdown {
+        Some(rx) => {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+        None => std::future::pending().await,
     }
 }
 
