@@ -4,8 +4,9 @@
 //!    the network: only code can insert extensions);
 //! 2. the client certificate of the TLS connection, already verified against the cluster CA during
 //!    the handshake: user = CN, groups = O values;
-//! 3. `Authorization: Bearer <token>` matched against the static token file (a token that does not
-//!    match is a 401, as upstream);
+//! 3. `Authorization: Bearer <token>` matched against the static token file, then against the
+//!    agent join token ([`super::join`]: the node agent's identity); a token that matches neither
+//!    is a 401, as upstream;
 //! 4. nobody: `system:anonymous`, which is only let through to the public paths (health checks and
 //!    /version); everything else answers 401.
 //!
@@ -147,6 +148,8 @@ impl TokenFile {
 #[derive(Clone, Debug, Default)]
 pub struct Authenticator {
     pub tokens: TokenFile,
+    /// The join token `skiff agent` presents (None: agents cannot join).
+    pub agent_token: Option<String>,
 }
 
 /// What the request's credentials say.
@@ -170,6 +173,13 @@ impl Authenticator {
         match bearer_token(req) {
             Some(token) => match self.tokens.lookup(token) {
                 Some(user) => Outcome::User(user.clone()),
+                None if self
+                    .agent_token
+                    .as_deref()
+                    .is_some_and(|t| super::join::matches(token, t)) =>
+                {
+                    Outcome::User(agent_user())
+                }
                 None => Outcome::Rejected,
             },
             None => Outcome::Anonymous,
@@ -177,10 +187,20 @@ impl Authenticator {
     }
 }
 
-/// Paths anyone may read without credentials (upstream's system:public-info-viewer).
+/// The node agent's identity (see [`super::join`]).
+pub fn agent_user() -> UserInfo {
+    UserInfo {
+        name: super::join::AGENT_USER.to_string(),
+        uid: String::new(),
+        groups: vec![super::join::NODES_GROUP.to_string(), AUTHENTICATED_GROUP.to_string()],
+    }
+}
+
+/// Paths anyone may read without credentials (upstream's system:public-info-viewer, plus the CA
+/// certificate agents check against their join token).
 pub fn is_public_path(path: &str) -> bool {
     const ROOTS: [&str; 3] = ["/healthz", "/livez", "/readyz"];
-    if path == "/version" || path == "/version/" {
+    if path == "/version" || path == "/version/" || path == super::join::CA_PATH {
         return true;
     }
     ROOTS.iter().any(|root| {

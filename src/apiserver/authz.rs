@@ -12,7 +12,8 @@
 //!
 //! [`DefaultPolicy`] stands in until RBAC: system:masters may do everything; anyone may read the
 //! health endpoints and /version; authenticated users may read discovery and OpenAPI and create
-//! self reviews; everything else is forbidden.
+//! self reviews; node agents (system:nodes) may read everything and write what a kubelet writes
+//! (nodes, pod status and deletion, node leases, events); everything else is forbidden.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -110,8 +111,29 @@ impl Authorizer for DefaultPolicy {
         if self_review && attrs.verb == "create" {
             return Decision::Allow;
         }
+        if user.groups.iter().any(|g| g == super::join::NODES_GROUP) && node_may(attrs) {
+            return Decision::Allow;
+        }
         Decision::NoOpinion
     }
+}
+
+/// What a node agent may do until RBAC: read anything; write nodes, pods' status and their
+/// deletion, Leases, and Events.
+fn node_may(attrs: &RequestAttributes) -> bool {
+    if matches!(attrs.verb.as_str(), "get" | "list" | "watch") {
+        return true;
+    }
+    let writes = matches!(attrs.verb.as_str(), "create" | "update" | "patch" | "delete");
+    let sub = attrs.subresource.as_str();
+    writes
+        && match (attrs.api_group.as_str(), attrs.resource.as_str()) {
+            ("", "nodes") => sub.is_empty() || sub == "status",
+            ("", "pods") => sub == "status" || (sub.is_empty() && attrs.verb == "delete"),
+            ("coordination.k8s.io", "leases") => sub.is_empty(),
+            ("", "events") | ("events.k8s.io", "events") => sub.is_empty(),
+            _ => false,
+        }
 }
 
 /// Discovery documents and OpenAPI, readable by every authenticated user upstream.

@@ -6,6 +6,7 @@ pub mod authn;
 pub mod authz;
 pub mod config;
 pub mod health;
+pub mod join;
 pub mod kubeconfig;
 pub mod lazy;
 pub mod metrics;

@@ -71,6 +71,8 @@ pub enum ServerError {
     Pki(#[from] PkiError),
     #[error("cannot load bearer tokens")]
     Tokens(#[from] authn::AuthnError),
+    #[error("cannot prepare the agent join token")]
+    Join(#[from] super::join::JoinError),
     #[error("cannot configure TLS")]
     Tls(#[from] TlsError),
     #[error("cannot listen on {addr}")]
@@ -223,6 +225,14 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         }
         None => TokenFile::default(),
     };
+    let agent_token = {
+        let (dir, ca) = (data_dir.clone(), pki.ca_cert_pem.clone());
+        tokio::task::spawn_blocking(move || super::join::ensure(&dir, &ca))
+            .await
+            .map_err(|e| ServerError::Task(format!("join token task ended: {e}")))??
+    };
+    let authenticator = Authenticator { tokens, agent_token: Some(agent_token) };
+    tracing::info!(path = %data_dir.join(super::join::TOKEN_FILE).display(), "agent join token ready");
     let acceptor = TlsAcceptor::from(tls::server_config(&pki)?);
 
     let addr = SocketAddr::new(config.bind_address, config.secure_port);
@@ -250,8 +260,15 @@ pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     let metrics = Metrics::new();
     let api: Arc<OnceLock<ApiRoutes>> = Arc::new(OnceLock::new());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app =
-        build_app(&config, tokens, health.clone(), metrics.clone(), api.clone(), stop_rx.clone());
+    let app = build_app(
+        &config,
+        authenticator,
+        &pki.ca_cert_pem,
+        health.clone(),
+        metrics.clone(),
+        api.clone(),
+        stop_rx.clone(),
+    );
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Starting);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -317,13 +334,15 @@ fn controller_identity() -> UserInfo {
 
 fn build_app(
     config: &ServerConfig,
-    tokens: TokenFile,
+    authenticator: Authenticator,
+    ca_pem: &str,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     api: Arc<OnceLock<ApiRoutes>>,
     stop: watch::Receiver<bool>,
 ) -> Router {
-    let authenticator = Arc::new(Authenticator { tokens });
+    let authenticator = Arc::new(authenticator);
+    let ca_pem = ca_pem.to_string();
     let authorizer = AuthorizerHandle(Arc::new(DefaultPolicy));
     let limit = Arc::new(InflightLimit {
         permits: Arc::new(Semaphore::new(config.max_requests_inflight.max(1))),
@@ -333,6 +352,7 @@ fn build_app(
         .merge(health::router(health))
         .merge(version::router())
         .route("/metrics", get(metrics::handler).with_state(metrics.clone()))
+        .route(super::join::CA_PATH, get(move || std::future::ready(ca_pem.clone())))
         .fallback(move |req: Request| dispatch_api(api.clone(), req))
         .layer(DefaultBodyLimit::max(config.max_request_body_bytes))
         .layer(from_fn_with_state(authorizer, authz::middleware))

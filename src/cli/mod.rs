@@ -1,10 +1,13 @@
-//! The `skiff` command line: `server`, `snapshot save|restore` and `version`.
+//! The `skiff` command line: `server`, `agent`, `snapshot save|restore` and `version`.
 //!
 //! Every failure ends as one line on stderr ("error: what: why") and a non-zero exit status;
 //! usage errors are clap's (status 2).
 
+pub mod agent;
 pub mod debug;
+pub mod duration;
 pub mod server;
+pub mod simulate;
 pub mod snapshot;
 
 use std::process::ExitCode;
@@ -29,6 +32,8 @@ pub enum CliError {
     },
     #[error("{0}")]
     Debug(String),
+    #[error(transparent)]
+    Agent(#[from] agent::AgentError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
 }
@@ -44,6 +49,8 @@ struct Cli {
 enum Command {
     /// Run the API server (and, unless disabled, the node agent).
     Server(server::ServerArgs),
+    /// Join a server as a node agent (simulated nodes for now).
+    Agent(agent::AgentArgs),
     /// Save or restore a consistent copy of the SQLite datastore.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
@@ -66,6 +73,7 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Server(args) => server::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Snapshot(cmd) => snapshot::run(cmd),
         Command::Debug(cmd) => debug::run(cmd),
         Command::Version => {

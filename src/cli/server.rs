@@ -62,6 +62,14 @@ pub struct ServerArgs {
     /// Lease, so servers sharing an etcd run them once (a single SQLite server needs none).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
+    /// How long a node may go without renewing its Lease before it is marked unknown.
+    #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = super::duration::parse)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// How often the node lifecycle controller checks node health.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = super::duration::parse)]
+    pub node_monitor_period: std::time::Duration,
+    #[command(flatten)]
+    pub capacity: super::simulate::NodeCapacityArgs,
 }
 
 impl ServerArgs {
@@ -81,9 +89,23 @@ impl ServerArgs {
             });
         }
         config.max_requests_inflight = self.max_requests_inflight;
-        config.components = (!self.disable_controllers).then(|| ComponentOptions {
-            simulate_nodes: self.simulate_nodes,
-            ..ComponentOptions::default()
+        if self.node_monitor_period.is_zero() || self.node_monitor_grace_period.is_zero() {
+            return Err(CliError::InvalidFlag {
+                flag: "--node-monitor-period/--node-monitor-grace-period",
+                reason: "must be above zero".into(),
+            });
+        }
+        let node_capacity = self.capacity.to_capacity()?;
+        config.components = (!self.disable_controllers).then(|| {
+            let mut c = ComponentOptions {
+                simulate_nodes: self.simulate_nodes,
+                node_capacity,
+                ..ComponentOptions::default()
+            };
+            let lifecycle = &mut c.controller_options.node_lifecycle;
+            lifecycle.grace_period = self.node_monitor_grace_period;
+            lifecycle.monitor_period = self.node_monitor_period;
+            c
         });
         let tls = EtcdTlsFiles {
             ca_file: self.etcd_cafile.clone(),
@@ -160,7 +182,7 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
 }
 
 /// The next SIGTERM or SIGINT (None if signals cannot be watched).
-async fn next_signal() -> Option<&'static str> {
+pub(super) async fn next_signal() -> Option<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).ok()?;
     let mut int = signal(SignalKind::interrupt()).ok()?;

@@ -161,11 +161,12 @@ pub async fn run(client: Client, opts: NodeLifecycleOptions) -> Result<(), NodeL
 
 async fn monitor_loop(ctx: Arc<Ctx>) {
     let mut health: HashMap<String, Health> = HashMap::new();
+    let mut halted = false;
     let mut tick = tokio::time::interval(ctx.opts.monitor_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        monitor_pass(&ctx, &mut health).await;
+        monitor_pass(&ctx, &mut health, &mut halted).await;
     }
 }
 
@@ -177,8 +178,9 @@ fn now_time() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// One look at every node: health, conditions, taints, pod readiness.
-async fn monitor_pass(ctx: &Ctx, health: &mut HashMap<String, Health>) {
+/// One look at every node: health, conditions, taints, pod readiness. `halted` says whether
+/// the last pass found every node down.
+async fn monitor_pass(ctx: &Ctx, health: &mut HashMap<String, Health>, halted: &mut bool) {
     let nodes = ctx.nodes.state();
     let names: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
     health.retain(|n, _| names.contains(n));
@@ -218,9 +220,15 @@ async fn monitor_pass(ctx: &Ctx, health: &mut HashMap<String, Health>) {
     // Every node down at once: the trouble is more likely ours; evict nobody.
     let all_down = !current.is_empty()
         && current.iter().all(|n| condition(n, "Ready").is_none_or(|c| c.status != "True"));
-    if all_down {
+    if all_down && !*halted {
         tracing::warn!(nodes = current.len(), "no node is ready; taint-based evictions halted");
+    } else if !all_down && *halted {
+        tracing::info!(
+            nodes = current.len(),
+            "a node is ready again; taint-based evictions resume"
+        );
     }
+    *halted = all_down;
     for node in &current {
         update_taints(ctx, node, all_down).await;
         if condition(node, "Ready").is_some_and(|c| c.status != "True") {

@@ -68,8 +68,9 @@ fn node_status(o: &Value) -> String {
         .and_then(|c| c.get("status").and_then(Value::as_str));
     let mut s = match ready {
         Some("True") => "Ready".to_string(),
-        Some("False") => "NotReady".to_string(),
-        _ => "Unknown".to_string(),
+        // Unknown too: kubectl's printer says "Not" + the condition for anything but True.
+        Some(_) => "NotReady".to_string(),
+        None => "Unknown".to_string(),
     };
     if object::path(o, "spec.unschedulable").and_then(Value::as_bool) == Some(true) {
         s.push_str(",SchedulingDisabled");
