@@ -2,11 +2,15 @@
 //! `kubernetes` finalizer in spec.finalizers), it deletes every namespaced object in it,
 //! resource by resource as discovery lists them, waits until they are all gone (pods leave after
 //! their grace period), then removes the finalizer through /finalize so the namespace goes.
+//! Meanwhile the namespace's status conditions say what is left (`kubectl describe namespace`):
+//! which resources remain and which finalizers hold them, in upstream's words.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::discovery::{verbs, Discovery, Scope};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -108,6 +112,7 @@ async fn sync(ctx: &Ctx, name: &str) -> Result<Action, NamespaceError> {
     }
     let resources = ctx.resources.get_or_try_init(|| discover(&ctx.client)).await?;
     let mut remaining = 0usize;
+    let mut left = Remaining::default();
     for ar in resources {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), name, ar);
         let err = |action: &'static str| {
@@ -121,6 +126,7 @@ async fn sync(ctx: &Ctx, name: &str) -> Result<Action, NamespaceError> {
         };
         for obj in &list.items {
             remaining += 1;
+            left.count(ar, obj);
             if obj.metadata.deletion_timestamp.is_some() {
                 continue;
             }
@@ -131,6 +137,7 @@ async fn sync(ctx: &Ctx, name: &str) -> Result<Action, NamespaceError> {
             }
         }
     }
+    write_conditions(ctx, &ns, &left).await;
     if remaining > 0 {
         tracing::debug!(namespace = name, remaining, "namespace content remaining");
         return Ok(Action::RequeueAfter(CONTENT_REMAINING_RETRY));
@@ -154,5 +161,154 @@ async fn sync(ctx: &Ctx, name: &str) -> Result<Action, NamespaceError> {
             namespace: name.into(),
             source,
         }),
+    }
+}
+
+/// What is still in a terminating namespace: instances by "plural.group", and by finalizer.
+#[derive(Debug, Default)]
+struct Remaining {
+    resources: BTreeMap<String, usize>,
+    finalizers: BTreeMap<String, usize>,
+}
+
+impl Remaining {
+    fn count(&mut self, ar: &ApiResource, obj: &DynamicObject) {
+        *self.resources.entry(format!("{}.{}", ar.plural, ar.group)).or_default() += 1;
+        for f in obj.metadata.finalizers.iter().flatten() {
+            *self.finalizers.entry(f.clone()).or_default() += 1;
+        }
+    }
+
+    /// The deletion conditions upstream's namespace controller reports (type, status, reason,
+    /// message); discovery and deletion failures end the pass with an error instead.
+    fn conditions(&self) -> Vec<(&'static str, &'static str, &'static str, String)> {
+        let content = if self.resources.is_empty() {
+            ("False", "ContentRemoved", "All content successfully removed".to_string())
+        } else {
+            let parts: Vec<String> = self
+                .resources
+                .iter()
+                .map(|(r, n)| format!("{r} has {n} resource instances"))
+                .collect();
+            (
+                "True",
+                "SomeResourcesRemain",
+                format!("Some resources are remaining: {}", parts.join(", ")),
+            )
+        };
+        let finalizers = if self.finalizers.is_empty() {
+            (
+                "False",
+                "ContentHasNoFinalizers",
+                "All content-preserving finalizers finished".to_string(),
+            )
+        } else {
+            let parts: Vec<String> = self
+                .finalizers
+                .iter()
+                .map(|(f, n)| format!("{f} in {n} resource instances"))
+                .collect();
+            (
+                "True",
+                "SomeFinalizersRemain",
+                format!(
+                    "Some content in the namespace has finalizers remaining: {}",
+                    parts.join(", ")
+                ),
+            )
+        };
+        vec![
+            (
+                "NamespaceDeletionDiscoveryFailure",
+                "False",
+                "ResourcesDiscovered",
+                "All resources successfully discovered".into(),
+            ),
+            (
+                "NamespaceDeletionGroupVersionParsingFailure",
+                "False",
+                "ParsedGroupVersions",
+                "All legacy kube types successfully parsed".into(),
+            ),
+            (
+                "NamespaceDeletionContentFailure",
+                "False",
+                "ContentDeleted",
+                "All content successfully deleted, may be waiting on finalization".into(),
+            ),
+            ("NamespaceContentRemaining", content.0, content.1, content.2),
+            ("NamespaceFinalizersRemaining", finalizers.0, finalizers.1, finalizers.2),
+        ]
+    }
+}
+
+/// Writes the deletion conditions when they changed (best effort: the next pass retries).
+async fn write_conditions(ctx: &Ctx, ns: &Namespace, left: &Remaining) {
+    let old = ns.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let mut changed = false;
+    let mut conditions: Vec<NamespaceCondition> =
+        old.iter().filter(|c| !DELETION_CONDITIONS.contains(&c.type_.as_str())).cloned().collect();
+    for (kind, status, reason, message) in left.conditions() {
+        let prev = old.iter().find(|c| c.type_ == kind);
+        let same = prev.is_some_and(|c| {
+            c.status == status
+                && c.reason.as_deref() == Some(reason)
+                && c.message.as_deref() == Some(&message)
+        });
+        changed |= !same;
+        let transition = match prev {
+            Some(c) if c.status == status => c.last_transition_time.clone(),
+            _ => Some(now.clone()),
+        };
+        conditions.push(NamespaceCondition {
+            type_: kind.into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(message),
+            last_transition_time: transition,
+        });
+    }
+    if !changed {
+        return;
+    }
+    let mut updated = ns.clone();
+    updated.metadata.managed_fields = None;
+    updated.status.get_or_insert_with(Default::default).conditions = Some(conditions);
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    if let Err(e) = api.replace_status(&ns.name_any(), &PostParams::default(), &updated).await {
+        tracing::debug!(namespace = %ns.name_any(), error = %e, "cannot write namespace conditions");
+    }
+}
+
+/// The condition types [`write_conditions`] owns.
+const DELETION_CONDITIONS: [&str; 5] = [
+    "NamespaceDeletionDiscoveryFailure",
+    "NamespaceDeletionGroupVersionParsingFailure",
+    "NamespaceDeletionContentFailure",
+    "NamespaceContentRemaining",
+    "NamespaceFinalizersRemaining",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_name_what_remains_as_upstream() {
+        let mut left = Remaining::default();
+        let ar = ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
+        let mut obj = DynamicObject::new("hold", &ar);
+        obj.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+        left.count(&ar, &obj);
+        let c = left.conditions();
+        assert_eq!(c[3].3, "Some resources are remaining: configmaps. has 1 resource instances");
+        assert_eq!(
+            c[4].3,
+            "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
+        );
+        assert_eq!((c[4].1, c[4].2), ("True", "SomeFinalizersRemain"));
+        let done = Remaining::default().conditions();
+        assert!(done.iter().all(|c| c.1 == "False"), "{done:?}");
     }
 }
