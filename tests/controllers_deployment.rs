@@ -1,7 +1,9 @@
 //! Deployments end to end in an in-process cluster: rollout to available pods on simulated
-//! nodes, scaling, a template change rolling out a new ReplicaSet, and garbage collection of
-//! ReplicaSets and pods when the deployment is deleted.
+//! nodes, scaling, a template change rolling out a new ReplicaSet, garbage collection of
+//! ReplicaSets and pods when the deployment is deleted, and proportional scaling of a stuck
+//! rollout (also while paused, when template changes wait for the resume).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -165,4 +167,98 @@ async fn recreate_replaces_all_pods() {
     })
     .await
     .unwrap();
+}
+
+/// Each ReplicaSet's spec.replicas by its first container's image.
+async fn sizes_by_image(sets: &Api<ReplicaSet>, app: &str) -> BTreeMap<String, i32> {
+    let list = sets.list(&ListParams::default().labels(&format!("app={app}"))).await;
+    list.map(|l| l.items)
+        .unwrap_or_default()
+        .iter()
+        .map(|rs| {
+            let spec = rs.spec.as_ref().expect("spec");
+            let t = spec.template.as_ref().and_then(|t| t.spec.as_ref()).expect("template");
+            (t.containers[0].image.clone().unwrap_or_default(), spec.replicas.unwrap_or(0))
+        })
+        .collect()
+}
+
+async fn wait_sizes(sets: &Api<ReplicaSet>, app: &str, want: &[(&str, i32)]) {
+    let want: BTreeMap<String, i32> = want.iter().map(|(i, n)| (i.to_string(), *n)).collect();
+    let last = std::sync::Mutex::new(BTreeMap::new());
+    let found = wait_for(Duration::from_secs(90), "replica set sizes", || async {
+        let now = sizes_by_image(sets, app).await;
+        let hit = now == want;
+        *last.lock().unwrap() = now;
+        hit.then_some(())
+    })
+    .await;
+    let last = last.lock().unwrap().clone();
+    assert!(found.is_ok(), "wanted {want:?}, last saw {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_a_stuck_rollout_is_proportional_and_paused_deployments_still_scale() {
+    let cluster = LocalCluster::start(3).await.expect("cluster");
+    let client = cluster.client.clone();
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let sets: Api<ReplicaSet> = Api::default_namespaced(client.clone());
+    let pp = PatchParams::default();
+
+    // Upstream's e2e numbers: 10 replicas, maxSurge 3, maxUnavailable 2.
+    let mut d = deployment("prop", 10, "app:1");
+    d.spec.as_mut().unwrap().strategy = Some(
+        serde_json::from_value(
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}}),
+        )
+        .unwrap(),
+    );
+    deployments.create(&PostParams::default(), &d).await.unwrap();
+    wait_rolled_out(&deployments, "prop", 10).await;
+
+    // The new template's pods never become ready: the rollout stops at 8 old + 5 new.
+    let stuck = json!({"spec": {"template": {
+        "metadata": {"annotations": {"skiff.dev/simulate-never-ready": "true"}},
+        "spec": {"containers": [{"name": "c", "image": "app:2"}]},
+    }}});
+    deployments.patch("prop", &pp, &Patch::Strategic(stuck)).await.unwrap();
+    wait_sizes(&sets, "prop", &[("app:1", 8), ("app:2", 5)]).await;
+
+    // Scaling to 30 shares the 20 extra replicas (33 allowed with surge) by size.
+    deployments.patch("prop", &pp, &Patch::Merge(json!({"spec": {"replicas": 30}}))).await.unwrap();
+    wait_sizes(&sets, "prop", &[("app:1", 20), ("app:2", 13)]).await;
+    for rs in sets.list(&ListParams::default().labels("app=prop")).await.unwrap().items {
+        let a = rs.metadata.annotations.unwrap();
+        assert_eq!(a["deployment.kubernetes.io/desired-replicas"], "30");
+        assert_eq!(a["deployment.kubernetes.io/max-replicas"], "33");
+    }
+
+    // Paused, it still scales proportionally; a template change waits for the resume.
+    let pause = |p: bool| Patch::Merge(json!({"spec": {"paused": p}}));
+    deployments.patch("prop", &pp, &pause(true)).await.unwrap();
+    deployments.patch("prop", &pp, &Patch::Merge(json!({"spec": {"replicas": 10}}))).await.unwrap();
+    wait_sizes(&sets, "prop", &[("app:1", 8), ("app:2", 5)]).await;
+    let unstuck = json!({"spec": {"template": {
+        "metadata": {"annotations": {"skiff.dev/simulate-never-ready": null}},
+        "spec": {"containers": [{"name": "c", "image": "app:3"}]},
+    }}});
+    deployments.patch("prop", &pp, &Patch::Strategic(unstuck)).await.unwrap();
+    let d = wait_for(T, "the paused template change observed", || async {
+        let d = deployments.get("prop").await.ok()?;
+        let st = d.status.as_ref()?;
+        (st.observed_generation >= d.metadata.generation).then_some(d)
+    })
+    .await
+    .unwrap();
+    let (status, reason, message) = condition(&d, "Progressing");
+    assert_eq!((status.as_str(), reason.as_str()), ("Unknown", "DeploymentPaused"), "{message}");
+    assert_eq!(sizes_by_image(&sets, "prop").await.len(), 2, "no replica set while paused");
+    assert_eq!(d.metadata.annotations.as_ref().unwrap()["deployment.kubernetes.io/revision"], "2");
+
+    // Resumed, the new template rolls out as revision 3.
+    deployments.patch("prop", &pp, &pause(false)).await.unwrap();
+    let d = wait_rolled_out(&deployments, "prop", 10).await;
+    assert_eq!(d.metadata.annotations.as_ref().unwrap()["deployment.kubernetes.io/revision"], "3");
+    wait_sizes(&sets, "prop", &[("app:1", 0), ("app:2", 0), ("app:3", 10)]).await;
+    assert!(cluster.running());
 }

@@ -1,43 +1,40 @@
-//! The Deployment controller: one ReplicaSet per pod template (named by the template's
-//! pod-template-hash), rolled between with the RollingUpdate (maxSurge / maxUnavailable) or
-//! Recreate strategy; revisions in the deployment.kubernetes.io/revision annotation; old
-//! ReplicaSets beyond revisionHistoryLimit deleted; status (replicas, updatedReplicas,
-//! readyReplicas, availableReplicas, unavailableReplicas, observedGeneration) and the Available
-//! and Progressing conditions with upstream's reasons and messages — what
-//! `kubectl rollout status` reads. The arithmetic lives in [`super::rollout`].
+//! The Deployment controller, as upstream's: one ReplicaSet per pod template (named by the
+//! template's pod-template-hash), rolled between with the RollingUpdate (maxSurge /
+//! maxUnavailable) or Recreate strategy. A paused deployment rolls nothing out but still scales;
+//! a scaling event while several ReplicaSets are active is shared out among them in proportion
+//! to their size (the desired-replicas and max-replicas annotations say what each was sized
+//! for). Revisions live in the deployment.kubernetes.io/revision annotation: a rollback (kubectl
+//! rollout undo puts an old template back) makes the old ReplicaSet current again with the next
+//! revision, its earlier ones kept in revision-history. Old ReplicaSets beyond
+//! revisionHistoryLimit are deleted. Every scaling is a ScalingReplicaSet event on the
+//! deployment. Status and the Available / Progressing conditions are in [`status`]; the
+//! arithmetic is in [`super::rollout`].
+
+mod status;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use chrono::Utc;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, ReplicaSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use super::events;
 use super::informer::{self, Change};
 use super::podutil::{self, controller_of, key_of, selector_matches, split_key};
 use super::queue::WorkQueue;
-use super::rollout::{self, DEFAULT_PROGRESS_DEADLINE, POD_TEMPLATE_HASH_LABEL};
+use super::rollout::{self, Share, POD_TEMPLATE_HASH_LABEL};
+pub use super::rollout::{
+    DESIRED_REPLICAS_ANNOTATION, MAX_REPLICAS_ANNOTATION, REVISION_ANNOTATION,
+    REVISION_HISTORY_ANNOTATION,
+};
 use super::worker::{run_workers, Action};
 use super::AbortOnDrop;
 
-pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
-pub const DESIRED_REPLICAS_ANNOTATION: &str = "deployment.kubernetes.io/desired-replicas";
-pub const MAX_REPLICAS_ANNOTATION: &str = "deployment.kubernetes.io/max-replicas";
-/// Annotations of a Deployment not copied to its ReplicaSets.
-const NOT_COPIED: &[&str] = &[
-    "kubectl.kubernetes.io/last-applied-configuration",
-    REVISION_ANNOTATION,
-    "deployment.kubernetes.io/revision-history",
-    DESIRED_REPLICAS_ANNOTATION,
-    MAX_REPLICAS_ANNOTATION,
-    "deprecated.deployment.rollback.to",
-];
 const MANAGER: &str = "deployment-controller";
 
 /// What can go wrong syncing a Deployment.
@@ -52,6 +49,8 @@ pub enum DeploymentError {
     },
     #[error("replica set {name} exists with another template; collision count raised")]
     HashCollision { name: String },
+    #[error("replica set {name} changed since it was read; retrying")]
+    Conflict { name: String },
     #[error("an informer of the deployment controller stopped")]
     InformerStopped,
 }
@@ -129,12 +128,12 @@ struct View<'a> {
     key: &'a str,
     d: Arc<Deployment>,
     rs_api: Api<ReplicaSet>,
-    /// The ReplicaSet of the current template, if any.
-    new_rs: Option<ReplicaSet>,
-    /// The others, oldest first.
-    old: Vec<ReplicaSet>,
-    /// Condition set while finding or creating the new ReplicaSet.
-    progress_note: Option<(&'static str, String)>,
+    /// The deployment's ReplicaSets, oldest first (creation time, then name).
+    sets: Vec<ReplicaSet>,
+    /// Which of them runs the current template.
+    new: Option<usize>,
+    /// The deployment's conditions as this sync has set them so far.
+    conditions: Vec<DeploymentCondition>,
 }
 
 impl View<'_> {
@@ -147,9 +146,55 @@ impl View<'_> {
         self.d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0)
     }
 
-    fn all(&self) -> impl Iterator<Item = &ReplicaSet> {
-        self.new_rs.iter().chain(self.old.iter())
+    fn surge(&self) -> i32 {
+        rollout::surge_and_unavailable(&self.d).0
     }
+
+    fn max_unavailable(&self) -> i32 {
+        rollout::surge_and_unavailable(&self.d).1
+    }
+
+    fn paused(&self) -> bool {
+        self.d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false)
+    }
+
+    fn recreate(&self) -> bool {
+        let strategy = self.d.spec.as_ref().and_then(|s| s.strategy.as_ref());
+        strategy.and_then(|s| s.type_.as_deref()) == Some("Recreate")
+    }
+
+    fn new_rs(&self) -> Option<&ReplicaSet> {
+        self.new.map(|i| &self.sets[i])
+    }
+
+    /// Indices of the old ReplicaSets, oldest first.
+    fn old(&self) -> Vec<usize> {
+        (0..self.sets.len()).filter(|i| Some(*i) != self.new).collect()
+    }
+
+    fn all(&self) -> impl Iterator<Item = &ReplicaSet> {
+        self.sets.iter()
+    }
+
+    fn event(&self, reason: &str, message: String) {
+        events::record(&self.ctx.client, MANAGER, self.d.as_ref(), false, reason, message);
+    }
+}
+
+fn spec_replicas(rs: &ReplicaSet) -> i32 {
+    rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
+}
+
+fn available(rs: &ReplicaSet) -> i32 {
+    rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0)
+}
+
+fn revision_of(rs: &ReplicaSet) -> i64 {
+    rs.annotations().get(REVISION_ANNOTATION).and_then(|r| r.parse().ok()).unwrap_or(0)
+}
+
+fn annotation_i32(rs: &ReplicaSet, name: &str) -> Option<i32> {
+    rs.annotations().get(name).and_then(|v| v.parse().ok())
 }
 
 async fn sync(ctx: &Ctx, key: &str) -> Result<Action, DeploymentError> {
@@ -163,47 +208,31 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, DeploymentError> {
         return Ok(Action::Done);
     }
     let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
-    let mut view =
-        View { ctx, key, d: d.clone(), rs_api, new_rs: None, old: vec![], progress_note: None };
+    let conditions = d.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let mut view = View { ctx, key, d: d.clone(), rs_api, sets: vec![], new: None, conditions };
     claim(&mut view).await?;
-    let deleting = d.metadata.deletion_timestamp.is_some();
-    let paused = spec.paused.unwrap_or(false);
-    if deleting || paused {
-        return sync_status(&view).await;
+    if d.metadata.deletion_timestamp.is_some() {
+        sync_new_rs(&mut view, false).await?;
+        return status::sync_status(&view, false).await;
     }
-    let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
-    if recreate {
-        // Old pods go first; the new set is scaled up only once none is left.
-        let mut scaled = false;
-        for rs in view.old.clone() {
-            if rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 0 {
-                scale(&view, &rs, 0).await?;
-                scaled = true;
-            }
+    status::check_paused_conditions(&mut view).await?;
+    sync_new_rs(&mut view, false).await?;
+    if view.paused() || is_scaling_event(&view) {
+        scale(&mut view).await?;
+        if view.paused() {
+            cleanup(&view).await?;
         }
-        let old_running =
-            view.old.iter().any(|rs| rs.status.as_ref().is_some_and(|s| s.replicas > 0));
-        if scaled || old_running {
-            return sync_status(&view).await;
-        }
-        ensure_new_rs(&mut view).await?;
-        if let Some(new_rs) = view.new_rs.clone() {
-            let want = view.replicas();
-            if new_rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) != want {
-                scale(&view, &new_rs, want).await?;
-            }
-        }
+        return status::sync_status(&view, false).await;
+    }
+    if view.recreate() {
+        rollout_recreate(&mut view).await
     } else {
-        ensure_new_rs(&mut view).await?;
-        reconcile_new(&view).await?;
-        reconcile_old(&mut view).await?;
+        rollout_rolling(&mut view).await
     }
-    cleanup(&view).await?;
-    sync_status(&view).await
 }
 
-/// Sorts the deployment's ReplicaSets into new and old, adopting orphans whose labels match and
-/// releasing owned sets that no longer match.
+/// Sorts the deployment's ReplicaSets, adopting orphans whose labels match and releasing owned
+/// sets that no longer match, and finds the one of the current template.
 async fn claim(view: &mut View<'_>) -> Result<(), DeploymentError> {
     let d = view.d.clone();
     let Some(spec) = d.spec.as_ref() else { return Ok(()) };
@@ -235,10 +264,11 @@ async fn claim(view: &mut View<'_>) -> Result<(), DeploymentError> {
                     "ownerReferences": [podutil::controller_ref(d.as_ref())],
                     "uid": rs.metadata.uid,
                 }});
-                if patch_rs(view, &rs.name_any(), &Patch::Strategic(patch), "adopt a replica set")
-                    .await?
+                if let Some(adopted) =
+                    patch_rs(view, &rs.name_any(), &Patch::Strategic(patch), "adopt a replica set")
+                        .await?
                 {
-                    mine.push((*rs).clone());
+                    mine.push(adopted);
                 }
             }
             _ => {}
@@ -247,132 +277,178 @@ async fn claim(view: &mut View<'_>) -> Result<(), DeploymentError> {
     mine.sort_by_key(|rs| {
         (rs.metadata.creation_timestamp.as_ref().map(podutil::time_of), rs.name_any())
     });
-    let template = spec.template.clone();
-    let pos = mine.iter().position(|rs| rollout::same_template(&template, rs));
-    view.new_rs = pos.map(|i| mine.remove(i));
-    view.old = mine;
+    let template = &spec.template;
+    view.new = mine.iter().position(|rs| rollout::same_template(template, rs));
+    view.sets = mine;
     Ok(())
 }
 
-/// Patches a ReplicaSet; false if it is gone.
+/// Patches a ReplicaSet; None if it is gone or changed meanwhile.
 async fn patch_rs(
     view: &View<'_>,
     name: &str,
     patch: &Patch<serde_json::Value>,
     action: &'static str,
-) -> Result<bool, DeploymentError> {
+) -> Result<Option<ReplicaSet>, DeploymentError> {
     let pp = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
     match view.rs_api.patch(name, &pp, patch).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
+        Ok(rs) => Ok(Some(rs)),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(None),
         Err(e) => Err(view.err(action)(e)),
     }
 }
 
-fn revision_of(rs: &ReplicaSet) -> i64 {
-    rs.annotations().get(REVISION_ANNOTATION).and_then(|r| r.parse().ok()).unwrap_or(0)
+/// Merge-patches ReplicaSet `i` on the condition that it is still what this sync read, and
+/// keeps the view's copy current. False if it is gone.
+async fn update_rs(
+    view: &mut View<'_>,
+    i: usize,
+    mut patch: serde_json::Value,
+    action: &'static str,
+) -> Result<bool, DeploymentError> {
+    let name = view.sets[i].name_any();
+    patch["metadata"]["resourceVersion"] = json!(view.sets[i].metadata.resource_version);
+    let pp = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+    match view.rs_api.patch(&name, &pp, &Patch::Merge(patch)).await {
+        Ok(rs) => {
+            view.sets[i] = rs;
+            Ok(true)
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(DeploymentError::Conflict { name }),
+        Err(e) => Err(view.err(action)(e)),
+    }
 }
 
-/// Finds or creates the ReplicaSet of the current template and keeps the revision annotations
-/// (on it and on the deployment) current.
-async fn ensure_new_rs(view: &mut View<'_>) -> Result<(), DeploymentError> {
+/// Finds the ReplicaSet of the current template and brings its annotations (revision above
+/// every old one, revision-history, the deployment's own annotations) and minReadySeconds up to
+/// date; creates it when `create` and there is none. The deployment then carries its revision.
+async fn sync_new_rs(view: &mut View<'_>, create: bool) -> Result<(), DeploymentError> {
     let d = view.d.clone();
-    let revision = view.old.iter().map(revision_of).max().unwrap_or(0) + 1;
+    let revision =
+        view.old().into_iter().map(|i| revision_of(&view.sets[i])).max().unwrap_or(0) + 1;
+    let min_ready = d.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0);
+    if let Some(i) = view.new {
+        let rs = &view.sets[i];
+        let before = rs.annotations().clone();
+        let mut annotations = before.clone();
+        let changed =
+            rollout::sync_new_rs_annotations(d.annotations(), &mut annotations, revision, None);
+        let min_ready_changed =
+            rs.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0) != min_ready;
+        if changed || min_ready_changed {
+            let changes: BTreeMap<&String, &String> =
+                annotations.iter().filter(|(k, v)| before.get(*k) != Some(*v)).collect();
+            if before.get(REVISION_ANNOTATION) != annotations.get(REVISION_ANNOTATION) {
+                tracing::info!(deployment = %view.key, replicaset = %rs.name_any(), revision, "replica set of the current template gets the next revision");
+            }
+            let patch = json!({
+                "metadata": {"annotations": changes},
+                "spec": {"minReadySeconds": min_ready},
+            });
+            update_rs(view, i, patch, "update the new replica set's annotations").await?;
+        }
+        let rs = &view.sets[i];
+        let name = rs.name_any();
+        let current = rs.annotations().get(REVISION_ANNOTATION).cloned().unwrap_or_default();
+        set_deployment_revision(view, &current).await?;
+        if status::progress_deadline(&d).is_some()
+            && status::progressing(&view.conditions).is_none()
+        {
+            status::set_condition(
+                &mut view.conditions,
+                "Progressing",
+                "True",
+                "FoundNewReplicaSet",
+                &format!("Found new replica set \"{name}\""),
+            );
+        }
+        return Ok(());
+    }
+    if !create {
+        return Ok(());
+    }
+    let collision = d.status.as_ref().and_then(|s| s.collision_count);
+    let template = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let hash = rollout::pod_template_hash(&template, collision);
+    let name = format!("{}-{hash}", d.name_any());
     let replicas = view.replicas();
-    let (surge, _) = rollout::surge_and_unavailable(&d);
-    match view.new_rs.clone() {
-        Some(rs) => {
-            let mut annotations = BTreeMap::new();
-            if revision_of(&rs) < revision {
-                annotations.insert(REVISION_ANNOTATION.to_string(), revision.to_string());
-            }
-            if !annotations.is_empty() {
-                let patch = json!({"metadata": {"annotations": annotations}});
-                patch_rs(view, &rs.name_any(), &Patch::Merge(patch), "update the revision").await?;
-                if let Some(r) = view.new_rs.as_mut() {
-                    r.metadata.annotations.get_or_insert_with(Default::default).extend(annotations);
+    let total: i32 = view.all().map(spec_replicas).sum();
+    let initial = if view.recreate() {
+        replicas
+    } else {
+        rollout::new_rs_scale_up(replicas, view.surge(), total, 0)
+    };
+    let rs = new_replica_set(&d, &name, &hash, initial, revision, view.surge());
+    let (created, fresh) = match view.rs_api.create(&PostParams::default(), &rs).await {
+        Ok(rs) => (rs, true),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing =
+                view.rs_api.get_opt(&name).await.map_err(view.err("get a replica set"))?;
+            match existing {
+                Some(rs)
+                    if controller_of(&rs.metadata)
+                        .is_some_and(|o| Some(&o.uid) == d.metadata.uid.as_ref())
+                        && rollout::same_template(&template, &rs) =>
+                {
+                    (rs, false)
                 }
-            }
-            if !has_progressing(&d) {
-                view.progress_note = Some((
-                    "FoundNewReplicaSet",
-                    format!("Found new replica set \"{}\"", rs.name_any()),
-                ));
+                _ => {
+                    let count = collision.unwrap_or(0).saturating_add(1);
+                    let patch = json!({"status": {"collisionCount": count}});
+                    let api: Api<Deployment> = Api::namespaced(
+                        view.ctx.client.clone(),
+                        &d.namespace().unwrap_or_default(),
+                    );
+                    api.patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map_err(view.err("raise the collision count"))?;
+                    return Err(DeploymentError::HashCollision { name });
+                }
             }
         }
-        None => {
-            let collision = d.status.as_ref().and_then(|s| s.collision_count);
-            let template = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
-            let hash = rollout::pod_template_hash(&template, collision);
-            let name = format!("{}-{hash}", d.name_any());
-            let total: i32 =
-                view.all().map(|rs| rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)).sum();
-            let recreate =
-                d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.type_.as_deref())
-                    == Some("Recreate");
-            let initial = if recreate {
-                replicas
-            } else {
-                rollout::new_rs_scale_up(replicas, surge, total, 0)
-            };
-            let rs = new_replica_set(&d, &name, &hash, initial, revision, surge);
-            let created = match view.rs_api.create(&PostParams::default(), &rs).await {
-                Ok(rs) => {
-                    tracing::info!(deployment = %view.key, replicaset = %name, revision, "created new replica set");
-                    view.progress_note = Some((
-                        "NewReplicaSetCreated",
-                        format!("Created new replica set \"{name}\""),
-                    ));
-                    rs
-                }
-                Err(kube::Error::Api(e)) if e.code == 409 => {
-                    let existing =
-                        view.rs_api.get_opt(&name).await.map_err(view.err("get a replica set"))?;
-                    match existing {
-                        Some(rs)
-                            if controller_of(&rs.metadata)
-                                .is_some_and(|o| Some(&o.uid) == d.metadata.uid.as_ref())
-                                && rollout::same_template(&template, &rs) =>
-                        {
-                            rs
-                        }
-                        _ => {
-                            let count = collision.unwrap_or(0).saturating_add(1);
-                            let patch = json!({"status": {"collisionCount": count}});
-                            let api: Api<Deployment> = Api::namespaced(
-                                view.ctx.client.clone(),
-                                &d.namespace().unwrap_or_default(),
-                            );
-                            api.patch_status(
-                                &d.name_any(),
-                                &PatchParams::default(),
-                                &Patch::Merge(&patch),
-                            )
-                            .await
-                            .map_err(view.err("raise the collision count"))?;
-                            return Err(DeploymentError::HashCollision { name });
-                        }
-                    }
-                }
-                Err(e) => return Err(view.err("create a replica set")(e)),
-            };
-            view.new_rs = Some(created);
+        Err(e) => return Err(view.err("create a replica set")(e)),
+    };
+    if fresh {
+        tracing::info!(deployment = %view.key, replicaset = %name, revision, replicas = initial, "created new replica set");
+        if initial > 0 {
+            view.event(
+                "ScalingReplicaSet",
+                format!("Scaled up replica set {name} from 0 to {initial}"),
+            );
+        }
+        if status::progress_deadline(&d).is_some() {
+            status::set_condition(
+                &mut view.conditions,
+                "Progressing",
+                "True",
+                "NewReplicaSetCreated",
+                &format!("Created new replica set \"{name}\""),
+            );
         }
     }
-    // The deployment carries its current revision.
-    let new_revision = view.new_rs.as_ref().map(revision_of).unwrap_or(revision).to_string();
-    if d.annotations().get(REVISION_ANNOTATION) != Some(&new_revision) {
-        let api: Api<Deployment> =
-            Api::namespaced(view.ctx.client.clone(), &d.namespace().unwrap_or_default());
-        let patch = json!({"metadata": {"annotations": {REVISION_ANNOTATION: new_revision}}});
-        let pp = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
-        match api.patch(&d.name_any(), &pp, &Patch::Merge(&patch)).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(view.err("annotate the revision")(e)),
-        }
+    view.sets.push(created);
+    view.new = Some(view.sets.len() - 1);
+    set_deployment_revision(view, &revision.to_string()).await
+}
+
+/// Writes the deployment's revision annotation if it differs.
+async fn set_deployment_revision(view: &View<'_>, revision: &str) -> Result<(), DeploymentError> {
+    let d = &view.d;
+    if revision.is_empty()
+        || d.annotations().get(REVISION_ANNOTATION).map(String::as_str) == Some(revision)
+    {
+        return Ok(());
     }
-    Ok(())
+    let api: Api<Deployment> =
+        Api::namespaced(view.ctx.client.clone(), &d.namespace().unwrap_or_default());
+    let patch = json!({"metadata": {"annotations": {REVISION_ANNOTATION: revision}}});
+    let pp = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+    match api.patch(&d.name_any(), &pp, &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(view.err("annotate the revision")(e)),
+    }
 }
 
 fn new_replica_set(
@@ -396,16 +472,14 @@ fn new_replica_set(
         .match_labels
         .get_or_insert_with(Default::default)
         .insert(POD_TEMPLATE_HASH_LABEL.into(), hash.into());
-    let mut annotations: BTreeMap<String, String> = d
-        .annotations()
-        .iter()
-        .filter(|(k, _)| !NOT_COPIED.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    annotations.insert(REVISION_ANNOTATION.into(), revision.to_string());
-    annotations.insert(DESIRED_REPLICAS_ANNOTATION.into(), spec.replicas.unwrap_or(1).to_string());
-    annotations
-        .insert(MAX_REPLICAS_ANNOTATION.into(), (spec.replicas.unwrap_or(1) + surge).to_string());
+    let mut annotations = BTreeMap::new();
+    let desired = spec.replicas.unwrap_or(1);
+    rollout::sync_new_rs_annotations(
+        d.annotations(),
+        &mut annotations,
+        revision,
+        Some((desired, desired + surge)),
+    );
     ReplicaSet {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -425,126 +499,247 @@ fn new_replica_set(
     }
 }
 
-/// Sets a ReplicaSet's replicas (and the desired/max annotations).
-async fn scale(view: &View<'_>, rs: &ReplicaSet, replicas: i32) -> Result<(), DeploymentError> {
-    let (surge, _) = rollout::surge_and_unavailable(&view.d);
+/// Sets ReplicaSet `i` to `replicas` (and its desired/max-replicas annotations to the
+/// deployment's), recording a ScalingReplicaSet event when its size changes. Returns whether it
+/// did.
+async fn scale_rs(view: &mut View<'_>, i: usize, replicas: i32) -> Result<bool, DeploymentError> {
     let desired = view.replicas();
+    let max = desired + view.surge();
+    let rs = &view.sets[i];
+    let from = spec_replicas(rs);
+    let mut annotations = rs.annotations().clone();
+    let annotations_changed = rollout::set_replicas_annotations(&mut annotations, desired, max);
+    if from == replicas && !annotations_changed {
+        return Ok(false);
+    }
+    let name = rs.name_any();
     let patch = json!({
         "metadata": {"annotations": {
             DESIRED_REPLICAS_ANNOTATION: desired.to_string(),
-            MAX_REPLICAS_ANNOTATION: (desired + surge).to_string(),
+            MAX_REPLICAS_ANNOTATION: max.to_string(),
         }},
         "spec": {"replicas": replicas},
     });
-    tracing::debug!(deployment = %view.key, replicaset = %rs.name_any(), replicas, "scaling replica set");
-    patch_rs(view, &rs.name_any(), &Patch::Merge(patch), "scale a replica set").await.map(|_| ())
+    if !update_rs(view, i, patch, "scale a replica set").await? || from == replicas {
+        return Ok(false);
+    }
+    let direction = if from < replicas { "up" } else { "down" };
+    tracing::info!(deployment = %view.key, replicaset = %name, from, to = replicas, "scaled replica set");
+    view.event(
+        "ScalingReplicaSet",
+        format!("Scaled {direction} replica set {name} from {from} to {replicas}"),
+    );
+    Ok(true)
 }
 
-fn spec_replicas(rs: &ReplicaSet) -> i32 {
-    rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
+/// [`scale_rs`] unless the size is already right.
+async fn resize(view: &mut View<'_>, i: usize, replicas: i32) -> Result<bool, DeploymentError> {
+    if spec_replicas(&view.sets[i]) == replicas {
+        return Ok(false);
+    }
+    scale_rs(view, i, replicas).await
 }
 
-fn available(rs: &ReplicaSet) -> i32 {
-    rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0)
+/// Whether the deployment's replicas changed since its active ReplicaSets were sized.
+fn is_scaling_event(view: &View<'_>) -> bool {
+    let replicas = view.replicas();
+    view.all().filter(|rs| spec_replicas(rs) > 0).any(|rs| {
+        annotation_i32(rs, DESIRED_REPLICAS_ANNOTATION).is_some_and(|desired| desired != replicas)
+    })
+}
+
+/// Scales for a changed replica count (or a paused deployment): a lone active ReplicaSet (or,
+/// with none active, the newest) takes the whole count; a saturated new one leaves the old ones
+/// empty; otherwise, rolling, the change is shared among the active sets by their size.
+async fn scale(view: &mut View<'_>) -> Result<(), DeploymentError> {
+    let replicas = view.replicas();
+    let active: Vec<usize> =
+        (0..view.sets.len()).filter(|i| spec_replicas(&view.sets[*i]) > 0).collect();
+    let lone = match active.len() {
+        0 => view.new.or_else(|| view.old().last().copied()),
+        1 => Some(active[0]),
+        _ => None,
+    };
+    if let Some(i) = lone {
+        resize(view, i, replicas).await?;
+        return Ok(());
+    }
+    let saturated = view.new_rs().is_some_and(|rs| {
+        spec_replicas(rs) == replicas
+            && annotation_i32(rs, DESIRED_REPLICAS_ANNOTATION) == Some(replicas)
+            && available(rs) == replicas
+    });
+    if saturated {
+        for i in view.old() {
+            if spec_replicas(&view.sets[i]) > 0 {
+                resize(view, i, 0).await?;
+            }
+        }
+        return Ok(());
+    }
+    if view.recreate() {
+        return Ok(());
+    }
+    let surge = view.surge();
+    let total: i32 = active.iter().map(|i| spec_replicas(&view.sets[*i])).sum();
+    let to_add = rollout::replicas_to_add(replicas, surge, total);
+    // Largest first; among equals the newest first when adding, the oldest when removing
+    // (`sets` is oldest first).
+    let mut order = active;
+    order.sort_by(|a, b| {
+        let by_size = spec_replicas(&view.sets[*b]).cmp(&spec_replicas(&view.sets[*a]));
+        by_size.then(if to_add > 0 { b.cmp(a) } else { a.cmp(b) })
+    });
+    let shares: Vec<Share> = order
+        .iter()
+        .map(|i| Share {
+            replicas: spec_replicas(&view.sets[*i]),
+            max_replicas: annotation_i32(&view.sets[*i], MAX_REPLICAS_ANNOTATION),
+        })
+        .collect();
+    let status_replicas = view.d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let sizes = rollout::proportional_sizes(&shares, replicas, surge, status_replicas, to_add);
+    tracing::debug!(deployment = %view.key, to_add, ?sizes, "proportional scaling");
+    for (i, size) in order.into_iter().zip(sizes) {
+        scale_rs(view, i, size).await?;
+    }
+    Ok(())
+}
+
+/// RollingUpdate: the new ReplicaSet up as far as maxSurge allows, then old ones down as far as
+/// maxUnavailable allows; old history cleaned once the rollout is complete.
+async fn rollout_rolling(view: &mut View<'_>) -> Result<Action, DeploymentError> {
+    if view.new.is_none() {
+        sync_new_rs(view, true).await?;
+    }
+    if reconcile_new(view).await? || reconcile_old(view).await? {
+        return status::sync_status(view, true).await;
+    }
+    if status::complete(&view.d, view.d.status.as_ref()) {
+        cleanup(view).await?;
+    }
+    status::sync_status(view, true).await
+}
+
+/// Recreate: every old pod goes before the new ReplicaSet is created and scaled up.
+async fn rollout_recreate(view: &mut View<'_>) -> Result<Action, DeploymentError> {
+    let mut scaled = false;
+    for i in view.old() {
+        if spec_replicas(&view.sets[i]) > 0 {
+            scaled |= resize(view, i, 0).await?;
+        }
+    }
+    let old_running = view
+        .old()
+        .into_iter()
+        .any(|i| view.sets[i].status.as_ref().is_some_and(|s| s.replicas > 0));
+    if scaled || old_running {
+        return status::sync_status(view, true).await;
+    }
+    if view.new.is_none() {
+        sync_new_rs(view, true).await?;
+    }
+    if let Some(i) = view.new {
+        let replicas = view.replicas();
+        resize(view, i, replicas).await?;
+    }
+    if status::complete(&view.d, view.d.status.as_ref()) {
+        cleanup(view).await?;
+    }
+    status::sync_status(view, true).await
 }
 
 /// Scales the new ReplicaSet up as far as maxSurge allows (or down to the desired count).
-async fn reconcile_new(view: &View<'_>) -> Result<(), DeploymentError> {
-    let Some(new_rs) = view.new_rs.as_ref() else { return Ok(()) };
+async fn reconcile_new(view: &mut View<'_>) -> Result<bool, DeploymentError> {
+    let Some(i) = view.new else { return Ok(false) };
     let want = view.replicas();
-    let current = spec_replicas(new_rs);
+    let current = spec_replicas(&view.sets[i]);
     if current == want {
-        return Ok(());
+        return Ok(false);
     }
     if current > want {
-        return scale(view, new_rs, want).await;
+        return resize(view, i, want).await;
     }
-    let (surge, _) = rollout::surge_and_unavailable(&view.d);
     let total: i32 = view.all().map(spec_replicas).sum();
-    let target = rollout::new_rs_scale_up(want, surge, total, current);
-    if target != current {
-        scale(view, new_rs, target).await?;
-    }
-    Ok(())
+    let target = rollout::new_rs_scale_up(want, view.surge(), total, current);
+    resize(view, i, target).await
 }
 
-/// Scales old ReplicaSets down as far as maxUnavailable allows: unhealthy pods first.
-async fn reconcile_old(view: &mut View<'_>) -> Result<(), DeploymentError> {
-    let old_count: i32 = view.old.iter().map(spec_replicas).sum();
-    if old_count == 0 {
-        return Ok(());
+/// Scales old ReplicaSets down as far as maxUnavailable allows: their unhealthy replicas first,
+/// then available ones while enough stay available. Returns whether anything was scaled.
+async fn reconcile_old(view: &mut View<'_>) -> Result<bool, DeploymentError> {
+    let old: Vec<usize> =
+        view.old().into_iter().filter(|i| spec_replicas(&view.sets[*i]) > 0).collect();
+    if old.is_empty() {
+        return Ok(false);
     }
-    let (_, unavailable) = rollout::surge_and_unavailable(&view.d);
-    let min_available = view.replicas() - unavailable;
+    let min_available = view.replicas() - view.max_unavailable();
     let all_count: i32 = view.all().map(spec_replicas).sum();
-    let new_unavailable =
-        view.new_rs.as_ref().map(|rs| spec_replicas(rs) - available(rs)).unwrap_or(0);
-    let mut max_down = all_count - min_available - new_unavailable;
+    let new_unavailable = view.new_rs().map(|rs| spec_replicas(rs) - available(rs)).unwrap_or(0);
+    let max_down = all_count - min_available - new_unavailable;
     if max_down <= 0 {
-        return Ok(());
+        return Ok(false);
     }
-    // Unhealthy replicas of old sets go first; they do not count toward availability.
     let mut cleaned = 0;
-    for i in 0..view.old.len() {
-        if max_down <= 0 {
+    for &i in &old {
+        if cleaned >= max_down {
             break;
         }
-        let rs = view.old[i].clone();
-        let unhealthy = spec_replicas(&rs) - available(&rs);
-        if unhealthy <= 0 {
+        let (current, avail) = (spec_replicas(&view.sets[i]), available(&view.sets[i]));
+        if current == 0 || current == avail {
             continue;
         }
-        let down = unhealthy.min(max_down);
-        let target = spec_replicas(&rs) - down;
-        scale(view, &rs, target).await?;
-        if let Some(s) = view.old[i].spec.as_mut() {
-            s.replicas = Some(target);
-        }
-        max_down -= down;
+        let down = (max_down - cleaned).min(current - avail);
+        resize(view, i, current - down).await?;
         cleaned += down;
     }
-    // Then available ones, while enough stay available.
     let available_total: i32 = view.all().map(available).sum();
-    let mut remaining = (available_total - min_available).min(max_down);
-    let _ = cleaned;
-    for i in 0..view.old.len() {
-        if remaining <= 0 {
-            break;
+    let mut scaled = 0;
+    if available_total > min_available {
+        let to_scale = available_total - min_available;
+        for &i in &old {
+            if scaled >= to_scale {
+                break;
+            }
+            let current = spec_replicas(&view.sets[i]);
+            if current == 0 {
+                continue;
+            }
+            let down = current.min(to_scale - scaled);
+            resize(view, i, current - down).await?;
+            scaled += down;
         }
-        let rs = view.old[i].clone();
-        let current = spec_replicas(&rs);
-        if current == 0 {
-            continue;
-        }
-        let down = current.min(remaining);
-        scale(view, &rs, current - down).await?;
-        if let Some(s) = view.old[i].spec.as_mut() {
-            s.replicas = Some(current - down);
-        }
-        remaining -= down;
     }
-    Ok(())
+    Ok(cleaned + scaled > 0)
 }
 
-/// Deletes the oldest empty old ReplicaSets beyond revisionHistoryLimit (default 10).
+/// Deletes old ReplicaSets beyond revisionHistoryLimit (default 10), lowest revision first,
+/// skipping any that still has or wants pods.
 async fn cleanup(view: &View<'_>) -> Result<(), DeploymentError> {
-    let limit =
-        view.d.spec.as_ref().and_then(|s| s.revision_history_limit).unwrap_or(10).max(0) as usize;
-    let empty: Vec<&ReplicaSet> = view
-        .old
-        .iter()
-        .filter(|rs| {
-            spec_replicas(rs) == 0
-                && rs.status.as_ref().is_none_or(|s| s.replicas == 0)
-                && rs.metadata.deletion_timestamp.is_none()
-        })
-        .collect();
-    if empty.len() <= limit {
+    let limit = view.d.spec.as_ref().and_then(|s| s.revision_history_limit).unwrap_or(10);
+    if limit == i32::MAX {
         return Ok(());
     }
-    let mut by_revision = empty;
-    by_revision.sort_by_key(|rs| revision_of(rs));
-    for rs in by_revision.iter().take(by_revision.len() - limit) {
+    let mut alive: Vec<&ReplicaSet> = view
+        .old()
+        .into_iter()
+        .map(|i| &view.sets[i])
+        .filter(|rs| rs.metadata.deletion_timestamp.is_none())
+        .collect();
+    let excess = alive.len() as i64 - i64::from(limit.max(0));
+    if excess <= 0 {
+        return Ok(());
+    }
+    alive.sort_by_key(|rs| revision_of(rs)); // stable: creation order among equals
+    for rs in alive.into_iter().take(excess as usize) {
+        let st = rs.status.as_ref();
+        let observed = st.and_then(|s| s.observed_generation).unwrap_or(0);
+        if st.is_some_and(|s| s.replicas != 0)
+            || spec_replicas(rs) != 0
+            || rs.metadata.generation.unwrap_or(0) > observed
+        {
+            continue;
+        }
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: rs.metadata.uid.clone(),
@@ -561,228 +756,4 @@ async fn cleanup(view: &View<'_>) -> Result<(), DeploymentError> {
         }
     }
     Ok(())
-}
-
-fn has_progressing(d: &Deployment) -> bool {
-    d.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Progressing"))
-}
-
-/// Computes status and conditions and writes them if they changed.
-async fn sync_status(view: &View<'_>) -> Result<Action, DeploymentError> {
-    let d = &view.d;
-    let old = d.status.clone().unwrap_or_default();
-    let replicas = view.replicas();
-    let (_, unavailable) = rollout::surge_and_unavailable(d);
-    let sum = |f: &dyn Fn(&ReplicaSet) -> i32| view.all().map(f).sum::<i32>();
-    let actual = sum(&|rs| rs.status.as_ref().map(|s| s.replicas).unwrap_or(0));
-    let ready = sum(&|rs| rs.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0));
-    let avail = sum(&available);
-    let total_spec = sum(&spec_replicas);
-    let updated =
-        view.new_rs.as_ref().and_then(|rs| rs.status.as_ref()).map(|s| s.replicas).unwrap_or(0);
-    let nz = |n: i32| (n > 0).then_some(n);
-    let mut status = DeploymentStatus {
-        observed_generation: d.metadata.generation,
-        replicas: nz(actual),
-        updated_replicas: nz(updated),
-        ready_replicas: nz(ready),
-        available_replicas: nz(avail),
-        unavailable_replicas: nz((total_spec - avail).max(0)),
-        collision_count: old.collision_count,
-        conditions: old.conditions.clone(),
-        ..Default::default()
-    };
-    let now = Time(jiff_now());
-    if avail >= replicas - unavailable {
-        set_condition(
-            &mut status,
-            "Available",
-            "True",
-            "MinimumReplicasAvailable",
-            "Deployment has minimum availability.",
-            &now,
-        );
-    } else {
-        set_condition(
-            &mut status,
-            "Available",
-            "False",
-            "MinimumReplicasUnavailable",
-            "Deployment does not have minimum availability.",
-            &now,
-        );
-    }
-    let mut requeue = None;
-    let mut touched = false;
-    let deadline = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.progress_deadline_seconds)
-        .unwrap_or(DEFAULT_PROGRESS_DEADLINE);
-    let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
-    let new_name = view.new_rs.as_ref().map(|rs| rs.name_any()).unwrap_or_default();
-    if let Some((reason, message)) = &view.progress_note {
-        set_condition(&mut status, "Progressing", "True", reason, message, &now);
-    } else if paused {
-        set_condition(
-            &mut status,
-            "Progressing",
-            "Unknown",
-            "DeploymentPaused",
-            "Deployment is paused",
-            &now,
-        );
-    } else if view.new_rs.is_some() {
-        let complete = updated == replicas
-            && actual == replicas
-            && avail == replicas
-            && status.observed_generation >= d.metadata.generation;
-        let progressed = updated > old.updated_replicas.unwrap_or(0)
-            || actual < old.replicas.unwrap_or(0)
-            || ready > old.ready_replicas.unwrap_or(0)
-            || avail > old.available_replicas.unwrap_or(0);
-        let current = status
-            .conditions
-            .as_ref()
-            .and_then(|cs| cs.iter().find(|c| c.type_ == "Progressing"))
-            .cloned();
-        if complete {
-            set_condition(
-                &mut status,
-                "Progressing",
-                "True",
-                "NewReplicaSetAvailable",
-                &format!("ReplicaSet \"{new_name}\" has successfully progressed."),
-                &now,
-            );
-        } else if progressed {
-            set_condition(
-                &mut status,
-                "Progressing",
-                "True",
-                "ReplicaSetUpdated",
-                &format!("ReplicaSet \"{new_name}\" is progressing."),
-                &now,
-            );
-            // Progress restarts the deadline.
-            if let Some(c) =
-                status.conditions.iter_mut().flatten().find(|c| c.type_ == "Progressing")
-            {
-                c.last_update_time = Some(now.clone());
-                touched = true;
-            }
-            requeue = Some(Duration::from_secs(deadline.max(1) as u64));
-        } else if let Some(c) =
-            current.filter(|c| c.reason.as_deref() != Some("NewReplicaSetAvailable"))
-        {
-            let since = c.last_update_time.as_ref().map(podutil::time_of).unwrap_or_else(Utc::now);
-            let due = since + chrono::Duration::seconds(deadline.into());
-            if Utc::now() >= due {
-                set_condition(
-                    &mut status,
-                    "Progressing",
-                    "False",
-                    "ProgressDeadlineExceeded",
-                    &format!("ReplicaSet \"{new_name}\" has timed out progressing."),
-                    &now,
-                );
-            } else {
-                requeue = (due - Utc::now()).to_std().ok().map(|d| d + Duration::from_millis(10));
-            }
-        }
-    }
-    if touched || status_differs(&old, &status) {
-        let api: Api<Deployment> =
-            Api::namespaced(view.ctx.client.clone(), &d.namespace().unwrap_or_default());
-        let patch = json!({"status": {
-            "observedGeneration": status.observed_generation,
-            "replicas": status.replicas,
-            "updatedReplicas": status.updated_replicas,
-            "readyReplicas": status.ready_replicas,
-            "availableReplicas": status.available_replicas,
-            "unavailableReplicas": status.unavailable_replicas,
-            "collisionCount": status.collision_count,
-            "conditions": status.conditions,
-        }});
-        let pp = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
-        match api.patch_status(&d.name_any(), &pp, &Patch::Merge(&patch)).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::Done),
-            Err(e) => return Err(view.err("update status")(e)),
-        }
-    }
-    Ok(requeue.map_or(Action::Done, Action::RequeueAfter))
-}
-
-fn jiff_now() -> k8s_openapi::jiff::Timestamp {
-    k8s_openapi::jiff::Timestamp::now()
-}
-
-/// Compares statuses ignoring condition timestamps.
-fn status_differs(a: &DeploymentStatus, b: &DeploymentStatus) -> bool {
-    let conds = |s: &DeploymentStatus| {
-        s.conditions
-            .iter()
-            .flatten()
-            .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone(), c.message.clone()))
-            .collect::<Vec<_>>()
-    };
-    (
-        a.observed_generation,
-        a.replicas,
-        a.updated_replicas,
-        a.ready_replicas,
-        a.available_replicas,
-        a.unavailable_replicas,
-        a.collision_count,
-    ) != (
-        b.observed_generation,
-        b.replicas,
-        b.updated_replicas,
-        b.ready_replicas,
-        b.available_replicas,
-        b.unavailable_replicas,
-        b.collision_count,
-    ) || conds(a) != conds(b)
-}
-
-/// Sets a condition; lastTransitionTime moves only when the status changes, lastUpdateTime when
-/// anything does (upstream keeps both when status and reason are unchanged).
-fn set_condition(
-    status: &mut DeploymentStatus,
-    kind: &str,
-    value: &str,
-    reason: &str,
-    message: &str,
-    now: &Time,
-) {
-    let conds = status.conditions.get_or_insert_with(Vec::new);
-    match conds.iter_mut().find(|c| c.type_ == kind) {
-        Some(c) => {
-            if c.status == value
-                && c.reason.as_deref() == Some(reason)
-                && c.message.as_deref() == Some(message)
-            {
-                return;
-            }
-            if c.status != value {
-                c.last_transition_time = Some(now.clone());
-            }
-            c.status = value.into();
-            c.reason = Some(reason.into());
-            c.message = Some(message.into());
-            c.last_update_time = Some(now.clone());
-        }
-        None => conds.push(DeploymentCondition {
-            type_: kind.into(),
-            status: value.into(),
-            reason: Some(reason.into()),
-            message: Some(message.into()),
-            last_transition_time: Some(now.clone()),
-            last_update_time: Some(now.clone()),
-        }),
-    }
 }

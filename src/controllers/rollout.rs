@@ -1,6 +1,10 @@
 //! Rollout arithmetic of the Deployment controller: maxSurge and maxUnavailable resolved against
-//! the replica count, how far a new ReplicaSet may scale up, the pod-template-hash of a template
-//! and whether a ReplicaSet runs a given template.
+//! the replica count, how far a new ReplicaSet may scale up, how a scaling event is shared out
+//! among several active ReplicaSets (proportional scaling), the revision annotations of the new
+//! ReplicaSet (revision, revision-history, what is copied from the deployment), the
+//! pod-template-hash of a template and whether a ReplicaSet runs a given template.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -10,6 +14,23 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 /// spec.progressDeadlineSeconds when unset.
 pub const DEFAULT_PROGRESS_DEADLINE: i32 = 600;
+/// The revision annotation of a Deployment and its ReplicaSets.
+pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+/// Earlier revisions a ReplicaSet had before a rollback made it current again.
+pub const REVISION_HISTORY_ANNOTATION: &str = "deployment.kubernetes.io/revision-history";
+pub const DESIRED_REPLICAS_ANNOTATION: &str = "deployment.kubernetes.io/desired-replicas";
+pub const MAX_REPLICAS_ANNOTATION: &str = "deployment.kubernetes.io/max-replicas";
+/// Annotations of a Deployment never copied to its ReplicaSets (nor back by a rollback).
+pub const NOT_COPIED: &[&str] = &[
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION_ANNOTATION,
+    REVISION_HISTORY_ANNOTATION,
+    DESIRED_REPLICAS_ANNOTATION,
+    MAX_REPLICAS_ANNOTATION,
+    "deprecated.deployment.rollback.to",
+];
+/// How long the revision-history annotation may grow (characters), as upstream.
+const MAX_REVISION_HISTORY_CHARS: usize = 2000;
 /// The alphabet hash values are written in (no vowels, no look-alikes; upstream's).
 const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
@@ -62,6 +83,132 @@ pub fn new_rs_scale_up(replicas: i32, surge: i32, total_now: i32, new_now: i32) 
     new_now + up
 }
 
+/// How many replicas a scaling event adds (or, negative, removes) across the active ReplicaSets:
+/// the total may reach `replicas + surge` (nothing when scaling to zero).
+pub fn replicas_to_add(replicas: i32, surge: i32, total_now: i32) -> i32 {
+    let allowed = if replicas > 0 { replicas.saturating_add(surge) } else { 0 };
+    allowed - total_now
+}
+
+/// One active ReplicaSet in a proportional scaling: its replicas and its max-replicas annotation
+/// (the deployment's replicas plus surge when it was last scaled).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share {
+    pub replicas: i32,
+    pub max_replicas: Option<i32>,
+}
+
+/// New sizes for `sets` when `to_add` replicas are shared out among them in proportion to their
+/// size. `sets` come largest first (ties: newest first when adding, oldest first when removing);
+/// the first takes whatever rounding leaves over. `status_replicas` stands in for a missing
+/// max-replicas annotation.
+pub fn proportional_sizes(
+    sets: &[Share],
+    replicas: i32,
+    surge: i32,
+    status_replicas: i32,
+    to_add: i32,
+) -> Vec<i32> {
+    let max_now = i64::from(replicas) + i64::from(surge);
+    let mut added = 0;
+    let mut sizes: Vec<i32> = sets
+        .iter()
+        .map(|s| {
+            if to_add == 0 || s.replicas == 0 || added == to_add {
+                return s.replicas;
+            }
+            let fraction = if replicas == 0 {
+                -s.replicas
+            } else {
+                let before = s.max_replicas.filter(|m| *m > 0).unwrap_or(status_replicas).max(0);
+                if before == 0 {
+                    0
+                } else {
+                    let scaled = (i64::from(s.replicas) * max_now) as f64 / before as f64;
+                    (scaled.round() as i64 - i64::from(s.replicas)) as i32
+                }
+            };
+            let allowed = to_add - added;
+            let share = if to_add > 0 { fraction.min(allowed) } else { fraction.max(allowed) };
+            added += share;
+            s.replicas + share
+        })
+        .collect();
+    if let Some(first) = sizes.first_mut() {
+        *first = (*first + to_add - added).max(0);
+    }
+    sizes
+}
+
+/// Brings a (new) ReplicaSet's annotations up to date with its deployment: copies the
+/// deployment's annotations (all but [`NOT_COPIED`]), raises the revision to `new_revision` if
+/// it is lower (a rollback: the old revision joins revision-history), and, for a ReplicaSet
+/// about to be created, sets desired-replicas and max-replicas. Returns whether anything changed.
+pub fn sync_new_rs_annotations(
+    deployment: &BTreeMap<String, String>,
+    rs: &mut BTreeMap<String, String>,
+    new_revision: i64,
+    creating: Option<(i32, i32)>,
+) -> bool {
+    let mut changed = false;
+    for (k, v) in deployment {
+        if NOT_COPIED.contains(&k.as_str()) || rs.get(k) == Some(v) {
+            continue;
+        }
+        rs.insert(k.clone(), v.clone());
+        changed = true;
+    }
+    let old = rs.get(REVISION_ANNOTATION).cloned();
+    let old_number = match old.as_deref() {
+        None | Some("") => 0,
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) => n,
+            Err(_) => return changed,
+        },
+    };
+    if old_number < new_revision {
+        rs.insert(REVISION_ANNOTATION.into(), new_revision.to_string());
+        changed = true;
+        if let Some(old) = old.filter(|o| !o.is_empty()) {
+            let history = rs.get(REVISION_HISTORY_ANNOTATION).cloned().unwrap_or_default();
+            if history.is_empty() {
+                rs.insert(REVISION_HISTORY_ANNOTATION.into(), old);
+            } else {
+                // Oldest entries go first when the list grows too long.
+                let mut entries: Vec<&str> = history.split(',').collect();
+                let mut len = history.len() + old.len() + 1;
+                let mut start = 0;
+                while len > MAX_REVISION_HISTORY_CHARS && start < entries.len() {
+                    len -= entries[start].len() + 1;
+                    start += 1;
+                }
+                if len <= MAX_REVISION_HISTORY_CHARS {
+                    entries.drain(..start);
+                    entries.push(&old);
+                    rs.insert(REVISION_HISTORY_ANNOTATION.into(), entries.join(","));
+                }
+            }
+        }
+    }
+    if let Some((desired, max)) = creating {
+        changed |= set_replicas_annotations(rs, desired, max);
+    }
+    changed
+}
+
+/// Sets desired-replicas and max-replicas; returns whether either changed.
+pub fn set_replicas_annotations(rs: &mut BTreeMap<String, String>, desired: i32, max: i32) -> bool {
+    let mut changed = false;
+    for (k, v) in [(DESIRED_REPLICAS_ANNOTATION, desired), (MAX_REPLICAS_ANNOTATION, max)] {
+        let v = v.to_string();
+        if rs.get(k) != Some(&v) {
+            rs.insert(k.into(), v);
+            changed = true;
+        }
+    }
+    changed
+}
+
 /// FNV-1a (32 bit) of the template's JSON, and of the collision count if any, written with
 /// upstream's safe alphabet.
 pub fn pod_template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
@@ -112,6 +259,54 @@ mod tests {
         assert_eq!(new_rs_scale_up(3, 1, 3, 0), 1);
         assert_eq!(new_rs_scale_up(3, 1, 4, 1), 1);
         assert_eq!(new_rs_scale_up(5, 2, 0, 0), 5);
+    }
+
+    fn share(replicas: i32, max: i32) -> Share {
+        Share { replicas, max_replicas: Some(max) }
+    }
+
+    #[test]
+    fn scaling_mid_rollout_is_shared_by_size() {
+        // Upstream's e2e: 10 replicas, maxSurge 3, stuck at 8 old + 5 new, scaled to 30.
+        let to_add = replicas_to_add(30, 3, 13);
+        assert_eq!(to_add, 20);
+        assert_eq!(proportional_sizes(&[share(8, 13), share(5, 13)], 30, 3, 13, to_add), [20, 13]);
+        // And back down to 10.
+        let to_add = replicas_to_add(10, 3, 33);
+        assert_eq!(proportional_sizes(&[share(20, 33), share(13, 33)], 10, 3, 33, to_add), [8, 5]);
+        // Scaling to zero empties every set.
+        let to_add = replicas_to_add(0, 0, 7);
+        assert_eq!(proportional_sizes(&[share(4, 8), share(3, 8)], 0, 0, 7, to_add), [0, 0]);
+        // Leftovers go to the first; a missing annotation falls back to status.replicas.
+        let sets = [share(3, 6), Share { replicas: 3, max_replicas: None }];
+        let to_add = replicas_to_add(7, 0, 6);
+        assert_eq!(proportional_sizes(&sets, 7, 0, 6, to_add), [4, 3]);
+    }
+
+    #[test]
+    fn rollback_keeps_revision_history() {
+        let d: BTreeMap<String, String> = [
+            ("kubernetes.io/change-cause".to_string(), "v2".to_string()),
+            (REVISION_ANNOTATION.to_string(), "7".to_string()),
+        ]
+        .into();
+        let mut rs: BTreeMap<String, String> =
+            [(REVISION_ANNOTATION.to_string(), "2".to_string())].into();
+        assert!(sync_new_rs_annotations(&d, &mut rs, 4, None));
+        assert_eq!(rs[REVISION_ANNOTATION], "4");
+        assert_eq!(rs[REVISION_HISTORY_ANNOTATION], "2");
+        assert_eq!(rs["kubernetes.io/change-cause"], "v2");
+        assert!(sync_new_rs_annotations(&d, &mut rs, 6, None));
+        assert_eq!(rs[REVISION_HISTORY_ANNOTATION], "2,4");
+        assert!(!sync_new_rs_annotations(&d, &mut rs, 5, None), "a lower revision changes nothing");
+        let mut fresh = BTreeMap::new();
+        assert!(sync_new_rs_annotations(&d, &mut fresh, 1, Some((3, 4))));
+        assert_eq!(fresh[REVISION_ANNOTATION], "1");
+        assert!(!fresh.contains_key(REVISION_HISTORY_ANNOTATION));
+        assert_eq!(
+            (fresh[DESIRED_REPLICAS_ANNOTATION].as_str(), fresh[MAX_REPLICAS_ANNOTATION].as_str()),
+            ("3", "4")
+        );
     }
 
     #[test]
