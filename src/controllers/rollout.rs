@@ -219,7 +219,7 @@ pub fn pod_template_hash(template: &PodTemplateSpec, collision_count: Option<i32
             h = h.wrapping_mul(0x0100_0193);
         }
     };
-    feed(&serde_json::to_vec(template).unwrap_or_default());
+    feed(&serde_json::to_vec(&normalized(template)).unwrap_or_default());
     if let Some(c) = collision_count {
         feed(&(c as u32).to_le_bytes());
     }
@@ -229,16 +229,40 @@ pub fn pod_template_hash(template: &PodTemplateSpec, collision_count: Option<i32
         .collect()
 }
 
-/// Whether a ReplicaSet's template is `template` apart from the pod-template-hash label.
-pub fn same_template(template: &PodTemplateSpec, rs: &ReplicaSet) -> bool {
-    let Some(mut theirs) = rs.spec.as_ref().and_then(|s| s.template.clone()) else { return false };
-    let mut ours = template.clone();
-    for t in [&mut theirs, &mut ours] {
-        if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
-            labels.remove(POD_TEMPLATE_HASH_LABEL);
+/// Go fields of a pod template that are plain booleans: false and unset are the same value
+/// upstream, but a body decoded from protobuf spells the false out.
+const PLAIN_BOOLS: &[&str] =
+    &["stdin", "stdinOnce", "tty", "hostNetwork", "hostPID", "hostIPC", "readOnly"];
+
+/// A template's JSON without the pod-template-hash label and without plain booleans that are
+/// false, so that templates upstream deems equal compare (and hash) equal.
+fn normalized(template: &PodTemplateSpec) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|k, v| {
+                    !(PLAIN_BOOLS.contains(&k.as_str()) && v == &serde_json::Value::Bool(false))
+                });
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
         }
     }
-    serde_json::to_value(&ours).ok() == serde_json::to_value(&theirs).ok()
+    let mut t = template.clone();
+    if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        labels.remove(POD_TEMPLATE_HASH_LABEL);
+    }
+    let mut v = serde_json::to_value(&t).unwrap_or_default();
+    strip(&mut v);
+    v
+}
+
+/// Whether a ReplicaSet's template is `template` apart from the pod-template-hash label (and
+/// the spelling of plain booleans).
+pub fn same_template(template: &PodTemplateSpec, rs: &ReplicaSet) -> bool {
+    let Some(theirs) = rs.spec.as_ref().and_then(|s| s.template.as_ref()) else { return false };
+    normalized(template) == normalized(theirs)
 }
 
 #[cfg(test)]
@@ -315,5 +339,21 @@ mod tests {
         let a = pod_template_hash(&t, None);
         assert!(a.bytes().all(|b| SAFE_ALPHABET.contains(&b)));
         assert_ne!(a, pod_template_hash(&t, Some(1)));
+        let spelled: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "spec": {"hostIPC": false, "containers": [{"name": "c", "tty": false}]},
+        }))
+        .unwrap();
+        let plain: PodTemplateSpec =
+            serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "c"}]}}))
+                .unwrap();
+        assert_eq!(pod_template_hash(&spelled, None), pod_template_hash(&plain, None));
+        let rs = ReplicaSet {
+            spec: Some(k8s_openapi::api::apps::v1::ReplicaSetSpec {
+                template: Some(spelled),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(same_template(&plain, &rs));
     }
 }
