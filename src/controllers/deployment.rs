@@ -51,6 +51,8 @@ pub enum DeploymentError {
     HashCollision { name: String },
     #[error("replica set {name} changed since it was read; retrying")]
     Conflict { name: String },
+    #[error("replica set {name} has more available replicas than it wants; waiting for it to scale down")]
+    ScaleDownPending { name: String },
     #[error("an informer of the deployment controller stopped")]
     InformerStopped,
 }
@@ -688,6 +690,11 @@ async fn reconcile_old(view: &mut View<'_>) -> Result<bool, DeploymentError> {
         let (current, avail) = (spec_replicas(&view.sets[i]), available(&view.sets[i]));
         if current == 0 || current == avail {
             continue;
+        }
+        if current < avail {
+            // Its last scale-down has not taken effect yet: "cleaning" the surplus would scale
+            // it up. Try again later, as upstream does.
+            return Err(DeploymentError::ScaleDownPending { name: view.sets[i].name_any() });
         }
         let down = (max_down - cleaned).min(current - avail);
         resize(view, i, current - down).await?;
