@@ -11,9 +11,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
+use skiff::agent::simulated::NEVER_READY_ANNOTATION;
 use skiff::controllers::cluster::{wait_for, LocalCluster};
 
-const T: Duration = Duration::from_secs(25);
+/// Generous: the machine running the tests may be loaded.
+const T: Duration = Duration::from_secs(60);
 
 fn deployment(name: &str, replicas: i32, image: &str) -> Deployment {
     serde_json::from_value(json!({
@@ -218,7 +220,7 @@ async fn scaling_a_stuck_rollout_is_proportional_and_paused_deployments_still_sc
 
     // The new template's pods never become ready: the rollout stops at 8 old + 5 new.
     let stuck = json!({"spec": {"template": {
-        "metadata": {"annotations": {"skiff.dev/simulate-never-ready": "true"}},
+        "metadata": {"annotations": {NEVER_READY_ANNOTATION: "true"}},
         "spec": {"containers": [{"name": "c", "image": "app:2"}]},
     }}});
     deployments.patch("prop", &pp, &Patch::Strategic(stuck)).await.unwrap();
@@ -239,7 +241,7 @@ async fn scaling_a_stuck_rollout_is_proportional_and_paused_deployments_still_sc
     deployments.patch("prop", &pp, &Patch::Merge(json!({"spec": {"replicas": 10}}))).await.unwrap();
     wait_sizes(&sets, "prop", &[("app:1", 8), ("app:2", 5)]).await;
     let unstuck = json!({"spec": {"template": {
-        "metadata": {"annotations": {"skiff.dev/simulate-never-ready": null}},
+        "metadata": {"annotations": {NEVER_READY_ANNOTATION: null}},
         "spec": {"containers": [{"name": "c", "image": "app:3"}]},
     }}});
     deployments.patch("prop", &pp, &Patch::Strategic(unstuck)).await.unwrap();
