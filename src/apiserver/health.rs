@@ -2,8 +2,9 @@
 //! upstream's plain-text shape ("[+]ping ok" lines, then "<endpoint> check passed").
 //!
 //! /healthz and /livez pass as soon as the server answers (unless the datastore failed); /readyz
-//! also waits for the datastore to be open and the bootstrap objects to exist, and fails again
-//! once shutdown has begun. A failing /readyz answers 503; failing /healthz and /livez answer 500.
+//! also waits for the datastore to be open and the bootstrap objects to exist, fails while the
+//! datastore does not answer its periodic probe ([`probe_datastore`]), and fails again once
+//! shutdown has begun. A failing /readyz answers 503; failing /healthz and /livez answer 500.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,8 @@ use axum::Router;
 pub struct Health {
     store_open: AtomicBool,
     store_failed: AtomicBool,
+    /// The last datastore probe failed (cleared by the next that passes).
+    store_unreachable: AtomicBool,
     bootstrapped: AtomicBool,
     shutting_down: AtomicBool,
 }
@@ -34,6 +37,10 @@ impl Health {
     pub fn set_store_failed(&self) {
         self.store_failed.store(true, Ordering::Release);
     }
+    pub fn set_store_reachable(&self, reachable: bool) {
+        self.store_unreachable.store(!reachable, Ordering::Release);
+    }
+
     pub fn set_bootstrapped(&self) {
         self.bootstrapped.store(true, Ordering::Release);
     }
@@ -51,7 +58,8 @@ impl Health {
             Check::Ping | Check::Log => Ok(()),
             Check::Etcd => ok(!self.store_failed.load(Ordering::Acquire), "the datastore failed"),
             Check::EtcdReadiness => {
-                ok(self.store_open.load(Ordering::Acquire), "the datastore is not open yet")
+                ok(self.store_open.load(Ordering::Acquire), "the datastore is not open yet")?;
+                ok(!self.store_unreachable.load(Ordering::Acquire), "the datastore does not answer")
             }
             Check::Bootstrap => {
                 ok(self.bootstrapped.load(Ordering::Acquire), "bootstrap not finished")
@@ -60,6 +68,37 @@ impl Health {
                 ok(!self.shutting_down.load(Ordering::Acquire), "the server is shutting down")
             }
         }
+    }
+}
+
+/// How often, and how long at most, the datastore is asked for its revision.
+pub const PROBE_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Asks the datastore for its current revision every [`PROBE_PERIOD`] (with the same timeout)
+/// and records whether it answered, for /readyz's etcd-readiness check. Ends when shutdown
+/// begins or the datastore is closed (it holds no strong reference between probes).
+pub async fn probe_datastore(health: Arc<Health>, backend: Arc<dyn crate::store::Backend>) {
+    let backend = Arc::downgrade(&backend);
+    let mut last = true;
+    loop {
+        tokio::time::sleep(PROBE_PERIOD).await;
+        if health.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(backend) = backend.upgrade() else { return };
+        let answer = tokio::time::timeout(PROBE_PERIOD, backend.current_revision()).await;
+        let reachable = matches!(answer, Ok(Ok(_)));
+        if reachable != last {
+            match &answer {
+                Ok(Ok(_)) => tracing::info!(backend = backend.name(), "datastore answers again"),
+                Ok(Err(e)) => {
+                    tracing::warn!(backend = backend.name(), error = %e, "datastore probe failed")
+                }
+                Err(_) => tracing::warn!(backend = backend.name(), "datastore probe timed out"),
+            }
+            last = reachable;
+        }
+        health.set_store_reachable(reachable);
     }
 }
 

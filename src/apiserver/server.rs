@@ -677,6 +677,8 @@ async fn open_storage(
     let store =
         Store::open(backend, CacheOptions::default()).await.map_err(ServerError::Storage)?;
     health.set_store_open();
+    let probe = super::health::probe_datastore(health.clone(), store.backend().clone());
+    tokio::spawn(probe.instrument(tracing::info_span!("task", name = "datastore-probe")));
     metrics.set_store(store.clone());
     let _ = slot.set(store.clone());
     tracing::info!(

@@ -411,3 +411,34 @@ async fn tls_with_client_certificates() {
     let refused = EtcdBackend::connect_with(&url, wrong, opts).await;
     assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{:?}", refused.err());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovers_after_a_long_outage() {
+    let opts = EtcdOptions { request_timeout: Duration::from_secs(3), ..EtcdOptions::default() };
+    let Some((mut server, be)) = setup(opts).await else {
+        return;
+    };
+    let a = be.create("/o/a", b("1")).await.unwrap();
+    let mut server =
+        tokio::task::spawn_blocking(move || server.kill().map(|()| server)).await.unwrap().unwrap();
+    // Requests fail while the member is away (each one a reconnect attempt).
+    for _ in 0..5 {
+        assert!(matches!(be.get_at("/o/a", 0).await, Err(StoreError::Unavailable(_))));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let _server = tokio::task::spawn_blocking(move || server.restart().map(|()| server))
+        .await
+        .unwrap()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        match be.get_at("/o/a", 0).await {
+            Ok(v) => break v,
+            Err(StoreError::Unavailable(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("no recovery after the outage: {e}"),
+        }
+    };
+    assert_eq!(got, Some(a));
+}
