@@ -3,73 +3,20 @@
 //! deletion (and creation refused while one terminates), and jobs that complete or fail after
 //! back-off.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
 use skiff::controllers::cluster::wait_for;
-use skiff::testing::skiff_server::{
-    kubectl_binaries, run_kubectl, KubectlOutput, SkiffProcess, SpawnOptions,
-};
+use skiff::testing::kubectl_cluster::KubectlCluster;
 
 const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
 /// Generous: the machine running the tests may be loaded.
 const T: Duration = Duration::from_secs(90);
 
-struct Cluster {
-    server: SkiffProcess,
-    newest: PathBuf,
-    oldest: PathBuf,
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let kubectl = kubectl_binaries();
-        let newest = kubectl.last().expect("kubectl binaries are installed").path.clone();
-        let oldest = kubectl.first().expect("kubectl binaries are installed").path.clone();
-        let args = vec!["--simulate-nodes".to_string(), "2".to_string()];
-        let server =
-            SkiffProcess::spawn_with(Path::new(SKIFF), SpawnOptions { args, ..Default::default() })
-                .await
-                .expect("skiff starts");
-        Cluster { server, newest, oldest }
-    }
-
-    async fn run(&self, bin: &Path, args: &[&str]) -> KubectlOutput {
-        run_kubectl(bin, &self.server.kubeconfig, args).await.expect("kubectl runs")
-    }
-
-    /// Runs the newest kubectl and expects success; returns stdout.
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(&self.newest, args).await;
-        assert!(out.success(), "kubectl {args:?}: {}{}", out.stdout, out.stderr);
-        out.stdout
-    }
-
-    /// The same with the oldest kubectl.
-    async fn ok_old(&self, args: &[&str]) -> String {
-        let out = self.run(&self.oldest, args).await;
-        assert!(out.success(), "kubectl(old) {args:?}: {}{}", out.stdout, out.stderr);
-        out.stdout
-    }
-
-    async fn apply(&self, name: &str, manifest: serde_json::Value) {
-        let path = self.server.data_dir.join(format!("{name}.json"));
-        std::fs::write(&path, manifest.to_string()).expect("write manifest");
-        self.ok(&["apply", "-f", path.to_str().expect("utf-8 path")]).await;
-    }
-
-    async fn names(&self, args: &[&str]) -> Vec<String> {
-        let mut all = vec!["get"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["-o", "name"]);
-        self.ok(&all).await.lines().map(str::to_string).collect()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cascading_deletes_in_all_three_modes() {
-    let c = Cluster::start().await;
+    let c = KubectlCluster::start(Path::new(SKIFF), 2, &[]).await;
     for name in ["bg", "fg", "orphan"] {
         c.ok(&["create", "deployment", name, "--image=nginx", "--replicas=2"]).await;
     }
@@ -121,7 +68,7 @@ async fn cascading_deletes_in_all_three_modes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_namespace_deletes_its_contents_and_refuses_new_ones() {
-    let c = Cluster::start().await;
+    let c = KubectlCluster::start(Path::new(SKIFF), 2, &[]).await;
     c.ok(&["create", "namespace", "doomed"]).await;
     c.ok(&["create", "configmap", "settings", "-n", "doomed", "--from-literal=a=b"]).await;
     c.ok(&["create", "deployment", "web", "-n", "doomed", "--image=nginx"]).await;
@@ -172,7 +119,7 @@ async fn deleting_a_namespace_deletes_its_contents_and_refuses_new_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_complete_or_fail_after_back_off() {
-    let c = Cluster::start().await;
+    let c = KubectlCluster::start(Path::new(SKIFF), 2, &[]).await;
     c.ok(&["create", "job", "ok", "--image=busybox", "--", "true"]).await;
     let out = c.ok(&["wait", "--for=condition=complete", "job/ok", "--timeout=90s"]).await;
     assert!(out.contains("job.batch/ok condition met"), "{out}");

@@ -2,5 +2,6 @@
 //! processes on ephemeral loopback ports. Not used by the server itself.
 
 pub mod etcd_server;
+pub mod kubectl_cluster;
 pub mod skiff_server;
 pub mod store_load;
