@@ -104,9 +104,14 @@ async fn deleting_a_namespace_deletes_its_contents_and_refuses_new_ones() {
         "{}",
         out.stderr
     );
-    let conditions =
-        c.ok(&["get", "namespace", "held", "-o", "jsonpath={.status.conditions[*].type}"]).await;
-    assert!(conditions.contains("NamespaceFinalizersRemaining"), "{conditions}");
+    let path =
+        r#"jsonpath={.status.conditions[?(@.type=="NamespaceFinalizersRemaining")].message}"#;
+    wait_for(T, "the finalizer named in the namespace's conditions", || async {
+        let message = c.ok(&["get", "namespace", "held", "-o", path]).await;
+        message.contains("example.com/hold in 1 resource instances").then_some(())
+    })
+    .await
+    .expect("NamespaceFinalizersRemaining condition");
     let patch = r#"{"metadata":{"finalizers":null}}"#;
     c.ok(&["patch", "configmap", "hold", "-n", "held", "--type=merge", "-p", patch]).await;
     wait_for(T, "the held namespace gone", || async {
