@@ -6,54 +6,30 @@
 //! and describe telling the story in ScalingReplicaSet events.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 use skiff::controllers::cluster::wait_for;
-use skiff::testing::skiff_server::{
-    kubectl_binaries, run_kubectl, KubectlOutput, SkiffProcess, SpawnOptions,
-};
+use skiff::testing::kubectl_cluster::KubectlCluster;
 
 const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
 /// Generous: the machine running the tests may be loaded.
 const T: Duration = Duration::from_secs(90);
 
-struct Cluster {
-    server: SkiffProcess,
-    newest: PathBuf,
-    oldest: PathBuf,
+/// The shared harness plus this story's helpers.
+struct Cluster(KubectlCluster);
+
+impl std::ops::Deref for Cluster {
+    type Target = KubectlCluster;
+    fn deref(&self) -> &KubectlCluster {
+        &self.0
+    }
 }
 
 impl Cluster {
     async fn start() -> Cluster {
-        let kubectl = kubectl_binaries();
-        let newest = kubectl.last().expect("kubectl binaries are installed").path.clone();
-        let oldest = kubectl.first().expect("kubectl binaries are installed").path.clone();
-        let args = vec!["--simulate-nodes".to_string(), "2".to_string()];
-        let server =
-            SkiffProcess::spawn_with(Path::new(SKIFF), SpawnOptions { args, ..Default::default() })
-                .await
-                .expect("skiff starts");
-        Cluster { server, newest, oldest }
-    }
-
-    async fn run(&self, bin: &Path, args: &[&str]) -> KubectlOutput {
-        run_kubectl(bin, &self.server.kubeconfig, args).await.expect("kubectl runs")
-    }
-
-    /// Runs the newest kubectl and expects success; returns stdout.
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(&self.newest, args).await;
-        assert!(out.success(), "kubectl {args:?}: {}{}", out.stdout, out.stderr);
-        out.stdout
-    }
-
-    /// The same with the oldest kubectl.
-    async fn ok_old(&self, args: &[&str]) -> String {
-        let out = self.run(&self.oldest, args).await;
-        assert!(out.success(), "kubectl(old) {args:?}: {}{}", out.stdout, out.stderr);
-        out.stdout
+        Cluster(KubectlCluster::start(Path::new(SKIFF), 2, &[]).await)
     }
 
     async fn rolled_out(&self) {
