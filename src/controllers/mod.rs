@@ -28,6 +28,7 @@ pub mod podgc;
 pub mod podutil;
 pub mod queue;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod resourcequota;
 pub mod rollout;
 pub mod serviceaccount;
@@ -89,6 +90,10 @@ pub async fn run_all(client: kube::Client, opts: ControllerOptions) -> anyhow::R
     let w = opts.workers;
     let mut tasks: Vec<(&'static str, BoxFuture<'static, anyhow::Result<()>>)> = vec![
         ("replicaset", replicaset::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
+        (
+            "replicationcontroller",
+            replicationcontroller::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
         ("deployment", deployment::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
         ("namespace", namespace::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
         (

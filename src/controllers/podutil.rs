@@ -120,6 +120,19 @@ pub fn owners_of<K>(
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
+    owners_by(owners, |k| selector(k).map(std::borrow::Cow::Borrowed), meta, deleting)
+}
+
+/// Like [`owners_of`], for kinds whose selector must be built (a ReplicationController's map).
+pub fn owners_by<K>(
+    owners: &kube::runtime::reflector::Store<K>,
+    selector: impl Fn(&K) -> Option<std::borrow::Cow<'_, LabelSelector>>,
+    meta: &ObjectMeta,
+    deleting: bool,
+) -> Vec<String>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
     let ns = meta.namespace.clone().unwrap_or_default();
     if let Some(owner) = controller_of(meta) {
         return if owner.kind == K::kind(&()) {
@@ -138,7 +151,8 @@ where
         .iter()
         .filter(|o| o.meta().namespace.as_deref() == Some(ns.as_str()))
         .filter(|o| {
-            selector(o).is_some_and(|sel| !selector_is_empty(sel) && selector_matches(sel, labels))
+            selector(o)
+                .is_some_and(|sel| !selector_is_empty(&sel) && selector_matches(&sel, labels))
         })
         .map(|o| key_of(o.as_ref()))
         .collect()

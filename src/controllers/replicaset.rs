@@ -3,7 +3,11 @@
 //! longer match, creates missing pods in slow-start batches (1, 2, 4, ...) and deletes surplus
 //! ones (unscheduled, pending and unready first), and reports replicas, fullyLabeledReplicas,
 //! readyReplicas, availableReplicas and observedGeneration in status.
+//!
+//! The same controller runs ReplicationControllers ([`Replicated`] is what it needs of a kind;
+//! `replicationcontroller.rs` presents an RC as a ReplicaSet), as upstream's does.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +16,7 @@ use chrono::Utc;
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -26,8 +31,35 @@ use super::worker::{run_workers, Action};
 
 /// The most pods created or deleted in one sync (upstream's burstReplicas).
 pub const BURST_REPLICAS: usize = 500;
-/// The field manager of this controller's writes.
-const MANAGER: &str = "replicaset-controller";
+/// What the controller needs of a kind it keeps replicas for.
+pub trait Replicated:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The controller's name: task names and the field manager of its writes.
+    const CONTROLLER: &'static str;
+    /// The object as a ReplicaSet (same metadata; spec and status with the same meaning).
+    fn view(&self) -> Cow<'_, ReplicaSet>;
+    /// The pod selector.
+    fn selector(&self) -> Option<Cow<'_, LabelSelector>>;
+}
+
+impl Replicated for ReplicaSet {
+    const CONTROLLER: &'static str = "replicaset-controller";
+
+    fn view(&self) -> Cow<'_, ReplicaSet> {
+        Cow::Borrowed(self)
+    }
+
+    fn selector(&self) -> Option<Cow<'_, LabelSelector>> {
+        self.spec.as_ref().map(|s| Cow::Borrowed(&s.selector))
+    }
+}
 
 /// What can go wrong syncing a ReplicaSet.
 #[derive(Debug, thiserror::Error)]
@@ -43,20 +75,26 @@ pub enum ReplicaSetError {
     InformerStopped,
 }
 
-struct Ctx {
+struct Ctx<K: Replicated> {
     client: Client,
-    sets: Store<ReplicaSet>,
+    sets: Store<K>,
     pods: Store<Pod>,
     expectations: Expectations,
 }
 
 /// Runs the controller with `workers` concurrent syncs until an informer stops.
 pub async fn run(client: Client, workers: usize) -> Result<(), ReplicaSetError> {
+    run_for::<ReplicaSet>(client, workers).await
+}
+
+/// Runs the controller for kind `K`.
+pub async fn run_for<K: Replicated>(client: Client, workers: usize) -> Result<(), ReplicaSetError> {
     let queue = WorkQueue::new();
     let q = queue.clone();
+    let name = K::CONTROLLER;
     let (sets, sets_task) = informer::spawn(
-        "replicaset-informer",
-        Api::<ReplicaSet>::all(client.clone()),
+        name,
+        Api::<K>::all(client.clone()),
         watcher::Config::default(),
         move |c| match c {
             Change::Applied(rs) | Change::Deleted(rs) => q.add(key_of(rs)),
@@ -65,14 +103,14 @@ pub async fn run(client: Client, workers: usize) -> Result<(), ReplicaSetError> 
     );
     let (q, sets_for_pods) = (queue.clone(), sets.clone());
     let (pods, pods_task) = informer::spawn(
-        "replicaset-pod-informer",
+        name,
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
         move |c| match c {
             Change::Applied(pod) | Change::Deleted(pod) => {
-                for key in podutil::owners_of(
+                for key in podutil::owners_by(
                     &sets_for_pods,
-                    |rs: &ReplicaSet| rs.spec.as_ref().map(|s| &s.selector),
+                    |k: &K| k.selector(),
                     &pod.metadata,
                     pod.metadata.deletion_timestamp.is_some(),
                 ) {
@@ -88,7 +126,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), ReplicaSetError> 
         return Err(ReplicaSetError::InformerStopped);
     }
     let ctx = Arc::new(Ctx { client, sets, pods, expectations: Expectations::default() });
-    let workers = run_workers("replicaset", queue, workers, move |key| {
+    let workers = run_workers(name, queue, workers, move |key| {
         let ctx = ctx.clone();
         async move { sync(&ctx, &key).await }
     });
@@ -100,13 +138,15 @@ pub async fn run(client: Client, workers: usize) -> Result<(), ReplicaSetError> 
     Err(ReplicaSetError::InformerStopped)
 }
 
-async fn sync(ctx: &Ctx, key: &str) -> Result<Action, ReplicaSetError> {
+async fn sync<K: Replicated>(ctx: &Ctx<K>, key: &str) -> Result<Action, ReplicaSetError> {
     let (ns, name) = split_key(key);
     let ns = ns.unwrap_or("default");
-    let Some(rs) = ctx.sets.get(&ObjectRef::new(name).within(ns)) else {
+    let Some(owner) = ctx.sets.get(&ObjectRef::new(name).within(ns)) else {
         ctx.expectations.clear(key);
         return Ok(Action::Done);
     };
+    let owner_ref = podutil::controller_ref(owner.as_ref());
+    let rs = owner.view();
     let Some(spec) = rs.spec.as_ref() else { return Ok(Action::Done) };
     let uid = rs.uid().unwrap_or_default();
     let err = |action: &'static str| {
@@ -136,7 +176,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, ReplicaSetError> {
                 && rs.metadata.deletion_timestamp.is_none()
                 && !podutil::selector_is_empty(&spec.selector) =>
             {
-                match adopt(&pods_api, &pod, &rs).await {
+                match adopt(&pods_api, &pod, &owner_ref).await {
                     Ok(()) => owned.push(pod),
                     Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
                     Err(e) => return Err(err("adopt a pod")(e)),
@@ -153,10 +193,10 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, ReplicaSetError> {
         |u| !active.iter().any(|p| p.metadata.uid.as_deref() == Some(u)),
     );
     if satisfied && rs.metadata.deletion_timestamp.is_none() {
-        manage_replicas(ctx, key, &rs, &active, &pods_api).await?;
+        manage_replicas(ctx, key, &rs, &owner_ref, &active, &pods_api).await?;
     }
 
-    let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
+    let rs_api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let (status, requeue) = compute_status(&rs, &active);
     let current = rs.status.clone().unwrap_or_default();
     let changed = current.replicas != status.replicas
@@ -176,7 +216,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, ReplicaSetError> {
         match rs_api
             .patch_status(
                 name,
-                &PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() },
+                &PatchParams { field_manager: Some(K::CONTROLLER.into()), ..Default::default() },
                 &Patch::Merge(&patch),
             )
             .await
@@ -193,10 +233,11 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, ReplicaSetError> {
 }
 
 /// Creates or deletes pods so the active count approaches spec.replicas.
-async fn manage_replicas(
-    ctx: &Ctx,
+async fn manage_replicas<K: Replicated>(
+    ctx: &Ctx<K>,
     key: &str,
     rs: &ReplicaSet,
+    owner: &OwnerReference,
     active: &[Arc<Pod>],
     pods_api: &Api<Pod>,
 ) -> Result<(), ReplicaSetError> {
@@ -204,7 +245,7 @@ async fn manage_replicas(
     let have = active.len();
     if have < want {
         let mut remaining = (want - have).min(BURST_REPLICAS);
-        let pod = pod_from_template(rs);
+        let pod = pod_for(rs, owner.clone());
         let mut batch = 1usize;
         while remaining > 0 {
             let n = batch.min(remaining);
@@ -308,6 +349,11 @@ fn deletion_rank(pod: &Pod) -> (u8, u8, u8, i64, std::cmp::Reverse<String>) {
 /// A pod for `rs`: the template's labels, annotations and spec, generateName from the set's
 /// name, and the set as controlling owner.
 pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
+    pod_for(rs, podutil::controller_ref(rs))
+}
+
+/// A pod from `rs`'s template with `owner` as its controller.
+fn pod_for(rs: &ReplicaSet, owner: OwnerReference) -> Pod {
     let template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
     let tmeta = template.metadata.unwrap_or_default();
     let mut prefix = format!("{}-", rs.name_any());
@@ -322,7 +368,7 @@ pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
             labels: tmeta.labels,
             annotations: tmeta.annotations,
             finalizers: tmeta.finalizers,
-            owner_references: Some(vec![podutil::controller_ref(rs)]),
+            owner_references: Some(vec![owner]),
             ..Default::default()
         },
         spec: template.spec,
@@ -372,9 +418,9 @@ fn compute_status(
     (status, requeue)
 }
 
-async fn adopt(api: &Api<Pod>, pod: &Pod, rs: &ReplicaSet) -> Result<(), kube::Error> {
+async fn adopt(api: &Api<Pod>, pod: &Pod, owner: &OwnerReference) -> Result<(), kube::Error> {
     let patch = json!({"metadata": {
-        "ownerReferences": [podutil::controller_ref(rs)],
+        "ownerReferences": [owner],
         "uid": pod.metadata.uid,
     }});
     api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await.map(|_| ())
