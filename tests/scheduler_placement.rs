@@ -3,7 +3,8 @@
 //! Pending with upstream's FailedScheduling event (read back with the real `kubectl describe`),
 //! required affinity co-locates, topology spread keeps zones within maxSkew, and a
 //! high-priority pod preempts a low-priority one on a full cluster (PriorityClass admission,
-//! nominatedNodeName, DisruptionTarget, Preempted event; preemptionPolicy Never waits).
+//! nominatedNodeName, DisruptionTarget, Preempted event; preemptionPolicy Never waits), and a
+//! bound pod has upstream's Scheduled event.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -384,4 +385,58 @@ async fn a_high_priority_pod_preempts_a_low_priority_one_on_a_full_cluster() {
     let spec = plain.spec.unwrap();
     assert_eq!((spec.priority_class_name.as_deref(), spec.priority), (Some("everyday"), Some(7)));
     assert_eq!(spec.preemption_policy.as_deref(), Some("PreemptLowerPriority"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_pod_has_the_scheduled_event_that_describe_shows() {
+    let Some(kubectl) = kubectl() else {
+        eprintln!("no kubectl found; skipping");
+        return;
+    };
+    let server = InProcessServer::start_with(|c| {
+        c.components = Some(ComponentOptions { simulate_nodes: 1, ..Default::default() });
+    })
+    .await
+    .expect("server");
+    let client = server.client.clone();
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    pods.create(&PostParams::default(), &pod("solo", json!({"app": "solo"}), json!({})))
+        .await
+        .unwrap();
+    let node = wait_for(T, "the pod bound", || node_of(&pods, "solo")).await.unwrap();
+
+    // The event, as upstream's scheduler records it.
+    let events: Api<Event> = Api::default_namespaced(client.clone());
+    let want = format!("Successfully assigned default/solo to {node}");
+    let event = wait_for(T, "the Scheduled event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("Scheduled")
+                && e.involved_object.name.as_deref() == Some("solo")
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(event.message.as_deref(), Some(want.as_str()));
+    assert_eq!(event.type_.as_deref(), Some("Normal"));
+    assert_eq!(event.involved_object.kind.as_deref(), Some("Pod"));
+    assert_eq!(
+        event.source.as_ref().and_then(|s| s.component.as_deref()),
+        Some("default-scheduler")
+    );
+
+    // kubectl describe lists it under Events.
+    let out = run_kubectl(&kubectl, &server.kubeconfig, &["describe", "pod", "solo"])
+        .await
+        .expect("kubectl runs");
+    assert!(out.success(), "{}{}", out.stdout, out.stderr);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("Scheduled") && l.contains("Successfully assigned"))
+        .unwrap_or_else(|| panic!("no Scheduled event line: {}", out.stdout));
+    assert!(line.trim_start().starts_with("Normal"), "{line}");
+    assert!(line.contains("default-scheduler"), "{line}");
+    assert!(line.contains(&want), "{line}");
+    server.stop().await.unwrap();
 }

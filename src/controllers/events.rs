@@ -16,6 +16,19 @@ pub fn record<K: Resource<DynamicType = ()>>(
     reason: &str,
     message: String,
 ) {
+    tokio::spawn(write(client, component, obj, warning, reason, message));
+}
+
+/// Like [`record`], but the returned future does the write (callers that bound how many
+/// event writes are in flight, such as the scheduler).
+pub fn write<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    component: &'static str,
+    obj: &K,
+    warning: bool,
+    reason: &str,
+    message: String,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let ns = obj.namespace().unwrap_or_else(|| "default".into());
     let now =
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
@@ -53,9 +66,9 @@ pub fn record<K: Resource<DynamicType = ()>>(
         series: None,
     };
     let api: Api<Event> = Api::namespaced(client.clone(), &ns);
-    tokio::spawn(async move {
+    async move {
         if let Err(e) = api.create(&PostParams::default(), &event).await {
             tracing::debug!(error = %e, "cannot record event");
         }
-    });
+    }
 }

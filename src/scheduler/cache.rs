@@ -24,10 +24,13 @@ pub struct PodInfo {
     pub non_zero: Resources,
     pub ports: Vec<HostPort>,
     pub priority: i32,
-    /// Whether the pod has any pod affinity or anti-affinity (required or preferred).
-    pub has_affinity: bool,
+    /// Whether the pod has terms that weigh in other pods' InterPodAffinity scores: required
+    /// affinity, preferred affinity or preferred anti-affinity (required anti-affinity does not).
+    pub has_scoring_terms: bool,
     /// Whether the pod has required pod anti-affinity terms.
     pub has_required_anti_affinity: bool,
+    /// Whether some of those terms use a topology key other than the node's hostname.
+    pub has_non_host_anti_affinity: bool,
     /// The pod's affinity terms as written (empty without affinity), parsed once.
     pub terms: super::interpod::PodTerms,
 }
@@ -41,15 +44,21 @@ impl PodInfo {
             .and_then(|a| a.pod_anti_affinity.as_ref())
             .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
             .is_some_and(|t| !t.is_empty());
+        let terms: super::interpod::PodTerms =
+            if has_affinity { super::interpod::raw_terms(&pod) } else { Default::default() };
         PodInfo {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             requests: pod_requests(&pod, false),
             non_zero: pod_requests(&pod, true),
             ports: host_ports(&pod),
             priority: priority_of(&pod),
-            has_affinity,
+            has_scoring_terms: !terms.affinity.is_empty() || terms.has_preferred(),
             has_required_anti_affinity,
-            terms: if has_affinity { super::interpod::raw_terms(&pod) } else { Default::default() },
+            has_non_host_anti_affinity: terms
+                .anti_affinity
+                .iter()
+                .any(|t| t.topology_key != super::interpod::HOSTNAME),
+            terms,
             pod,
         }
     }
@@ -76,10 +85,12 @@ pub struct NodeInfo {
     pub non_zero_requested: Resources,
     pub used_ports: Vec<HostPort>,
     pub pods: Vec<Arc<PodInfo>>,
-    /// How many of the pods have pod affinity or anti-affinity.
-    pub pods_with_affinity: usize,
+    /// How many of the pods have terms that weigh in other pods' scores.
+    pub pods_with_scoring_terms: usize,
     /// How many of the pods have required pod anti-affinity.
     pub pods_with_required_anti_affinity: usize,
+    /// How many have required anti-affinity with a topology key other than the hostname.
+    pub pods_with_non_host_anti_affinity: usize,
 }
 
 impl NodeInfo {
@@ -91,8 +102,9 @@ impl NodeInfo {
             non_zero_requested: Resources::default(),
             used_ports: vec![],
             pods: vec![],
-            pods_with_affinity: 0,
+            pods_with_scoring_terms: 0,
             pods_with_required_anti_affinity: 0,
+            pods_with_non_host_anti_affinity: 0,
         }
     }
 
@@ -110,8 +122,9 @@ impl NodeInfo {
         self.requested.add(&p.requests);
         self.non_zero_requested.add(&p.non_zero);
         self.used_ports.extend(p.ports.iter().cloned());
-        self.pods_with_affinity += usize::from(p.has_affinity);
+        self.pods_with_scoring_terms += usize::from(p.has_scoring_terms);
         self.pods_with_required_anti_affinity += usize::from(p.has_required_anti_affinity);
+        self.pods_with_non_host_anti_affinity += usize::from(p.has_non_host_anti_affinity);
         self.pods.push(p.clone());
     }
 
@@ -126,8 +139,9 @@ impl NodeInfo {
                 self.used_ports.swap_remove(j);
             }
         }
-        self.pods_with_affinity -= usize::from(p.has_affinity);
+        self.pods_with_scoring_terms -= usize::from(p.has_scoring_terms);
         self.pods_with_required_anti_affinity -= usize::from(p.has_required_anti_affinity);
+        self.pods_with_non_host_anti_affinity -= usize::from(p.has_non_host_anti_affinity);
         Some(p)
     }
 }
@@ -148,9 +162,13 @@ pub struct Cache {
     pods: HashMap<String, Placement>,
     /// Pods placed on nodes the cache does not know yet.
     orphans: HashSet<String>,
-    /// Pods on known nodes with pod affinity or anti-affinity, and with required anti-affinity.
-    with_affinity: usize,
+    /// Pods on known nodes with terms that weigh in others' scores, and with required
+    /// anti-affinity.
+    with_scoring_terms: usize,
     with_required_anti_affinity: usize,
+    /// Nodes per value of the hostname label, and how many nodes carry that label.
+    hostnames: HashMap<String, usize>,
+    hostname_labelled: usize,
     /// Pending pods nominated to a node by preemption, by uid.
     nominated: HashMap<String, Nomination>,
 }
@@ -177,9 +195,32 @@ impl Cache {
         self.index.get(name).map(|i| &self.nodes[*i])
     }
 
-    /// Whether any placed pod has pod affinity or anti-affinity.
-    pub fn any_affinity(&self) -> bool {
-        self.with_affinity > 0
+    /// Whether any placed pod has terms that weigh in other pods' InterPodAffinity scores.
+    pub fn any_scoring_terms(&self) -> bool {
+        self.with_scoring_terms > 0
+    }
+
+    /// Whether no two nodes share a value of the hostname label, so a hostname topology domain
+    /// is one node (its pods can be checked on the node itself).
+    pub fn unique_hostnames(&self) -> bool {
+        self.hostnames.len() == self.hostname_labelled
+    }
+
+    fn count_hostname(&mut self, node: &Node, add: bool) {
+        let Some(v) = node.metadata.labels.as_ref().and_then(|l| l.get(super::interpod::HOSTNAME))
+        else {
+            return;
+        };
+        if add {
+            *self.hostnames.entry(v.clone()).or_insert(0) += 1;
+            self.hostname_labelled += 1;
+        } else if let Some(c) = self.hostnames.get_mut(v) {
+            *c -= 1;
+            if *c == 0 {
+                self.hostnames.remove(v);
+            }
+            self.hostname_labelled -= 1;
+        }
     }
 
     /// Whether any placed pod has required pod anti-affinity.
@@ -235,9 +276,12 @@ impl Cache {
     /// Adds or replaces a node, keeping what is placed on it.
     pub fn set_node(&mut self, node: Arc<Node>) {
         let name = node.name_any();
-        match self.index.get(&name) {
+        self.count_hostname(&node, true);
+        match self.index.get(&name).copied() {
             Some(i) => {
-                let info = &mut self.nodes[*i];
+                let old = self.nodes[i].node.clone();
+                self.count_hostname(&old, false);
+                let info = &mut self.nodes[i];
                 info.allocatable = node_allocatable(&node);
                 info.node = node;
             }
@@ -258,7 +302,8 @@ impl Cache {
     pub fn remove_node(&mut self, name: &str) {
         let Some(i) = self.index.remove(name) else { return };
         let gone = self.nodes.swap_remove(i);
-        self.with_affinity -= gone.pods_with_affinity;
+        self.count_hostname(&gone.node, false);
+        self.with_scoring_terms -= gone.pods_with_scoring_terms;
         self.with_required_anti_affinity -= gone.pods_with_required_anti_affinity;
         if let Some(moved) = self.nodes.get(i) {
             self.index.insert(moved.name().to_string(), i);
@@ -336,14 +381,14 @@ impl Cache {
     fn apply(&mut self, p: &Placement, add: bool) {
         let Some(i) = self.index.get(&p.node) else { return };
         let info = &mut self.nodes[*i];
-        let (aff, anti) =
-            (usize::from(p.info.has_affinity), usize::from(p.info.has_required_anti_affinity));
+        let (scoring, anti) =
+            (usize::from(p.info.has_scoring_terms), usize::from(p.info.has_required_anti_affinity));
         if add {
             info.add_pod(&p.info);
-            self.with_affinity += aff;
+            self.with_scoring_terms += scoring;
             self.with_required_anti_affinity += anti;
         } else if info.remove_pod(&p.info.uid).is_some() {
-            self.with_affinity -= aff;
+            self.with_scoring_terms -= scoring;
             self.with_required_anti_affinity -= anti;
         }
     }

@@ -78,7 +78,7 @@ pub fn check(facts: &PodFacts<'_>, info: &NodeInfo, state: &CycleState) -> Optio
     if let Some(r) = state.spread.as_ref().and_then(|s| s.check(info)) {
         return one(r);
     }
-    if let Some(r) = state.interpod.as_ref().and_then(|s| s.check(info)) {
+    if let Some(r) = state.interpod.as_ref().and_then(|s| s.check(facts.pod, info)) {
         return one(r);
     }
     None

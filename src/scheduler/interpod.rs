@@ -20,6 +20,8 @@ pub const REASON_EXISTING_ANTI_AFFINITY: &str =
 /// (upstream's hardPodAffinityWeight default).
 const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 const MAX_SCORE: i64 = 100;
+/// The well-known hostname label: with unique values, its topology domains are single nodes.
+pub const HOSTNAME: &str = "kubernetes.io/hostname";
 
 /// Counts per topology key, then per value of that key.
 type Counts = HashMap<String, HashMap<String, i64>>;
@@ -174,16 +176,23 @@ pub struct FilterState {
     /// Domains with pods matching one of the incoming pod's anti-affinity terms.
     anti: Counts,
     ns_labels: Option<BTreeMap<String, String>>,
+    /// Whether required anti-affinity terms with the hostname key (the incoming pod's and
+    /// existing pods') are left out of the counts and checked on each node's own pods instead:
+    /// exact when no two nodes share a hostname, and much cheaper than counting every placed
+    /// pod when the search stops after a sample of the nodes.
+    host_local: bool,
 }
 
 impl FilterState {
-    /// None when neither the pod nor any placed pod has required terms.
+    /// None when neither the pod nor any placed pod has required terms. `unique_hostnames`:
+    /// no two nodes share a hostname label value (see [`FilterState::host_local`]).
     pub fn compute(
         pod: &Pod,
         terms: &PodTerms,
         ns_labels: Option<&BTreeMap<String, String>>,
         nodes: &[NodeInfo],
         any_existing_anti: bool,
+        unique_hostnames: bool,
     ) -> Option<FilterState> {
         if !terms.has_required() && !any_existing_anti {
             return None;
@@ -196,17 +205,34 @@ impl FilterState {
             affinity: HashMap::new(),
             anti: HashMap::new(),
             ns_labels: ns_labels.cloned(),
+            host_local: unique_hostnames,
         };
+        // Which pods must be counted: all, for the incoming pod's counted terms; else only
+        // those with existing anti-affinity terms that are counted.
+        let counted = |t: &AffinityTerm| !(unique_hostnames && t.topology_key == HOSTNAME);
+        let own = !terms.affinity.is_empty() || terms.anti_affinity.iter().any(counted);
         for n in nodes {
-            let existing = any_existing_anti && n.pods_with_required_anti_affinity > 0;
-            if !existing && !terms.has_required() {
+            let existing = any_existing_anti
+                && if unique_hostnames {
+                    n.pods_with_non_host_anti_affinity > 0
+                } else {
+                    n.pods_with_required_anti_affinity > 0
+                };
+            if !existing && !own {
                 continue;
             }
             for p in &n.pods {
-                s.count(pod, p, n, 1, existing);
+                if own || p.has_required_anti_affinity {
+                    s.count(pod, p, n, 1, existing);
+                }
             }
         }
         Some(s)
+    }
+
+    /// Whether the term is checked on each node's own pods rather than counted.
+    fn is_host_local(&self, t: &AffinityTerm) -> bool {
+        self.host_local && t.topology_key == HOSTNAME
     }
 
     /// Adds (sign 1) or removes (-1) an existing pod's contribution (preemption's what-if).
@@ -217,6 +243,9 @@ impl FilterState {
     fn count(&mut self, incoming: &Pod, p: &PodInfo, node: &NodeInfo, sign: i64, existing: bool) {
         if existing && p.has_required_anti_affinity {
             for t in &p.terms.anti_affinity {
+                if self.is_host_local(t) {
+                    continue;
+                }
                 if let Some(v) = node.label(&t.topology_key) {
                     if t.matches(incoming, self.ns_labels.as_ref()) {
                         bump(&mut self.existing_anti, &t.topology_key, v, sign);
@@ -234,6 +263,9 @@ impl FilterState {
             }
         }
         for t in &self.terms.anti_affinity {
+            if self.is_host_local(t) {
+                continue;
+            }
             if let Some(v) = node.label(&t.topology_key) {
                 if t.matches(&p.pod, None) {
                     bump(&mut self.anti, &t.topology_key, v, sign);
@@ -242,13 +274,18 @@ impl FilterState {
         }
     }
 
-    /// None if the node passes, or the reason it does not.
-    pub fn check(&self, node: &NodeInfo) -> Option<&'static str> {
+    /// None if the node passes for the `incoming` pod, or the reason it does not.
+    pub fn check(&self, incoming: &Pod, node: &NodeInfo) -> Option<&'static str> {
         if !self.satisfies_affinity(node) {
             return Some(REASON_AFFINITY);
         }
+        let host = self.host_local && node.label(HOSTNAME).is_some();
         for t in &self.terms.anti_affinity {
-            if let Some(v) = node.label(&t.topology_key) {
+            if self.is_host_local(t) {
+                if host && node.pods.iter().any(|p| t.matches(&p.pod, None)) {
+                    return Some(REASON_ANTI_AFFINITY);
+                }
+            } else if let Some(v) = node.label(&t.topology_key) {
                 if get(&self.anti, &t.topology_key, v) > 0 {
                     return Some(REASON_ANTI_AFFINITY);
                 }
@@ -256,6 +293,16 @@ impl FilterState {
         }
         for (key, values) in &self.existing_anti {
             if node.label(key).and_then(|v| values.get(v)).is_some_and(|c| *c > 0) {
+                return Some(REASON_EXISTING_ANTI_AFFINITY);
+            }
+        }
+        if host && node.pods_with_required_anti_affinity > 0 {
+            let excluded = node.pods.iter().filter(|p| p.has_required_anti_affinity).any(|p| {
+                p.terms.anti_affinity.iter().any(|t| {
+                    t.topology_key == HOSTNAME && t.matches(incoming, self.ns_labels.as_ref())
+                })
+            });
+            if excluded {
                 return Some(REASON_EXISTING_ANTI_AFFINITY);
             }
         }
@@ -318,7 +365,7 @@ pub fn score(
         }
     };
     for n in all {
-        if !has_preferred && n.pods_with_affinity == 0 {
+        if !has_preferred && n.pods_with_scoring_terms == 0 {
             continue;
         }
         for p in &n.pods {
@@ -332,7 +379,7 @@ pub fn score(
                     add(n, &t.topology_key, -*w);
                 }
             }
-            if !p.has_affinity {
+            if !p.has_scoring_terms {
                 continue;
             }
             let theirs = &p.terms;
@@ -410,18 +457,27 @@ mod tests {
         info
     }
 
+    const ZONE: &str = "topology.kubernetes.io/zone";
+
     fn anti(key: &str) -> serde_json::Value {
         json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
             {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": key}]}})
     }
 
+    /// The filter's verdict per node, the same whether hostname terms are counted or checked
+    /// on each node (the test nodes' hostnames are unique).
     fn check_all(incoming: &Pod, nodes: &[NodeInfo]) -> Vec<Option<&'static str>> {
         let terms = PodTerms::of(incoming, &[]);
         let any = nodes.iter().any(|n| n.pods_with_required_anti_affinity > 0);
-        match FilterState::compute(incoming, &terms, None, nodes, any) {
-            None => nodes.iter().map(|_| None).collect(),
-            Some(s) => nodes.iter().map(|n| s.check(n)).collect(),
-        }
+        let verdicts = |host_local: bool| -> Vec<Option<&'static str>> {
+            match FilterState::compute(incoming, &terms, None, nodes, any, host_local) {
+                None => nodes.iter().map(|_| None).collect(),
+                Some(s) => nodes.iter().map(|n| s.check(incoming, n)).collect(),
+            }
+        };
+        let counted = verdicts(false);
+        assert_eq!(counted, verdicts(true), "host-local checks agree with counts");
+        counted
     }
 
     #[test]
@@ -443,6 +499,34 @@ mod tests {
         );
         let other = pod("o", json!({"app": "db"}), json!(null));
         assert_eq!(check_all(&other, &nodes), vec![None, None, None]);
+    }
+
+    #[test]
+    fn hostname_anti_affinity_excludes_only_the_node_itself() {
+        let web = |n: &str| pod(n, json!({"app": "web"}), anti(HOSTNAME));
+        let nodes = vec![
+            node("a", "z1", vec![web("w1")]),
+            node("b", "z1", vec![pod("d", json!({"app": "db"}), json!(null))]),
+            node("c", "z2", vec![]),
+        ];
+        assert_eq!(check_all(&web("w2"), &nodes), vec![Some(REASON_ANTI_AFFINITY), None, None]);
+        let plain = pod("p", json!({"app": "web"}), json!(null));
+        assert_eq!(
+            check_all(&plain, &nodes),
+            vec![Some(REASON_EXISTING_ANTI_AFFINITY), None, None]
+        );
+        // Both kinds of term at once: the zone term is counted, the hostname one checked.
+        let both = pod(
+            "x",
+            json!({"app": "web"}),
+            json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": ZONE},
+                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": HOSTNAME}]}}),
+        );
+        assert_eq!(
+            check_all(&both, &nodes),
+            vec![Some(REASON_ANTI_AFFINITY), Some(REASON_ANTI_AFFINITY), None]
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod filters;
 pub mod interpod;
 pub mod preemption;
 pub mod resources;
+pub mod scheduled;
 pub mod scores;
 pub mod spread;
 pub mod unschedulable;
@@ -116,6 +117,7 @@ struct Scheduler {
     pdbs: Store<PodDisruptionBudget>,
     next_start: AtomicUsize,
     binds: Arc<Semaphore>,
+    events: scheduled::ScheduledEvents,
     opts: SchedulerOptions,
 }
 
@@ -204,6 +206,9 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
     if ready.0.is_err() || ready.1.is_err() || ready.2.is_err() || ready.3.is_err() {
         return Err(SchedulerError::InformerStopped);
     }
+    let (events, events_writer) = scheduled::ScheduledEvents::start(client.clone());
+    let events_task = spawn_named("scheduler-events", events_writer);
+    guard.0.push(events_task.abort_handle());
     let sched = Arc::new(Scheduler {
         client,
         shared: shared.clone(),
@@ -212,6 +217,7 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
         pdbs,
         next_start: AtomicUsize::new(0),
         binds: Arc::new(Semaphore::new(opts.bind_concurrency.max(1))),
+        events,
         opts,
     });
     let periodic = shared.clone();
@@ -521,6 +527,7 @@ impl Scheduler {
             }
         }
         self.next_start.store((start + processed) % total, Ordering::Relaxed);
+        tracing::trace!(processed, feasible = feasible.len(), "filtered nodes");
         if feasible.is_empty() {
             return Err(Some(FitFailure { total, reasons, potential }));
         }
@@ -528,8 +535,14 @@ impl Scheduler {
             return Ok(feasible[0].name().to_string());
         }
         let mut scores = scores::score(facts.spec, non_zero, &feasible);
-        let affinity =
-            interpod::score(facts.pod, terms, ns_labels, nodes, &feasible, cache.any_affinity());
+        let affinity = interpod::score(
+            facts.pod,
+            terms,
+            ns_labels,
+            nodes,
+            &feasible,
+            cache.any_scoring_terms(),
+        );
         scores::add_weighted(&mut scores, affinity, scores::INTER_POD_AFFINITY_WEIGHT);
         let spreading = spread::score(facts.pod, nodes, &feasible);
         scores::add_weighted(&mut scores, spreading, scores::POD_TOPOLOGY_SPREAD_WEIGHT);
@@ -554,6 +567,7 @@ impl Scheduler {
         let Ok(permit) = self.binds.clone().acquire_owned().await else { return };
         let client = self.client.clone();
         let shared = self.shared.clone();
+        let events = self.events.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let ns = pod.namespace().unwrap_or_default();
@@ -576,12 +590,15 @@ impl Scheduler {
                 .create_subresource("binding", &pod.name_any(), &PostParams::default(), &binding)
                 .await;
             match result {
-                Ok(_) => tracing::trace!(
-                    pod = %key,
-                    node = %node,
-                    elapsed_us = began.elapsed().as_micros() as u64,
-                    "bound"
-                ),
+                Ok(_) => {
+                    tracing::trace!(
+                        pod = %key,
+                        node = %node,
+                        elapsed_us = began.elapsed().as_micros() as u64,
+                        "bound"
+                    );
+                    events.scheduled(pod, node);
+                }
                 Err(e) => {
                     shared.cache.lock().forget(&uid);
                     match &e {
@@ -637,6 +654,7 @@ fn cycle_state(
             ns_labels,
             nodes,
             cache.any_required_anti_affinity(),
+            cache.unique_hostnames(),
         ),
         nominated,
     }
