@@ -257,6 +257,9 @@ async fn bindings_and_evictions() {
     let (_, p) = call(&env, "GET", "/api/v1/namespaces/default/pods/p", Value::Null, "").await;
     assert_eq!(p["spec"]["nodeName"], "n1");
     assert_eq!(p["status"]["conditions"][0]["type"], "PodScheduled");
+    // As upstream, a binding writes no managedFields entry; the create's is all there is.
+    let managers = p["metadata"]["managedFields"].as_array().map(Vec::len);
+    assert_eq!(managers, Some(1), "{}", p["metadata"]["managedFields"]);
     let (code, v) =
         call(&env, "POST", "/api/v1/namespaces/default/pods/p/binding", binding, "").await;
     assert_eq!(code, StatusCode::CONFLICT, "{v}");
