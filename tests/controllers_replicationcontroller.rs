@@ -1,7 +1,7 @@
 //! ReplicationControllers run like ReplicaSets (upstream runs them with the same controller):
 //! pods made to match with the RC as controller, status counts, scaling through /scale with
-//! real kubectl (newest and oldest), adoption of a matching orphan, and pods collected with the
-//! RC.
+//! real kubectl (newest and oldest), adoption of a matching orphan, SuccessfulCreate and
+//! SuccessfulDelete events in `kubectl describe`, and pods collected with the RC.
 
 use std::time::Duration;
 
@@ -70,10 +70,29 @@ async fn a_replication_controller_keeps_its_pods() {
     assert!(owned.iter().any(|(n, _)| n == "stray"), "the orphan was adopted: {owned:?}");
 
     // kubectl scales it through /scale.
+    // kubectl describe tells the story in the controller's events.
+    let created = owned.iter().find(|(n, _)| n != "stray").expect("a created pod").0.clone();
+    wait_for(T, "SuccessfulCreate in describe", || async {
+        let out = c.ok(&["describe", "rc", "web"]).await;
+        let line = out.lines().find(|l| l.contains("SuccessfulCreate"))?.to_string();
+        (line.contains("replication-controller") && line.contains("Created pod: ")).then_some(())
+    })
+    .await
+    .expect("creation events");
+    assert!(c.ok(&["describe", "rc", "web"]).await.contains(&format!("Created pod: {created}")));
+
     c.ok(&["scale", "rc/web", "--replicas=1"]).await;
     wait_for(T, "one pod left", || async { (pods_of(&pods).await.len() == 1).then_some(()) })
         .await
         .expect("scaled down");
+    wait_for(T, "SuccessfulDelete in describe", || async {
+        let out = c.ok(&["describe", "rc", "web"]).await;
+        out.lines()
+            .any(|l| l.contains("SuccessfulDelete") && l.contains("Deleted pod: "))
+            .then_some(())
+    })
+    .await
+    .expect("deletion events");
 
     c.ok_old(&["scale", "rc/web", "--replicas=2"]).await;
     wait_for(T, "two pods", || async { (pods_of(&pods).await.len() == 2).then_some(()) })

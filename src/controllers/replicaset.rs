@@ -2,7 +2,8 @@
 //! spec.replicas. It adopts orphan pods its selector matches, releases owned pods whose labels no
 //! longer match, creates missing pods in slow-start batches (1, 2, 4, ...) and deletes surplus
 //! ones (unscheduled, pending and unready first), and reports replicas, fullyLabeledReplicas,
-//! readyReplicas, availableReplicas and observedGeneration in status.
+//! readyReplicas, availableReplicas and observedGeneration in status. Each pod it creates or
+//! deletes is an event on the set (SuccessfulCreate, SuccessfulDelete, or the Failed ones).
 //!
 //! The same controller runs ReplicationControllers ([`Replicated`] is what it needs of a kind;
 //! `replicationcontroller.rs` presents an RC as a ReplicaSet), as upstream's does.
@@ -23,6 +24,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use super::events::record;
 use super::expectations::Expectations;
 use super::informer::{self, Change};
 use super::podutil::{self, controller_of, is_active, key_of, selector_matches, split_key};
@@ -193,7 +195,7 @@ async fn sync<K: Replicated>(ctx: &Ctx<K>, key: &str) -> Result<Action, ReplicaS
         |u| !active.iter().any(|p| p.metadata.uid.as_deref() == Some(u)),
     );
     if satisfied && rs.metadata.deletion_timestamp.is_none() {
-        manage_replicas(ctx, key, &rs, &owner_ref, &active, &pods_api).await?;
+        manage_replicas(ctx, key, owner.as_ref(), &rs, &owner_ref, &active, &pods_api).await?;
     }
 
     let rs_api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
@@ -236,6 +238,7 @@ async fn sync<K: Replicated>(ctx: &Ctx<K>, key: &str) -> Result<Action, ReplicaS
 async fn manage_replicas<K: Replicated>(
     ctx: &Ctx<K>,
     key: &str,
+    obj: &K,
     rs: &ReplicaSet,
     owner: &OwnerReference,
     active: &[Arc<Pod>],
@@ -255,8 +258,16 @@ async fn manage_replicas<K: Replicated>(
             let mut failure = None;
             for r in results {
                 match r {
-                    Ok(p) => created.push(p.name_any()),
-                    Err(e) => failure = Some(e),
+                    Ok(p) => {
+                        let message = format!("Created pod: {}", p.name_any());
+                        record(&ctx.client, K::CONTROLLER, obj, false, "SuccessfulCreate", message);
+                        created.push(p.name_any());
+                    }
+                    Err(e) => {
+                        let message = format!("Error creating: {}", api_message(&e));
+                        record(&ctx.client, K::CONTROLLER, obj, true, "FailedCreate", message);
+                        failure = Some(e);
+                    }
                 }
             }
             tracing::debug!(replicaset = %key, created = created.len(), "created pods");
@@ -292,14 +303,19 @@ async fn manage_replicas<K: Replicated>(
                 ..Default::default()
             };
             let name = p.name_any();
-            async move { pods_api.delete(&name, &dp).await }
+            async move { (pods_api.delete(&name, &dp).await, name) }
         }))
         .await;
-        for r in results {
+        for (r, name) in results {
             match r {
-                Ok(_) => {}
+                Ok(_) => {
+                    let message = format!("Deleted pod: {name}");
+                    record(&ctx.client, K::CONTROLLER, obj, false, "SuccessfulDelete", message);
+                }
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
                 Err(e) => {
+                    let message = format!("Error deleting: {}", api_message(&e));
+                    record(&ctx.client, K::CONTROLLER, obj, true, "FailedDelete", message);
                     ctx.expectations.clear(key);
                     return Err(ReplicaSetError::Api {
                         action: "delete pods",
@@ -312,6 +328,14 @@ async fn manage_replicas<K: Replicated>(
         tracing::debug!(replicaset = %key, deleted = have - want, "deleted pods");
     }
     Ok(())
+}
+
+/// What an API error says (its Status message), as upstream's event messages quote it.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(ae) => ae.message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// The order pods are deleted in when scaling down: lower sorts first.
