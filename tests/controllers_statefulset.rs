@@ -377,6 +377,14 @@ async fn kubectl_rollout_status_follows_a_stateful_set() {
     ]
     .into();
     assert_eq!(names, want);
+    let describe = k(s(&["describe", "statefulset", "web"])).await;
+    for line in [
+        "SuccessfulCreate",
+        "create Pod web-0 in StatefulSet web successful",
+        "create Claim data-web-2 Pod web-2 in StatefulSet web success",
+    ] {
+        assert!(describe.contains(line), "{line}: {describe}");
+    }
     let out = k(s(&["get", "statefulset", "web"])).await;
     assert!(out.lines().nth(1).unwrap().contains("3/3"), "{out}");
 

@@ -26,6 +26,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use super::events::record;
 use super::history::{self, CONTROLLER_REVISION_HASH_LABEL};
 use super::informer::{self, Change};
 use super::podutil::{self, key_of, split_key};
@@ -261,6 +262,31 @@ struct View<'a> {
 }
 
 impl View<'_> {
+    /// Records a pod's create or delete (`verb`) on the set, as upstream's messages put it.
+    fn pod_event(&self, verb: &str, pod: &Pod, failure: Option<&kube::Error>) {
+        let (set, name) = (self.set.name_any(), pod.name_any());
+        let lower = verb.to_lowercase();
+        let (reason, message, warning) = match failure {
+            None => (
+                format!("Successful{verb}"),
+                format!("{lower} Pod {name} in StatefulSet {set} successful"),
+                false,
+            ),
+            Some(e) => {
+                let why = match e {
+                    kube::Error::Api(ae) => ae.message.clone(),
+                    other => other.to_string(),
+                };
+                (
+                    format!("Failed{verb}"),
+                    format!("{lower} Pod {name} in StatefulSet {set} failed error: {why}"),
+                    true,
+                )
+            }
+        };
+        record(&self.ctx.client, MANAGER, self.set.as_ref(), warning, &reason, message);
+    }
+
     fn err(&self, action: &'static str) -> impl FnOnce(kube::Error) -> StatefulSetError {
         let key = self.key.to_string();
         move |source| StatefulSetError::Api { action, key, source }
@@ -433,7 +459,8 @@ async fn update_pods(
             let pod = new_pod(&view.set, template, ord, revision);
             match view.pods_api.create(&PostParams::default(), &pod).await {
                 Ok(_) => {
-                    tracing::debug!(statefulset = %view.key, pod = %pod.name_any(), "created pod")
+                    tracing::debug!(statefulset = %view.key, pod = %pod.name_any(), "created pod");
+                    view.pod_event("Create", &pod, None);
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(kube::Error::Api(e))
@@ -441,7 +468,10 @@ async fn update_pods(
                 {
                     return Ok(None)
                 }
-                Err(e) => return Err(view.err("create a pod")(e)),
+                Err(e) => {
+                    view.pod_event("Create", &pod, Some(&e));
+                    return Err(view.err("create a pod")(e));
+                }
             }
             if monotonic {
                 return Ok(None);
@@ -533,9 +563,15 @@ async fn delete_pod(view: &View<'_>, pod: &Pod) -> Result<(), StatefulSetError> 
         ..Default::default()
     };
     match view.pods_api.delete(&pod.name_any(), &dp).await {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            view.pod_event("Delete", pod, None);
+            Ok(())
+        }
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(e) => Err(view.err("delete a pod")(e)),
+        Err(e) => {
+            view.pod_event("Delete", pod, Some(&e));
+            Err(view.err("delete a pod")(e))
+        }
     }
 }
 
@@ -588,7 +624,15 @@ async fn ensure_claims(
                 status: None,
             };
             match view.claims_api.create(&PostParams::default(), &claim).await {
-                Ok(_) => tracing::debug!(statefulset = %view.key, claim = %name, "created claim"),
+                Ok(_) => {
+                    tracing::debug!(statefulset = %view.key, claim = %name, "created claim");
+                    let message = format!(
+                        "create Claim {name} Pod {}-{ordinal} in StatefulSet {} success",
+                        set.name_any(),
+                        set.name_any()
+                    );
+                    record(&view.ctx.client, MANAGER, set, false, "SuccessfulCreate", message);
+                }
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => return Err(view.err("create a persistent volume claim")(e)),
             }
