@@ -264,8 +264,11 @@ async fn manage_replicas<K: Replicated>(
                         created.push(p.name_any());
                     }
                     Err(e) => {
-                        let message = format!("Error creating: {}", api_message(&e));
-                        record(&ctx.client, K::CONTROLLER, obj, true, "FailedCreate", message);
+                        // No event while the namespace terminates, as upstream.
+                        if !namespace_terminating(&e) {
+                            let message = format!("Error creating: {}", api_message(&e));
+                            record(&ctx.client, K::CONTROLLER, obj, true, "FailedCreate", message);
+                        }
                         failure = Some(e);
                     }
                 }
@@ -274,8 +277,7 @@ async fn manage_replicas<K: Replicated>(
             ctx.expectations.expect_creations(key, created);
             if let Some(e) = failure {
                 // A terminating namespace refuses new pods; that is not worth retrying.
-                if matches!(&e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
-                {
+                if namespace_terminating(&e) {
                     return Ok(());
                 }
                 return Err(ReplicaSetError::Api {
@@ -336,6 +338,11 @@ fn api_message(e: &kube::Error) -> String {
         kube::Error::Api(ae) => ae.message.clone(),
         other => other.to_string(),
     }
+}
+
+/// Whether a create was refused because the namespace is terminating.
+fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
 }
 
 /// The order pods are deleted in when scaling down: lower sorts first.
