@@ -264,11 +264,8 @@ async fn manage_replicas<K: Replicated>(
                         created.push(p.name_any());
                     }
                     Err(e) => {
-                        // No event while the namespace terminates, as upstream.
-                        if !namespace_terminating(&e) {
-                            let message = format!("Error creating: {}", api_message(&e));
-                            record(&ctx.client, K::CONTROLLER, obj, true, "FailedCreate", message);
-                        }
+                        let message = format!("Error creating: {}", api_message(&e));
+                        record(&ctx.client, K::CONTROLLER, obj, true, "FailedCreate", message);
                         failure = Some(e);
                     }
                 }
@@ -277,7 +274,8 @@ async fn manage_replicas<K: Replicated>(
             ctx.expectations.expect_creations(key, created);
             if let Some(e) = failure {
                 // A terminating namespace refuses new pods; that is not worth retrying.
-                if namespace_terminating(&e) {
+                if matches!(&e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
+                {
                     return Ok(());
                 }
                 return Err(ReplicaSetError::Api {
@@ -338,11 +336,6 @@ fn api_message(e: &kube::Error) -> String {
         kube::Error::Api(ae) => ae.message.clone(),
         other => other.to_string(),
     }
-}
-
-/// Whether a create was refused because the namespace is terminating.
-fn namespace_terminating(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
 }
 
 /// The order pods are deleted in when scaling down: lower sorts first.
