@@ -29,6 +29,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use super::events::record;
 use super::expectations::Expectations;
 use super::history::{self, CONTROLLER_REVISION_HASH_LABEL};
 use super::informer::{self, Change};
@@ -341,6 +342,11 @@ struct View<'a> {
 }
 
 impl View<'_> {
+    /// Records an event on the daemon set, as upstream's daemonset-controller does.
+    fn event(&self, warning: bool, reason: &str, message: String) {
+        record(&self.ctx.client, MANAGER, self.ds.as_ref(), warning, reason, message);
+    }
+
     fn err(&self, action: &'static str) -> impl FnOnce(kube::Error) -> DaemonSetError {
         let key = self.key.to_string();
         move |source| DaemonSetError::Api { action, key, source }
@@ -500,6 +506,15 @@ fn manage(view: &View<'_>) -> (Vec<String>, Vec<Arc<Pod>>) {
         for p in node.pods.iter().filter(|p| !terminating(p)) {
             if matches!(phase(p), "Failed" | "Succeeded") {
                 tracing::info!(daemonset = %view.key, pod = %p.name_any(), node = %node.name, "deleting finished daemon pod");
+                if phase(p) == "Failed" {
+                    let message = format!(
+                        "Found failed daemon pod {}/{} on node {}, will try to kill it",
+                        p.namespace().unwrap_or_default(),
+                        p.name_any(),
+                        node.name
+                    );
+                    view.event(true, "FailedDaemonPod", message);
+                }
                 delete.push(p.clone());
             } else {
                 running.push(p.clone());
@@ -663,14 +678,19 @@ async fn sync_nodes(
                 ..Default::default()
             };
             let name = p.name_any();
-            async move { view.pods_api.delete(&name, &dp).await }
+            async move { (view.pods_api.delete(&name, &dp).await, name) }
         }))
         .await;
-        for r in results {
+        for (r, name) in results {
             match r {
-                Ok(_) => {}
+                Ok(_) => view.event(false, "SuccessfulDelete", format!("Deleted pod: {name}")),
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
                 Err(e) => {
+                    view.event(
+                        true,
+                        "FailedDelete",
+                        format!("Error deleting: {}", api_message(&e)),
+                    );
                     ctx.expectations.clear(view.key);
                     return Err(view.err("delete pods")(e));
                 }
@@ -693,15 +713,26 @@ async fn sync_nodes(
         let mut failure = None;
         for r in results {
             match r {
-                Ok(p) => created.push(p.name_any()),
-                Err(e) => failure = Some(e),
+                Ok(p) => {
+                    view.event(false, "SuccessfulCreate", format!("Created pod: {}", p.name_any()));
+                    created.push(p.name_any());
+                }
+                // No event while the namespace terminates, as upstream.
+                Err(e) if namespace_terminating(&e) => failure = Some(e),
+                Err(e) => {
+                    view.event(
+                        true,
+                        "FailedCreate",
+                        format!("Error creating: {}", api_message(&e)),
+                    );
+                    failure = Some(e);
+                }
             }
         }
         tracing::debug!(daemonset = %view.key, created = created.len(), "created daemon pods");
         ctx.expectations.expect_creations(view.key, created);
         if let Some(e) = failure {
-            if matches!(&e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
-            {
+            if namespace_terminating(&e) {
                 return Ok(());
             }
             return Err(view.err("create pods")(e));
@@ -709,6 +740,19 @@ async fn sync_nodes(
         batch *= 2;
     }
     Ok(())
+}
+
+/// What an API error says (its Status message), as upstream's event messages quote it.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(ae) => ae.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether a create was refused because the namespace is terminating.
+fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
 }
 
 /// Counts nodes and pods into status and writes it if it changed.
