@@ -46,8 +46,8 @@ use crate::registry::selector::LabelSelector;
 pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(15);
 /// The component events are recorded as.
 pub const COMPONENT: &str = "horizontal-pod-autoscaler";
-/// A warning identical to the last one for the same HPA is not recorded again within this
-/// long (upstream's event correlator folds such repeats into one event's count).
+/// A warning identical to the HPA's last one with that reason is not recorded again within
+/// this long (upstream's event correlator folds such repeats into one event's count).
 const WARNING_REPEAT: Duration = Duration::from_secs(600);
 const MANAGER: &str = "horizontal-pod-autoscaler";
 
@@ -98,8 +98,8 @@ struct Ctx {
     metrics: Arc<dyn MetricsSource>,
     normalizer: Normalizer,
     opts: HpaOptions,
-    /// The last warning recorded per HPA: (reason, message, when).
-    warned: Mutex<HashMap<String, (String, String, Instant)>>,
+    /// The last warning recorded per HPA and reason: (message, when).
+    warned: Mutex<HashMap<(String, String), (String, Instant)>>,
 }
 
 /// The message of an API error as upstream's clients print it (the Status message).
@@ -185,12 +185,13 @@ impl Ctx {
         let now = Instant::now();
         {
             let mut warned = self.warned.lock();
-            if let Some((r, m, at)) = warned.get(key) {
-                if r == reason && *m == message && now.duration_since(*at) < WARNING_REPEAT {
+            let k = (key.to_string(), reason.to_string());
+            if let Some((m, at)) = warned.get(&k) {
+                if *m == message && now.duration_since(*at) < WARNING_REPEAT {
                     return;
                 }
             }
-            warned.insert(key.to_string(), (reason.to_string(), message.clone(), now));
+            warned.insert(k, (message.clone(), now));
         }
         super::events::record(&self.client, COMPONENT, hpa, true, reason, message);
     }
@@ -226,7 +227,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, HpaError> {
     let ns = ns.unwrap_or("default");
     let Some(hpa) = ctx.hpas.get(&ObjectRef::new(name).within(ns)) else {
         ctx.normalizer.forget(key);
-        ctx.warned.lock().remove(key);
+        ctx.warned.lock().retain(|(k, _), _| k != key);
         return Ok(Action::Done);
     };
     let hpa = (*hpa).clone();
