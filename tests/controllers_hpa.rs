@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
-use skiff::agent::simulated::pods::CPU_USAGE_ANNOTATION;
+use skiff::agent::simulated::pods::{CPU_USAGE_ANNOTATION, MEMORY_USAGE_ANNOTATION};
 use skiff::controllers::cluster::{wait_for, ComponentOptions, LocalCluster};
 use skiff::controllers::horizontal::HpaOptions;
 use skiff::testing::skiff_server::{kubectl_binaries, run_kubectl, InProcessServer};
@@ -83,6 +83,11 @@ fn current_cpu(h: &HorizontalPodAutoscaler) -> (Option<i32>, Option<String>) {
         cur.as_ref().and_then(|c| c.average_utilization),
         cur.and_then(|c| c.average_value).map(|q| q.0),
     )
+}
+
+fn current_memory(h: &HorizontalPodAutoscaler) -> Option<String> {
+    let m = h.status.as_ref()?.current_metrics.as_ref()?.first()?;
+    m.resource.as_ref()?.current.average_value.as_ref().map(|q| q.0.clone())
 }
 
 async fn rescale_events(events: &Api<Event>) -> Vec<String> {
@@ -199,6 +204,56 @@ async fn hpa_scales_a_deployment_up_to_max_and_down_to_min_on_simulated_usage() 
     );
     assert!(!rescaled.iter().any(|m| m.starts_with("New size: 4")), "{rescaled:?}");
     assert!(cluster.running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpa_scales_on_average_memory_value() {
+    let cluster = LocalCluster::start_with(components(1)).await.expect("cluster");
+    let client = cluster.client.clone();
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let hpas: Api<HorizontalPodAutoscaler> = Api::default_namespaced(client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+
+    let mut d = deployment("cache", "100m");
+    if let Some(c) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        c.containers[0].resources = None; // AverageValue targets need no requests
+    }
+    deployments.create(&PostParams::default(), &d).await.unwrap();
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "cache"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "cache"},
+            "maxReplicas": 2,
+            "metrics": [{"type": "Resource", "resource": {"name": "memory",
+                         "target": {"type": "AverageValue", "averageValue": "100Mi"}}}],
+        },
+    }))
+    .expect("valid hpa");
+    hpas.create(&PostParams::default(), &hpa).await.unwrap();
+
+    // 300Mi a pod against 100Mi wants 3 pods; maxReplicas holds it at 2.
+    let h = wait_for(T, "a scale-up on memory", || async {
+        let list = pods.list(&ListParams::default().labels("app=cache")).await.ok()?;
+        for p in &list.items {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let patch = json!({"metadata": {"annotations": {MEMORY_USAGE_ANNOTATION: "300Mi"}}});
+            let _ = pods.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await;
+        }
+        let d = deployments.get("cache").await.ok()?;
+        let h = hpas.get("cache").await.ok()?;
+        let done = d.spec.as_ref()?.replicas == Some(2)
+            && has(&h, "ScalingLimited", "True", "TooManyReplicas")
+            && h.status.as_ref()?.current_replicas == Some(2);
+        done.then_some(h)
+    })
+    .await
+    .unwrap();
+    assert_eq!(current_memory(&h), Some("314572800".into()));
+    assert_eq!(
+        message(&h, "ScalingActive"),
+        "the HPA was able to successfully calculate a replica count from memory resource"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

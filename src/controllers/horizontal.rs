@@ -97,6 +97,8 @@ struct Ctx {
     hpas: Store<HorizontalPodAutoscaler>,
     metrics: Arc<dyn MetricsSource>,
     normalizer: Normalizer,
+    /// The HPAs being synced every period (a newly seen one is synced at once).
+    known: Arc<Mutex<HashSet<String>>>,
     opts: HpaOptions,
     /// The last warning recorded per HPA and reason: (message, when).
     warned: Mutex<HashMap<(String, String), (String, Instant)>>,
@@ -127,19 +129,20 @@ pub async fn run_with(
     let q = queue.clone();
     // A new HPA is synced at once; after that every sync period (each sync queues the next),
     // so the controller's own status writes do not make it sync faster.
-    let mut known = HashSet::new();
+    let known: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let k = known.clone();
     let (hpas, task) = informer::spawn(
         "horizontal-informer",
         Api::<HorizontalPodAutoscaler>::all(client.clone()),
         watcher::Config::default(),
         move |c| match c {
             Change::Applied(h) => {
-                if known.insert(key_of(h)) {
+                if k.lock().insert(key_of(h)) {
                     q.add(key_of(h));
                 }
             }
             Change::Deleted(h) => {
-                known.remove(&key_of(h));
+                k.lock().remove(&key_of(h));
                 q.add(key_of(h));
             }
             Change::Synced => {}
@@ -154,6 +157,7 @@ pub async fn run_with(
         hpas,
         metrics,
         normalizer: Normalizer::default(),
+        known,
         opts,
         warned: Mutex::new(HashMap::new()),
     });
@@ -227,6 +231,8 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, HpaError> {
     let ns = ns.unwrap_or("default");
     let Some(hpa) = ctx.hpas.get(&ObjectRef::new(name).within(ns)) else {
         ctx.normalizer.forget(key);
+        // A relist may drop an HPA without a delete event: forget it here too.
+        ctx.known.lock().remove(key);
         ctx.warned.lock().retain(|(k, _), _| k != key);
         return Ok(Action::Done);
     };
