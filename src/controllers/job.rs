@@ -10,7 +10,6 @@
 //! job first gets SuccessCriteriaMet or FailureTarget; Complete or Failed follow once no pod is
 //! left running or uncounted.
 
-pub mod adoption;
 pub mod failurepolicy;
 pub mod indexes;
 
@@ -119,21 +118,16 @@ pub async fn run(client: Client, opts: JobOptions) -> Result<(), JobError> {
             Change::Synced => {}
         },
     );
-    let (q, for_pods) = (queue.clone(), jobs.clone());
+    let q = queue.clone();
     let (pods, pods_task) = informer::spawn(
         "job-pod-informer",
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
         move |c| match c {
-            // Its job, or for an orphan every job whose selector matches it (to adopt it).
             Change::Applied(pod) | Change::Deleted(pod) => {
-                for key in podutil::owners_of(
-                    &for_pods,
-                    |j: &Job| j.spec.as_ref().and_then(|s| s.selector.as_ref()),
-                    &pod.metadata,
-                    pod.metadata.deletion_timestamp.is_some(),
-                ) {
-                    q.add(key);
+                if let Some(owner) = controller_of(&pod.metadata).filter(|o| o.kind == "Job") {
+                    let ns = pod.namespace().unwrap_or_default();
+                    q.add(format!("{ns}/{}", owner.name));
                 }
             }
             Change::Synced => {}
@@ -342,12 +336,6 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
         }
         return Ok(if retry { Action::RequeueAfter(RETRY) } else { Action::Done });
     }
-    // Matching orphans are adopted, pods that stopped matching released.
-    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    let mut pods = adoption::claim_pods(&pods_api, &jobs_api, &ctx.pods, &job)
-        .await
-        .map_err(err("claim pods"))?;
-    pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(podutil::time_of));
 
     let active_now = |p: &Pod| !is_terminal(p) && p.metadata.deletion_timestamp.is_none();
     let satisfied = ctx.expectations.satisfied(
@@ -465,6 +453,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
         }
     }
 
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let mut current = (*job).clone();
     let set_uncounted = |st: &mut JobStatus, s: &BTreeSet<String>, f: &BTreeSet<String>| {
         st.uncounted_terminated_pods = Some(UncountedTerminatedPods {
