@@ -1,7 +1,8 @@
 //! Jobs end to end in an in-process cluster with simulated nodes (containers of Job pods exit
 //! after a short run; annotations make them fail or run longer): completion with parallelism,
 //! failure with exponential back-off, Indexed jobs, deadlines, pod failure policies, suspend
-//! and resume, and pods deleted early still being counted through the tracking finalizer.
+//! and resume, pods deleted early still being counted through the tracking finalizer, and
+//! orphans the selector matches adopted (released again once they stop matching).
 
 use std::time::Duration;
 
@@ -342,5 +343,85 @@ async fn deadlines_failure_policies_suspend_and_early_deletion() {
     .await
     .unwrap();
     assert!(condition(&victim, "Failed").is_none());
+    assert!(cluster.running());
+}
+
+/// Pods labelled `selector` that are not being deleted.
+async fn live_pods(pods: &Api<Pod>, selector: &str) -> Vec<Pod> {
+    let list = pods.list(&ListParams::default().labels(selector)).await.expect("list pods");
+    list.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+}
+
+/// The Job that is `pod`'s controller, and whether the pod carries the tracking finalizer.
+fn job_control(pod: &Pod) -> (Option<String>, bool) {
+    let owner = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true) && o.kind == "Job")
+        .map(|o| o.name.clone());
+    (owner, pod.metadata.finalizers.iter().flatten().any(|f| f == TRACKING_FINALIZER))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_adopt_matching_orphans_and_release_pods_that_stop_matching() {
+    let cluster = cluster().await;
+    let jobs: Api<Job> = Api::default_namespaced(cluster.client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(cluster.client.clone());
+    let pp = PostParams::default();
+    let run = json!({"skiff.dev/simulate-run-seconds": "600", "skiff.dev/simulate-exit-code": "0"});
+    let orphan: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "loner", "labels": {"app": "adopt"}, "annotations": run},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]},
+    }))
+    .unwrap();
+    pods.create(&pp, &orphan).await.unwrap();
+    let mut j = job(
+        "adopter",
+        600.0,
+        0,
+        json!({
+            "manualSelector": true,
+            "selector": {"matchLabels": {"app": "adopt"}},
+            "parallelism": 1,
+            "completions": 1,
+        }),
+    );
+    let t = j.spec.as_mut().unwrap().template.metadata.get_or_insert_with(Default::default);
+    t.labels = Some([("app".to_string(), "adopt".to_string())].into());
+    jobs.create(&pp, &j).await.unwrap();
+
+    // The orphan gets the job as controller and the tracking finalizer.
+    wait_for(T, "the orphan adopted", || async {
+        let p = pods.get("loner").await.ok()?;
+        (job_control(&p) == (Some("adopter".into()), true)).then_some(())
+    })
+    .await
+    .unwrap();
+    wait_for(T, "one active pod", || async {
+        let j = jobs.get("adopter").await.ok()?;
+        let live = live_pods(&pods, "app=adopt").await;
+        (j.status?.active == Some(1) && live.len() == 1).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Relabelled out of the selector, it is released (owner and finalizer gone) and replaced.
+    let relabel = json!({"metadata": {"labels": {"app": "gone"}}});
+    pods.patch("loner", &PatchParams::default(), &Patch::Merge(relabel)).await.unwrap();
+    wait_for(T, "the pod released", || async {
+        let p = pods.get("loner").await.ok()?;
+        (job_control(&p) == (None, false)).then_some(())
+    })
+    .await
+    .unwrap();
+    wait_for(T, "a replacement pod", || async {
+        let live = live_pods(&pods, "app=adopt").await;
+        let p = live.first()?;
+        (live.len() == 1 && job_control(p) == (Some("adopter".into()), true)).then_some(())
+    })
+    .await
+    .unwrap();
     assert!(cluster.running());
 }

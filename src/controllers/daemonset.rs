@@ -18,26 +18,27 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetSpec};
-use k8s_openapi::api::core::v1::{
-    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-    PodSpec, Toleration,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use super::events::record;
 use super::expectations::Expectations;
 use super::history::{self, CONTROLLER_REVISION_HASH_LABEL};
 use super::informer::{self, Change};
 use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
-use super::rollout;
 use super::worker::{run_workers, Action};
 use super::AbortOnDrop;
-use crate::scheduler::filters;
+
+mod placement;
+mod update;
+
+pub use placement::{add_default_tolerations, new_pod, pin_to_node, placement, target_node};
+use update::{rolling_update, surge_and_unavailable};
 
 /// The label with the DaemonSet's template generation (deprecated upstream, still set).
 pub const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";
@@ -174,136 +175,6 @@ pub async fn run(client: Client, workers: usize) -> Result<(), DaemonSetError> {
     Err(DaemonSetError::InformerStopped)
 }
 
-/// Adds the tolerations every daemon pod gets (upstream's list) unless already present.
-pub fn add_default_tolerations(spec: &mut PodSpec) {
-    let mut wanted = vec![
-        ("node.kubernetes.io/not-ready", "NoExecute"),
-        ("node.kubernetes.io/unreachable", "NoExecute"),
-        ("node.kubernetes.io/disk-pressure", "NoSchedule"),
-        ("node.kubernetes.io/memory-pressure", "NoSchedule"),
-        ("node.kubernetes.io/pid-pressure", "NoSchedule"),
-        ("node.kubernetes.io/unschedulable", "NoSchedule"),
-    ];
-    if spec.host_network == Some(true) {
-        wanted.push(("node.kubernetes.io/network-unavailable", "NoSchedule"));
-    }
-    let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
-    for (key, effect) in wanted {
-        let t = Toleration {
-            key: Some(key.into()),
-            operator: Some("Exists".into()),
-            effect: Some(effect.into()),
-            ..Default::default()
-        };
-        if !tolerations.contains(&t) {
-            tolerations.push(t);
-        }
-    }
-}
-
-/// `affinity` with its required node affinity pinned to `node` by a matchFields requirement on
-/// metadata.name (in every term, keeping their matchExpressions).
-pub fn pin_to_node(affinity: Option<Affinity>, node: &str) -> Affinity {
-    let pin = NodeSelectorRequirement {
-        key: "metadata.name".into(),
-        operator: "In".into(),
-        values: Some(vec![node.into()]),
-    };
-    let mut affinity = affinity.unwrap_or_default();
-    let na = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
-    let required = na
-        .required_during_scheduling_ignored_during_execution
-        .get_or_insert_with(|| NodeSelector { node_selector_terms: vec![] });
-    if required.node_selector_terms.is_empty() {
-        required.node_selector_terms.push(NodeSelectorTerm::default());
-    }
-    for term in &mut required.node_selector_terms {
-        term.match_fields = Some(vec![pin.clone()]);
-    }
-    affinity
-}
-
-/// The node a daemon pod is for: its spec.nodeName, else the node its affinity pins it to.
-pub fn target_node(pod: &Pod) -> Option<String> {
-    let spec = pod.spec.as_ref()?;
-    if let Some(n) = spec.node_name.as_ref().filter(|n| !n.is_empty()) {
-        return Some(n.clone());
-    }
-    let terms = &spec
-        .affinity
-        .as_ref()?
-        .node_affinity
-        .as_ref()?
-        .required_during_scheduling_ignored_during_execution
-        .as_ref()?
-        .node_selector_terms;
-    terms.iter().find_map(|t| {
-        t.match_fields.iter().flatten().find_map(|r| {
-            let values = r.values.as_deref().unwrap_or(&[]);
-            (r.key == "metadata.name" && r.operator == "In" && values.len() == 1)
-                .then(|| values[0].clone())
-        })
-    })
-}
-
-/// Whether a daemon pod from `spec` (default tolerations included) should be started on `node`,
-/// and whether one already there may keep running.
-pub fn placement(spec: &PodSpec, node: &Node) -> (bool, bool) {
-    if let Some(n) = spec.node_name.as_deref().filter(|n| !n.is_empty()) {
-        if Some(n) != node.metadata.name.as_deref() {
-            return (false, false);
-        }
-    }
-    if !filters::matches_node_selector_and_affinity(spec, node) {
-        return (false, false);
-    }
-    let tolerations = spec.tolerations.as_deref().unwrap_or(&[]);
-    let mut run = true;
-    for taint in node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[]) {
-        if filters::tolerated(taint, tolerations) {
-            continue;
-        }
-        match taint.effect.as_str() {
-            "NoExecute" => return (false, false),
-            "NoSchedule" => run = false,
-            _ => {}
-        }
-    }
-    (run, true)
-}
-
-/// A pod of `ds` for `node`, labelled with the revision `hash`.
-pub fn new_pod(ds: &DaemonSet, node: &str, hash: &str) -> Pod {
-    let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
-    let tmeta = template.metadata.unwrap_or_default();
-    let mut labels = tmeta.labels.unwrap_or_default();
-    labels.insert(CONTROLLER_REVISION_HASH_LABEL.into(), hash.into());
-    if let Some(g) = ds.annotations().get(TEMPLATE_GENERATION_ANNOTATION) {
-        labels.insert(TEMPLATE_GENERATION_LABEL.into(), g.clone());
-    }
-    let mut spec = template.spec.unwrap_or_default();
-    add_default_tolerations(&mut spec);
-    spec.affinity = Some(pin_to_node(spec.affinity.take(), node));
-    let mut prefix = format!("{}-", ds.name_any());
-    if prefix.len() > 58 {
-        prefix.truncate(57);
-        prefix.push('-');
-    }
-    Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(prefix),
-            namespace: ds.namespace(),
-            labels: Some(labels),
-            annotations: tmeta.annotations,
-            finalizers: tmeta.finalizers,
-            owner_references: Some(vec![podutil::controller_ref(ds)]),
-            ..Default::default()
-        },
-        spec: Some(spec),
-        status: None,
-    }
-}
-
 fn phase(pod: &Pod) -> &str {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
 }
@@ -341,6 +212,11 @@ struct View<'a> {
 }
 
 impl View<'_> {
+    /// Records an event on the daemon set, as upstream's daemonset-controller does.
+    fn event(&self, warning: bool, reason: &str, message: String) {
+        record(&self.ctx.client, MANAGER, self.ds.as_ref(), warning, reason, message);
+    }
+
     fn err(&self, action: &'static str) -> impl FnOnce(kube::Error) -> DaemonSetError {
         let key = self.key.to_string();
         move |source| DaemonSetError::Api { action, key, source }
@@ -500,6 +376,15 @@ fn manage(view: &View<'_>) -> (Vec<String>, Vec<Arc<Pod>>) {
         for p in node.pods.iter().filter(|p| !terminating(p)) {
             if matches!(phase(p), "Failed" | "Succeeded") {
                 tracing::info!(daemonset = %view.key, pod = %p.name_any(), node = %node.name, "deleting finished daemon pod");
+                if phase(p) == "Failed" {
+                    let message = format!(
+                        "Found failed daemon pod {}/{} on node {}, will try to kill it",
+                        p.namespace().unwrap_or_default(),
+                        p.name_any(),
+                        node.name
+                    );
+                    view.event(true, "FailedDaemonPod", message);
+                }
                 delete.push(p.clone());
             } else {
                 running.push(p.clone());
@@ -535,112 +420,6 @@ fn manage(view: &View<'_>) -> (Vec<String>, Vec<Arc<Pod>>) {
     (create, delete)
 }
 
-/// maxSurge and maxUnavailable against the number of nodes that should run a pod (percentages
-/// round up; unavailable is at least 1 when both are 0).
-fn surge_and_unavailable(view: &View<'_>) -> (i32, i32) {
-    let spec = view.spec();
-    let desired = view.nodes.iter().filter(|n| n.should_run).count() as i32;
-    let ru = spec.update_strategy.as_ref().and_then(|s| s.rolling_update.as_ref());
-    let surge = rollout::resolve(ru.and_then(|r| r.max_surge.as_ref()), 0, desired, true).max(0);
-    let mut unavailable =
-        rollout::resolve(ru.and_then(|r| r.max_unavailable.as_ref()), 0, desired, true).max(0);
-    if ru.and_then(|r| r.max_unavailable.as_ref()).is_none() && surge == 0 {
-        unavailable = 1;
-    }
-    if surge == 0 && unavailable == 0 {
-        unavailable = 1;
-    }
-    (surge, unavailable)
-}
-
-/// A node's pod of the current revision and its pod of an older one, either may be missing.
-type NewAndOld = (Option<Arc<Pod>>, Option<Arc<Pod>>);
-
-/// The new and the old pod on a node (none if there is more than one of either).
-fn new_and_old(view: &View<'_>, node: &NodeView) -> Option<NewAndOld> {
-    let (mut new, mut old) = (None, None);
-    for p in node.pods.iter().filter(|p| !terminating(p)) {
-        let slot = if hash_of_pod(p) == view.hash { &mut new } else { &mut old };
-        if slot.is_some() {
-            return None;
-        }
-        *slot = Some(p.clone());
-    }
-    Some((new, old))
-}
-
-/// The rolling update's share: nodes to surge onto, old pods to replace, and when to look again.
-fn rolling_update(view: &View<'_>) -> (Vec<String>, Vec<Arc<Pod>>, Option<Duration>) {
-    let (max_surge, max_unavailable) = surge_and_unavailable(view);
-    let now = Utc::now();
-    let available = |p: &Pod| podutil::is_available(p, view.min_ready, now);
-    let mut requeue = None;
-    let mut wait_ready = |p: &Pod| {
-        if podutil::is_ready(p) && view.min_ready > 0 {
-            requeue = Some(Duration::from_secs(view.min_ready as u64));
-        }
-    };
-    let with_pods = view.nodes.iter().filter(|n| !n.pods.is_empty());
-    if max_surge == 0 {
-        // A node still waiting for its pod is unavailable too.
-        let mut unavailable = view
-            .nodes
-            .iter()
-            .filter(|n| n.should_run && n.pods.iter().all(|p| terminating(p)))
-            .count() as i32;
-        let (mut must, mut candidates) = (vec![], vec![]);
-        for node in with_pods {
-            let Some((new, old)) = new_and_old(view, node) else {
-                unavailable += 1;
-                continue;
-            };
-            match (new, old) {
-                // Counted above.
-                (None, None) => {}
-                (Some(_), Some(_)) => unavailable += 1,
-                (Some(new), None) => {
-                    if !available(&new) {
-                        wait_ready(&new);
-                        unavailable += 1;
-                    }
-                }
-                (None, Some(old)) => {
-                    if !available(&old) {
-                        must.push(old);
-                    } else if unavailable < max_unavailable {
-                        candidates.push(old);
-                    }
-                }
-            }
-        }
-        let room = (max_unavailable - unavailable).max(0) as usize;
-        must.extend(candidates.into_iter().take(room));
-        return (vec![], must, requeue);
-    }
-    let mut surged = 0;
-    let (mut must, mut candidates, mut delete) = (vec![], vec![], vec![]);
-    for node in with_pods {
-        let Some((new, old)) = new_and_old(view, node) else { continue };
-        let Some(old) = old else { continue };
-        match new {
-            None if !available(&old) => must.push(node.name.clone()),
-            None => {
-                if surged < max_surge && node.should_run {
-                    candidates.push(node.name.clone());
-                }
-            }
-            Some(new) if !available(&new) => {
-                wait_ready(&new);
-                surged += 1;
-            }
-            Some(_) => delete.push(old),
-        }
-    }
-    let room = (max_surge - surged).max(0) as usize;
-    must.extend(candidates.into_iter().take(room));
-    (must, delete, requeue)
-}
-
 /// Creates pods for `create` (slow start: 1, 2, 4, ...) and deletes `delete`.
 async fn sync_nodes(
     view: &View<'_>,
@@ -663,14 +442,19 @@ async fn sync_nodes(
                 ..Default::default()
             };
             let name = p.name_any();
-            async move { view.pods_api.delete(&name, &dp).await }
+            async move { (view.pods_api.delete(&name, &dp).await, name) }
         }))
         .await;
-        for r in results {
+        for (r, name) in results {
             match r {
-                Ok(_) => {}
+                Ok(_) => view.event(false, "SuccessfulDelete", format!("Deleted pod: {name}")),
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
                 Err(e) => {
+                    view.event(
+                        true,
+                        "FailedDelete",
+                        format!("Error deleting: {}", api_message(&e)),
+                    );
                     ctx.expectations.clear(view.key);
                     return Err(view.err("delete pods")(e));
                 }
@@ -693,15 +477,26 @@ async fn sync_nodes(
         let mut failure = None;
         for r in results {
             match r {
-                Ok(p) => created.push(p.name_any()),
-                Err(e) => failure = Some(e),
+                Ok(p) => {
+                    view.event(false, "SuccessfulCreate", format!("Created pod: {}", p.name_any()));
+                    created.push(p.name_any());
+                }
+                // No event while the namespace terminates, as upstream.
+                Err(e) if namespace_terminating(&e) => failure = Some(e),
+                Err(e) => {
+                    view.event(
+                        true,
+                        "FailedCreate",
+                        format!("Error creating: {}", api_message(&e)),
+                    );
+                    failure = Some(e);
+                }
             }
         }
         tracing::debug!(daemonset = %view.key, created = created.len(), "created daemon pods");
         ctx.expectations.expect_creations(view.key, created);
         if let Some(e) = failure {
-            if matches!(&e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
-            {
+            if namespace_terminating(&e) {
                 return Ok(());
             }
             return Err(view.err("create pods")(e));
@@ -709,6 +504,19 @@ async fn sync_nodes(
         batch *= 2;
     }
     Ok(())
+}
+
+/// What an API error says (its Status message), as upstream's event messages quote it.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(ae) => ae.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether a create was refused because the namespace is terminating.
+fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
 }
 
 /// Counts nodes and pods into status and writes it if it changed.
@@ -790,65 +598,4 @@ async fn write_status(view: &View<'_>, collision: i32) -> Result<Option<Duration
         }
     }
     Ok(requeue)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(name: &str, labels: serde_json::Value, taints: serde_json::Value) -> Node {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": labels},
-            "spec": {"taints": taints},
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn placement_follows_selectors_and_taints() {
-        let mut spec: PodSpec = serde_json::from_value(json!({
-            "containers": [{"name": "c", "image": "i"}],
-            "nodeSelector": {"role": "edge"},
-        }))
-        .unwrap();
-        add_default_tolerations(&mut spec);
-        let plain = node("a", json!({"role": "edge"}), json!([]));
-        assert_eq!(placement(&spec, &plain), (true, true));
-        let other = node("b", json!({"role": "core"}), json!([]));
-        assert_eq!(placement(&spec, &other), (false, false));
-        let no_schedule =
-            node("c", json!({"role": "edge"}), json!([{"key": "k", "effect": "NoSchedule"}]));
-        assert_eq!(placement(&spec, &no_schedule), (false, true));
-        let no_execute =
-            node("d", json!({"role": "edge"}), json!([{"key": "k", "effect": "NoExecute"}]));
-        assert_eq!(placement(&spec, &no_execute), (false, false));
-        let cordoned = node(
-            "e",
-            json!({"role": "edge"}),
-            json!([{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]),
-        );
-        assert_eq!(placement(&spec, &cordoned), (true, true), "daemon pods tolerate cordons");
-    }
-
-    #[test]
-    fn pods_are_pinned_to_their_node() {
-        let ds: DaemonSet = serde_json::from_value(json!({
-            "metadata": {"name": "agent", "namespace": "kube-system", "uid": "u"},
-            "spec": {
-                "selector": {"matchLabels": {"app": "agent"}},
-                "template": {"metadata": {"labels": {"app": "agent"}},
-                    "spec": {"hostNetwork": true, "containers": [{"name": "c", "image": "i"}]}},
-            },
-        }))
-        .unwrap();
-        let pod = new_pod(&ds, "n1", "abc");
-        assert_eq!(target_node(&pod).as_deref(), Some("n1"));
-        assert_eq!(pod.metadata.labels.as_ref().unwrap()[CONTROLLER_REVISION_HASH_LABEL], "abc");
-        let tolerations = pod.spec.as_ref().unwrap().tolerations.clone().unwrap();
-        assert_eq!(tolerations.len(), 7, "{tolerations:?}");
-        let again = pin_to_node(pod.spec.unwrap().affinity, "n2");
-        let terms =
-            again.node_affinity.unwrap().required_during_scheduling_ignored_during_execution;
-        assert_eq!(terms.unwrap().node_selector_terms.len(), 1);
-    }
 }

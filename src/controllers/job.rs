@@ -10,8 +10,11 @@
 //! job first gets SuccessCriteriaMet or FailureTarget; Complete or Failed follow once no pod is
 //! left running or uncounted.
 
+pub mod adoption;
+mod backoff;
 pub mod failurepolicy;
 pub mod indexes;
+mod pods;
 
 use super::events::record as record_event;
 
@@ -22,21 +25,24 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
-use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::PostParams;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
-use serde_json::json;
 
 use super::expectations::Expectations;
 use super::informer::{self, Change};
 use super::podutil::{self, controller_of, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
+pub use backoff::backoff_delay;
+use backoff::{remaining_backoff, BackoffRecord};
 use failurepolicy::Verdict;
+pub use pods::pod_from_template;
+use pods::{create_pods, delete_pods, remove_finalizer};
 
 /// The finalizer that keeps a job's pod until the job has counted it.
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -84,13 +90,6 @@ pub enum JobError {
     InformerStopped,
 }
 
-/// Failures since the job's last success, and when the latest happened.
-#[derive(Clone, Copy, Debug, Default)]
-struct BackoffRecord {
-    failures: u32,
-    last_failure: Option<DateTime<Utc>>,
-}
-
 struct Ctx {
     client: Client,
     jobs: Store<Job>,
@@ -118,16 +117,21 @@ pub async fn run(client: Client, opts: JobOptions) -> Result<(), JobError> {
             Change::Synced => {}
         },
     );
-    let q = queue.clone();
+    let (q, for_pods) = (queue.clone(), jobs.clone());
     let (pods, pods_task) = informer::spawn(
         "job-pod-informer",
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
         move |c| match c {
+            // Its job, or for an orphan every job whose selector matches it (to adopt it).
             Change::Applied(pod) | Change::Deleted(pod) => {
-                if let Some(owner) = controller_of(&pod.metadata).filter(|o| o.kind == "Job") {
-                    let ns = pod.namespace().unwrap_or_default();
-                    q.add(format!("{ns}/{}", owner.name));
+                for key in podutil::owners_of(
+                    &for_pods,
+                    |j: &Job| j.spec.as_ref().and_then(|s| s.selector.as_ref()),
+                    &pod.metadata,
+                    pod.metadata.deletion_timestamp.is_some(),
+                ) {
+                    q.add(key);
                 }
             }
             Change::Synced => {}
@@ -336,6 +340,12 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
         }
         return Ok(if retry { Action::RequeueAfter(RETRY) } else { Action::Done });
     }
+    // Matching orphans are adopted, pods that stopped matching released.
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let mut pods = adoption::claim_pods(&pods_api, &jobs_api, &ctx.pods, &job)
+        .await
+        .map_err(err("claim pods"))?;
+    pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(podutil::time_of));
 
     let active_now = |p: &Pod| !is_terminal(p) && p.metadata.deletion_timestamp.is_none();
     let satisfied = ctx.expectations.satisfied(
@@ -453,7 +463,6 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
         }
     }
 
-    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let mut current = (*job).clone();
     let set_uncounted = |st: &mut JobStatus, s: &BTreeSet<String>, f: &BTreeSet<String>| {
         st.uncounted_terminated_pods = Some(UncountedTerminatedPods {
@@ -817,23 +826,6 @@ fn index_failures(pod: &Pod) -> i32 {
         .unwrap_or(0)
 }
 
-/// How long to wait before creating pods after `rec`'s failures: base doubled per failure
-/// beyond the first, at most [`MAX_POD_FAILURE_BACKOFF`], from the latest failure.
-fn remaining_backoff(rec: BackoffRecord, base: Duration, now: DateTime<Utc>) -> Duration {
-    let Some(last) = rec.last_failure.filter(|_| rec.failures > 0) else { return Duration::ZERO };
-    let delay = backoff_delay(rec.failures, base);
-    let until = last + chrono::Duration::from_std(delay).unwrap_or_default();
-    (until - now).to_std().unwrap_or(Duration::ZERO)
-}
-
-/// The back-off after `failures` consecutive failures.
-pub fn backoff_delay(failures: u32, base: Duration) -> Duration {
-    if failures == 0 {
-        return Duration::ZERO;
-    }
-    base.saturating_mul(1u32 << (failures - 1).min(20)).min(MAX_POD_FAILURE_BACKOFF)
-}
-
 /// What pods to run: how many (and, for Indexed jobs, which indexes) to create, and which
 /// active pods are surplus.
 struct Plan<'a> {
@@ -898,173 +890,6 @@ impl Plan<'_> {
     }
 }
 
-/// A pod for `job` (with `index` for Indexed jobs): the template, the tracking finalizer, the
-/// job as controlling owner and, for an index, its annotation, label, hostname and env var.
-pub fn pod_from_template(job: &Job, index: Option<i32>) -> Pod {
-    let template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
-    let tmeta = template.metadata.unwrap_or_default();
-    let mut spec = template.spec;
-    let mut labels = tmeta.labels.unwrap_or_default();
-    let mut annotations = tmeta.annotations.unwrap_or_default();
-    let mut finalizers = tmeta.finalizers.unwrap_or_default();
-    if !finalizers.iter().any(|f| f == TRACKING_FINALIZER) {
-        finalizers.push(TRACKING_FINALIZER.into());
-    }
-    let mut prefix = format!("{}-", job.name_any());
-    if let Some(i) = index {
-        prefix = format!("{}-{i}-", job.name_any());
-        annotations.insert(COMPLETION_INDEX.into(), i.to_string());
-        labels.insert(COMPLETION_INDEX.into(), i.to_string());
-        if let Some(s) = spec.as_mut() {
-            if s.hostname.as_deref().is_none_or(str::is_empty) {
-                s.hostname = Some(format!("{}-{i}", job.name_any()));
-            }
-            let env = EnvVar {
-                name: "JOB_COMPLETION_INDEX".into(),
-                value: None,
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        api_version: None,
-                        field_path: format!("metadata.labels['{COMPLETION_INDEX}']"),
-                    }),
-                    ..Default::default()
-                }),
-            };
-            for c in s.containers.iter_mut().chain(s.init_containers.iter_mut().flatten()) {
-                let list = c.env.get_or_insert_with(Vec::new);
-                if !list.iter().any(|e| e.name == env.name) {
-                    list.push(env.clone());
-                }
-            }
-        }
-    }
-    if prefix.len() > 58 {
-        prefix.truncate(57);
-        prefix.push('-');
-    }
-    Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(prefix),
-            namespace: job.namespace(),
-            labels: Some(labels),
-            annotations: (!annotations.is_empty()).then_some(annotations),
-            finalizers: Some(finalizers),
-            owner_references: Some(vec![podutil::controller_ref(job)]),
-            ..Default::default()
-        },
-        spec,
-        status: None,
-    }
-}
-
-async fn create_pods(
-    ctx: &Ctx,
-    key: &str,
-    api: &Api<Pod>,
-    job: &Job,
-    indexes: &[Option<i32>],
-    failures: &HashMap<i32, i32>,
-) -> Result<usize, kube::Error> {
-    let mut done = 0;
-    let mut batch = 1usize;
-    while done < indexes.len() {
-        let chunk = &indexes[done..(done + batch).min(indexes.len())];
-        let results = join_all(chunk.iter().map(|i| {
-            let mut pod = pod_from_template(job, *i);
-            if let Some(n) = i.and_then(|i| failures.get(&i)).filter(|n| **n > 0) {
-                let a = pod.metadata.annotations.get_or_insert_with(Default::default);
-                a.insert(INDEX_FAILURE_COUNT.into(), n.to_string());
-            }
-            async move { api.create(&PostParams::default(), &pod).await }
-        }))
-        .await;
-        let mut failure = None;
-        let mut created = vec![];
-        for r in results {
-            match r {
-                Ok(p) => {
-                    record_event(
-                        &ctx.client,
-                        MANAGER,
-                        job,
-                        false,
-                        "SuccessfulCreate",
-                        format!("Created pod: {}", p.name_any()),
-                    );
-                    created.push(p.name_any());
-                }
-                Err(e) => failure = Some(e),
-            }
-        }
-        done += created.len();
-        ctx.expectations.expect_creations(key, created);
-        if let Some(e) = failure {
-            if matches!(&e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
-            {
-                return Ok(done);
-            }
-            return Err(e);
-        }
-        batch *= 2;
-    }
-    Ok(done)
-}
-
-async fn delete_pods(
-    ctx: &Ctx,
-    key: &str,
-    api: &Api<Pod>,
-    victims: &[Arc<Pod>],
-) -> Result<(), kube::Error> {
-    ctx.expectations
-        .expect_deletions(key, victims.iter().filter_map(|p| p.metadata.uid.clone()).collect());
-    let results = join_all(victims.iter().take(BURST).map(|p| {
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: p.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        let name = p.name_any();
-        async move { api.delete(&name, &dp).await }
-    }))
-    .await;
-    for r in results {
-        match r {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => {
-                ctx.expectations.clear(key);
-                return Err(e);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Removes the tracking finalizer from `pod`: true when it is gone (or the pod is), false when
-/// the pod changed meanwhile (try again with a fresher copy).
-async fn remove_finalizer(api: &Api<Pod>, pod: &Pod) -> Result<bool, kube::Error> {
-    let Some(list) = pod.metadata.finalizers.as_ref() else { return Ok(true) };
-    let Some(i) = list.iter().position(|f| f == TRACKING_FINALIZER) else { return Ok(true) };
-    let path = format!("/metadata/finalizers/{i}");
-    let patch: json_patch::Patch = serde_json::from_value(json!([
-        {"op": "test", "path": "/metadata/uid", "value": pod.metadata.uid},
-        {"op": "test", "path": path, "value": TRACKING_FINALIZER},
-        {"op": "remove", "path": path},
-    ]))
-    .expect("a valid JSON patch");
-    let pp = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
-    match api.patch(&pod.name_any(), &pp, &Patch::<()>::Json(patch)).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
-        // The finalizer list changed meanwhile: a later sync sees the new one.
-        Err(kube::Error::Api(e)) if e.code == 422 || e.code == 409 => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// Replaces the job's status (compare-and-swap on its resourceVersion); None if it is gone.
 async fn write_status(api: &Api<Job>, job: &Job) -> Result<Option<Job>, kube::Error> {
     let pp = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
@@ -1078,46 +903,6 @@ async fn write_status(api: &Api<Job>, job: &Job) -> Result<Option<Job>, kube::Er
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_from_the_base_and_is_capped() {
-        let base = DEFAULT_POD_FAILURE_BACKOFF;
-        assert_eq!(backoff_delay(0, base), Duration::ZERO);
-        assert_eq!(backoff_delay(1, base), Duration::from_secs(10));
-        assert_eq!(backoff_delay(2, base), Duration::from_secs(20));
-        assert_eq!(backoff_delay(4, base), Duration::from_secs(80));
-        assert_eq!(backoff_delay(7, base), Duration::from_secs(600));
-        assert_eq!(backoff_delay(30, base), MAX_POD_FAILURE_BACKOFF);
-        let now = Utc::now();
-        let rec =
-            BackoffRecord { failures: 2, last_failure: Some(now - chrono::Duration::seconds(5)) };
-        let left = remaining_backoff(rec, base, now);
-        assert!(left > Duration::from_secs(14) && left <= Duration::from_secs(15), "{left:?}");
-    }
-
-    #[test]
-    fn indexed_pods_carry_their_index() {
-        let job: Job = serde_json::from_value(json!({
-            "metadata": {"name": "idx", "namespace": "ns", "uid": "u"},
-            "spec": {"completionMode": "Indexed", "completions": 3, "template": {
-                "metadata": {"labels": {"a": "b"}},
-                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}},
-        }))
-        .unwrap();
-        let pod = pod_from_template(&job, Some(2));
-        assert_eq!(pod.metadata.generate_name.as_deref(), Some("idx-2-"));
-        assert_eq!(pod.metadata.annotations.as_ref().unwrap()[COMPLETION_INDEX], "2");
-        assert_eq!(pod.metadata.labels.as_ref().unwrap()[COMPLETION_INDEX], "2");
-        assert_eq!(pod.metadata.finalizers.as_deref(), Some(&[TRACKING_FINALIZER.to_string()][..]));
-        let spec = pod.spec.unwrap();
-        assert_eq!(spec.hostname.as_deref(), Some("idx-2"));
-        assert_eq!(spec.containers[0].env.as_ref().unwrap()[0].name, "JOB_COMPLETION_INDEX");
-        let owner = &pod.metadata.owner_references.unwrap()[0];
-        assert_eq!(
-            (owner.kind.as_str(), owner.controller, owner.block_owner_deletion),
-            ("Job", Some(true), Some(true))
-        );
-    }
 
     #[test]
     fn plans_fill_parallelism_and_pending_indexes() {

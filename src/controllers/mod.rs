@@ -3,7 +3,7 @@
 //! DaemonSet (their ControllerRevision history in [`history`]), Namespace, ServiceAccount, the
 //! garbage collector, Job and CronJob, PodDisruptionBudgets (disruption), Endpoints and
 //! EndpointSlice, node lifecycle (with taint-based eviction), the pod garbage collector and
-//! TTL-after-finished. [`run_all`] starts
+//! TTL-after-finished, and the HorizontalPodAutoscaler ([`horizontal`]). [`run_all`] starts
 //! them and the scheduler as named tasks; [`start_cluster_components`] is what the server calls
 //! after bootstrap.
 
@@ -19,6 +19,7 @@ pub mod events;
 pub mod expectations;
 pub mod garbagecollector;
 pub mod history;
+pub mod horizontal;
 pub mod informer;
 pub mod job;
 pub mod leader;
@@ -57,6 +58,8 @@ pub struct ControllerOptions {
     pub node_lifecycle: nodelifecycle::NodeLifecycleOptions,
     /// The pod garbage collector's threshold, period and quarantine.
     pub pod_gc: podgc::PodGcOptions,
+    /// The HPA controller's sync period, tolerance and windows.
+    pub hpa: horizontal::HpaOptions,
 }
 
 impl Default for ControllerOptions {
@@ -67,6 +70,7 @@ impl Default for ControllerOptions {
             job_pod_failure_backoff: job::DEFAULT_POD_FAILURE_BACKOFF,
             node_lifecycle: Default::default(),
             pod_gc: Default::default(),
+            hpa: Default::default(),
         }
     }
 }
@@ -139,6 +143,12 @@ pub async fn run_all(client: kube::Client, opts: ControllerOptions) -> anyhow::R
         (
             "resourcequota",
             resourcequota::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
+        (
+            "horizontal",
+            horizontal::run(client.clone(), w, opts.hpa.clone())
+                .map(|r| r.map_err(Into::into))
+                .boxed(),
         ),
     ];
     if opts.scheduler {

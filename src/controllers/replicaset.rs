@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::future::join_all;
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -31,6 +31,8 @@ use super::podutil::{self, controller_of, is_active, key_of, selector_matches, s
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
 
+/// The condition a set carries while creating or deleting its pods fails.
+const REPLICA_FAILURE: &str = "ReplicaFailure";
 /// The most pods created or deleted in one sync (upstream's burstReplicas).
 pub const BURST_REPLICAS: usize = 500;
 /// What the controller needs of a kind it keeps replicas for.
@@ -194,14 +196,20 @@ async fn sync<K: Replicated>(ctx: &Ctx<K>, key: &str) -> Result<Action, ReplicaS
         |n| ctx.pods.get(&ObjectRef::new(n).within(ns)).is_some(),
         |u| !active.iter().any(|p| p.metadata.uid.as_deref() == Some(u)),
     );
-    if satisfied && rs.metadata.deletion_timestamp.is_none() {
-        manage_replicas(ctx, key, owner.as_ref(), &rs, &owner_ref, &active, &pods_api).await?;
-    }
+    let managed = if satisfied && rs.metadata.deletion_timestamp.is_none() {
+        manage_replicas(ctx, key, owner.as_ref(), &rs, &owner_ref, &active, &pods_api).await
+    } else {
+        Ok(())
+    };
 
+    // Status is written even when managing failed (its ReplicaFailure condition says so).
     let rs_api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    let (status, requeue) = compute_status(&rs, &active);
+    let (mut status, requeue) = compute_status(&rs, &active);
+    let wanted = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    replica_failure(&mut status, managed.as_ref().err(), active.len() as i32 - wanted);
     let current = rs.status.clone().unwrap_or_default();
-    let changed = current.replicas != status.replicas
+    let changed = current.conditions != status.conditions
+        || current.replicas != status.replicas
         || current.fully_labeled_replicas.unwrap_or(0)
             != status.fully_labeled_replicas.unwrap_or(0)
         || current.ready_replicas.unwrap_or(0) != status.ready_replicas.unwrap_or(0)
@@ -214,6 +222,7 @@ async fn sync<K: Replicated>(ctx: &Ctx<K>, key: &str) -> Result<Action, ReplicaS
             "readyReplicas": status.ready_replicas,
             "availableReplicas": status.available_replicas,
             "observedGeneration": status.observed_generation,
+            "conditions": status.conditions,
         }});
         match rs_api
             .patch_status(
@@ -228,6 +237,7 @@ async fn sync<K: Replicated>(ctx: &Ctx<K>, key: &str) -> Result<Action, ReplicaS
             Err(e) => return Err(err("update status")(e)),
         }
     }
+    managed?;
     Ok(match requeue {
         Some(d) => Action::RequeueAfter(d),
         None => Action::Done,
@@ -264,8 +274,11 @@ async fn manage_replicas<K: Replicated>(
                         created.push(p.name_any());
                     }
                     Err(e) => {
-                        let message = format!("Error creating: {}", api_message(&e));
-                        record(&ctx.client, K::CONTROLLER, obj, true, "FailedCreate", message);
+                        // No event while the namespace terminates, as upstream.
+                        if !namespace_terminating(&e) {
+                            let message = format!("Error creating: {}", api_message(&e));
+                            record(&ctx.client, K::CONTROLLER, obj, true, "FailedCreate", message);
+                        }
                         failure = Some(e);
                     }
                 }
@@ -274,8 +287,7 @@ async fn manage_replicas<K: Replicated>(
             ctx.expectations.expect_creations(key, created);
             if let Some(e) = failure {
                 // A terminating namespace refuses new pods; that is not worth retrying.
-                if matches!(&e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
-                {
+                if namespace_terminating(&e) {
                     return Ok(());
                 }
                 return Err(ReplicaSetError::Api {
@@ -336,6 +348,11 @@ fn api_message(e: &kube::Error) -> String {
         kube::Error::Api(ae) => ae.message.clone(),
         other => other.to_string(),
     }
+}
+
+/// Whether a create was refused because the namespace is terminating.
+fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
 }
 
 /// The order pods are deleted in when scaling down: lower sorts first.
@@ -400,10 +417,7 @@ fn pod_for(rs: &ReplicaSet, owner: OwnerReference) -> Pod {
     }
 }
 
-fn compute_status(
-    rs: &ReplicaSet,
-    active: &[Arc<Pod>],
-) -> (k8s_openapi::api::apps::v1::ReplicaSetStatus, Option<Duration>) {
+fn compute_status(rs: &ReplicaSet, active: &[Arc<Pod>]) -> (ReplicaSetStatus, Option<Duration>) {
     let spec = rs.spec.as_ref();
     let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0);
     let template_labels: BTreeMap<String, String> = spec
@@ -430,7 +444,7 @@ fn compute_status(
         }
     }
     let nz = |n: i32| (n > 0).then_some(n);
-    let status = k8s_openapi::api::apps::v1::ReplicaSetStatus {
+    let status = ReplicaSetStatus {
         replicas: active.len() as i32,
         fully_labeled_replicas: nz(labeled),
         ready_replicas: nz(ready),
@@ -440,6 +454,39 @@ fn compute_status(
         ..Default::default()
     };
     (status, requeue)
+}
+
+/// Sets the ReplicaFailure condition when managing pods failed and it is not yet set (reason
+/// FailedCreate when pods were missing, FailedDelete when there were too many; the message is
+/// the error's), and drops it once managing succeeds, as upstream does.
+fn replica_failure(status: &mut ReplicaSetStatus, failure: Option<&ReplicaSetError>, diff: i32) {
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    let has = conditions.iter().any(|c| c.type_ == REPLICA_FAILURE);
+    match failure {
+        Some(e) if !has => {
+            let message = match e {
+                ReplicaSetError::Api { source, .. } => api_message(source),
+                other => other.to_string(),
+            };
+            let reason = match diff.cmp(&0) {
+                std::cmp::Ordering::Less => Some("FailedCreate".to_string()),
+                std::cmp::Ordering::Greater => Some("FailedDelete".to_string()),
+                std::cmp::Ordering::Equal => None,
+            };
+            conditions.push(ReplicaSetCondition {
+                type_: REPLICA_FAILURE.into(),
+                status: "True".into(),
+                reason,
+                message: Some(message),
+                last_transition_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+            });
+        }
+        None => conditions.retain(|c| c.type_ != REPLICA_FAILURE),
+        Some(_) => {}
+    }
+    if conditions.is_empty() {
+        status.conditions = None;
+    }
 }
 
 async fn adopt(api: &Api<Pod>, pod: &Pod, owner: &OwnerReference) -> Result<(), kube::Error> {

@@ -4,7 +4,9 @@
 
 use std::borrow::Cow;
 
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec, ReplicaSetStatus};
+use k8s_openapi::api::apps::v1::{
+    ReplicaSet, ReplicaSetCondition, ReplicaSetSpec, ReplicaSetStatus,
+};
 use k8s_openapi::api::core::v1::ReplicationController;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::Client;
@@ -22,6 +24,17 @@ impl Replicated for ReplicationController {
             ready_replicas: s.ready_replicas,
             available_replicas: s.available_replicas,
             observed_generation: s.observed_generation,
+            conditions: s.conditions.as_ref().map(|cs| {
+                cs.iter()
+                    .map(|c| ReplicaSetCondition {
+                        type_: c.type_.clone(),
+                        status: c.status.clone(),
+                        reason: c.reason.clone(),
+                        message: c.message.clone(),
+                        last_transition_time: c.last_transition_time.clone(),
+                    })
+                    .collect()
+            }),
             ..Default::default()
         });
         Cow::Owned(ReplicaSet {

@@ -262,7 +262,7 @@ struct View<'a> {
 }
 
 impl View<'_> {
-    /// Records a pod's create or delete (`verb`) on the set, as upstream's messages put it.
+    /// Records a pod's create, update or delete (`verb`) on the set in upstream's words.
     fn pod_event(&self, verb: &str, pod: &Pod, failure: Option<&kube::Error>) {
         let (set, name) = (self.set.name_any(), pod.name_any());
         let lower = verb.to_lowercase();
@@ -273,10 +273,7 @@ impl View<'_> {
                 false,
             ),
             Some(e) => {
-                let why = match e {
-                    kube::Error::Api(ae) => ae.message.clone(),
-                    other => other.to_string(),
-                };
+                let why = api_message(e);
                 (
                     format!("Failed{verb}"),
                     format!("{lower} Pod {name} in StatefulSet {set} failed error: {why}"),
@@ -498,9 +495,12 @@ async fn update_pods(
             }}});
             let pp = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
             match view.pods_api.patch(&name, &pp, &Patch::Merge(patch)).await {
-                Ok(_) => {}
+                Ok(_) => view.pod_event("Update", p, None),
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                Err(e) => return Err(view.err("update a pod's identity")(e)),
+                Err(e) => {
+                    view.pod_event("Update", p, Some(&e));
+                    return Err(view.err("update a pod's identity")(e));
+                }
             }
         }
         ensure_claims(view, ord, Some((p, true))).await?;
@@ -575,6 +575,14 @@ async fn delete_pod(view: &View<'_>, pod: &Pod) -> Result<(), StatefulSetError> 
     }
 }
 
+/// What an API error says (its Status message), as upstream's event messages quote it.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(ae) => ae.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// An owner reference to a pod marking it as controller.
 fn pod_ref(pod: &Pod) -> OwnerReference {
     OwnerReference {
@@ -634,7 +642,20 @@ async fn ensure_claims(
                     record(&view.ctx.client, MANAGER, set, false, "SuccessfulCreate", message);
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(e) => return Err(view.err("create a persistent volume claim")(e)),
+                Err(e) => {
+                    // The claim's failure, and for a pod about to be made, the pod's.
+                    let (set_name, why) = (set.name_any(), api_message(&e));
+                    let pod_in_set = format!("Pod {set_name}-{ordinal} in StatefulSet {set_name}");
+                    let message =
+                        format!("create Claim {name} for {pod_in_set} failed error: {why}");
+                    record(&view.ctx.client, MANAGER, set, true, "FailedCreate", message);
+                    if pod.is_none() {
+                        let why = format!("failed to create PVC {name}: {why}");
+                        let message = format!("create {pod_in_set} failed error: {why}");
+                        record(&view.ctx.client, MANAGER, set, true, "FailedCreate", message);
+                    }
+                    return Err(view.err("create a persistent volume claim")(e));
+                }
             }
             continue;
         };

@@ -3,6 +3,12 @@
 //! OnFailure (or that asks for a run time) ends after a while (Succeeded, or Failed with the
 //! exit code asked for; a container that may restart restarts instead); a pod being deleted has
 //! its containers stopped and is then removed with a final zero-grace delete.
+//!
+//! Simulated containers use nothing, so a running pod declares its usage in annotations:
+//! [`CPU_USAGE_ANNOTATION`] and [`MEMORY_USAGE_ANNOTATION`] hold quantities ("250m", "64Mi")
+//! for the whole pod, what a kubelet's summary would report and metrics-server would serve.
+//! The HPA controller reads them (`controllers::horizontal::metrics`); a pod without them has
+//! no sample, as a pod metrics-server has not scraped yet.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -26,6 +32,20 @@ use crate::controllers::informer::{self, Change};
 use crate::controllers::podutil::{key_of, split_key};
 use crate::controllers::queue::WorkQueue;
 use crate::controllers::worker::{run_workers, Action};
+
+/// The pod's CPU usage, a quantity ("250m"), while it runs on a simulated node.
+pub const CPU_USAGE_ANNOTATION: &str = "skiff.dev/simulate-cpu-usage";
+/// The pod's memory usage, a quantity ("64Mi"), while it runs on a simulated node.
+pub const MEMORY_USAGE_ANNOTATION: &str = "skiff.dev/simulate-memory-usage";
+
+/// The usage a pod declares for `resource` ("cpu" or "memory"), as written in its annotation.
+pub fn declared_usage<'a>(pod: &'a Pod, resource: &str) -> Option<&'a str> {
+    match resource {
+        "cpu" => annotation(pod, CPU_USAGE_ANNOTATION),
+        "memory" => annotation(pod, MEMORY_USAGE_ANNOTATION),
+        _ => None,
+    }
+}
 
 /// How long a Job's containers run when no annotation says otherwise.
 pub const DEFAULT_JOB_RUN: Duration = Duration::from_secs(1);

@@ -4,7 +4,8 @@
 //! tombstone at or below C, so the state at every revision from C on stays readable. The
 //! compacted revision is recorded first (reads below it fail from then on), then a cursor walks
 //! the rows in (cursor, C] in revision order: each row at or below C deletes the row it
-//! superseded, and a tombstone deletes itself. Afterwards free pages are handed back to the file
+//! superseded, and a tombstone deletes itself; the key index drops the versions of the rows
+//! deleted. Afterwards free pages are handed back to the file
 //! system with `PRAGMA incremental_vacuum`, also in steps, and the WAL is checkpointed.
 
 use std::path::{Path, PathBuf};
@@ -130,12 +131,12 @@ impl Compactor {
     }
 
     /// Runs one small step of whatever work is pending.
-    pub fn step(&mut self, conn: &Connection) {
+    pub fn step(&mut self, conn: &Connection, shared: &Shared) {
         if self.retry_at.is_some_and(|t| t > Instant::now()) {
             return;
         }
         let result = if self.cursor < self.target {
-            self.compact_step(conn)
+            self.compact_step(conn, shared)
         } else if self.vacuum_pending {
             self.vacuum_step(conn)
         } else if !self.flush_waiters.is_empty() {
@@ -159,13 +160,15 @@ impl Compactor {
     }
 
     /// Removes the rows made obsolete by the next few hundred rows at or below the target.
-    fn compact_step(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+    fn compact_step(&mut self, conn: &Connection, shared: &Shared) -> rusqlite::Result<()> {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let mut scanned = 0usize;
         let mut last = self.cursor;
+        // (key, revision) of every row deleted.
+        let mut gone: Vec<(String, Revision)> = Vec::new();
         {
             let mut rows = conn.prepare_cached(
-                "SELECT revision, prev_revision, deleted FROM log \
+                "SELECT revision, prev_revision, deleted, key FROM log \
                  WHERE revision > ?1 AND revision <= ?2 ORDER BY revision LIMIT ?3",
             )?;
             let mut delete = conn.prepare_cached("DELETE FROM log WHERE revision = ?1")?;
@@ -175,11 +178,16 @@ impl Compactor {
                 let revision: Revision = row.get(0)?;
                 let prev: Revision = row.get(1)?;
                 let deleted: bool = row.get(2)?;
-                if prev > 0 {
-                    self.removed += delete.execute([prev])? as u64;
-                }
-                if deleted {
-                    self.removed += delete.execute([revision])? as u64;
+                if prev > 0 || deleted {
+                    let key = String::from_utf8_lossy(row.get_ref(3)?.as_blob()?).into_owned();
+                    if prev > 0 && delete.execute([prev])? > 0 {
+                        self.removed += 1;
+                        gone.push((key.clone(), prev));
+                    }
+                    if deleted && delete.execute([revision])? > 0 {
+                        self.removed += 1;
+                        gone.push((key, revision));
+                    }
                 }
                 scanned += 1;
                 last = revision;
@@ -188,6 +196,11 @@ impl Compactor {
         let cursor = if scanned < self.step_rows { self.target } else { last };
         schema::set_meta(conn, "compact_cursor", cursor)?;
         conn.execute_batch("COMMIT")?;
+        let mut keys = shared.keys.write();
+        for (key, revision) in &gone {
+            keys.remove(key, *revision);
+        }
+        drop(keys);
         self.cursor = cursor;
         if cursor >= self.target {
             tracing::debug!(revision = self.target, removed = self.removed, "compaction finished");

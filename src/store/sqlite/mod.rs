@@ -7,6 +7,7 @@
 //! ([`compactor`]). The file layout and its safety checks live in [`schema`].
 
 mod compactor;
+mod keys;
 mod reader;
 mod schema;
 mod writer;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rusqlite::Connection;
 use tokio::sync::{oneshot, Semaphore};
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -87,10 +88,12 @@ impl Default for SqliteOptions {
     }
 }
 
-/// Revisions shared between the writer thread and readers.
+/// Revisions and the key index shared between the writer thread and readers.
 pub(crate) struct Shared {
     current: AtomicI64,
     compacted: AtomicI64,
+    /// Written only by the writer thread; see [`keys`].
+    keys: RwLock<keys::KeyIndex>,
 }
 
 /// The SQLite backend. Cheap to clone; the writer stops when the last clone is dropped.
@@ -153,7 +156,11 @@ impl SqliteBackend {
             opts.vacuum_step_pages,
             opts.busy_timeout,
         )?;
-        let shared = Arc::new(Shared { current: AtomicI64::new(0), compacted: AtomicI64::new(0) });
+        let shared = Arc::new(Shared {
+            current: AtomicI64::new(0),
+            compacted: AtomicI64::new(0),
+            keys: RwLock::new(keys::KeyIndex::default()),
+        });
         let config = writer::Config {
             max_batch: opts.max_batch.max(1),
             compaction_interval: opts.compaction_interval,
@@ -237,7 +244,7 @@ impl SqliteBackend {
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, Revision) -> Result<T, ReadError> + Send + 'static,
+        F: FnOnce(&Connection, &Shared, Revision) -> Result<T, ReadError> + Send + 'static,
     {
         let permit =
             self.inner.read_permits.clone().acquire_owned().await.map_err(|_| stopped())?;
@@ -252,7 +259,7 @@ impl SqliteBackend {
             let current = inner.shared.current.load(Ordering::Acquire);
             let result = match conn.unchecked_transaction() {
                 Ok(tx) => {
-                    let result = f(&conn, current);
+                    let result = f(&conn, &inner.shared, current);
                     drop(tx);
                     result
                 }
@@ -286,9 +293,9 @@ impl Backend for SqliteBackend {
     }
 
     async fn load(&self) -> Result<(Vec<KeyValue>, Revision)> {
-        self.read(|conn, current| {
+        self.read(|conn, shared, current| {
             let revision = reader::resolve(conn, 0, current)?;
-            let (items, _) = reader::list_at(conn, "", None, 0, revision)?;
+            let (items, _) = reader::list_at(conn, shared, "", None, 0, revision)?;
             Ok((items, revision))
         })
         .await
@@ -302,7 +309,7 @@ impl Backend for SqliteBackend {
         }
         // Committed history from a reader, then the writer fills the gap and subscribes.
         let (history, upto) = self
-            .read(move |conn, current| {
+            .read(move |conn, _, current| {
                 let compacted = schema::meta(conn, "compacted")?;
                 if after < compacted {
                     return Err(StoreError::TooOld { requested: after, oldest: compacted }.into());
@@ -328,9 +335,9 @@ impl Backend for SqliteBackend {
 
     async fn get_at(&self, key: &str, revision: Revision) -> Result<Option<KeyValue>> {
         let key = key.to_owned();
-        self.read(move |conn, current| {
+        self.read(move |conn, shared, current| {
             let revision = reader::resolve(conn, revision, current)?;
-            Ok(reader::get_at(conn, &key, revision)?)
+            reader::get_at(conn, shared, &key, revision)
         })
         .await
     }
@@ -344,10 +351,10 @@ impl Backend for SqliteBackend {
     ) -> Result<ListPage> {
         let prefix = prefix.to_owned();
         let start_after = start_after.map(str::to_owned);
-        self.read(move |conn, current| {
+        self.read(move |conn, shared, current| {
             let revision = reader::resolve(conn, revision, current)?;
             let (items, more) =
-                reader::list_at(conn, &prefix, start_after.as_deref(), limit, revision)?;
+                reader::list_at(conn, shared, &prefix, start_after.as_deref(), limit, revision)?;
             Ok(ListPage { items, revision, more })
         })
         .await

@@ -1,16 +1,21 @@
 //! Reads of the revision log as of one revision (MVCC): the newest row of a key at or below the
 //! revision is its state then; a tombstone there means the key did not exist.
 //!
-//! The functions run on any connection inside the caller's read transaction; the writer uses
-//! [`history`] on its own connection to fill the gap when a subscriber joins.
+//! Which row holds a key's state comes from the in-memory key index ([`super::keys`]); the row
+//! itself is read by revision. The functions run on any connection inside the caller's read
+//! transaction; the writer uses [`history`] on its own connection to fill the gap when a
+//! subscriber joins.
+
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use rusqlite::types::Type;
 use rusqlite::Connection;
 
-use crate::store::{prefix_end, Event, EventKind, KeyValue, Result, Revision, StoreError};
+use crate::store::{Event, EventKind, KeyValue, Result, Revision, StoreError};
 
-use super::schema;
+use super::keys::Version;
+use super::{schema, Shared};
 
 /// Turns a stored key back into a string (keys are always written from `&str`).
 fn key_of(bytes: Vec<u8>) -> rusqlite::Result<String> {
@@ -57,26 +62,45 @@ impl From<rusqlite::Error> for ReadError {
     }
 }
 
+/// Fails with `TooOld` if compaction went past `revision` by the time the key index was read:
+/// it may have dropped versions the read needed. Call after reading the index.
+fn still_readable(shared: &Shared, revision: Revision) -> Result<(), ReadError> {
+    let compacted = shared.compacted.load(Ordering::Acquire);
+    if revision < compacted {
+        return Err(StoreError::TooOld { requested: revision, oldest: compacted }.into());
+    }
+    Ok(())
+}
+
+/// The value of the row at `version`, which the key index says holds `key`.
+fn value_at(conn: &Connection, key: &str, version: Version) -> Result<Bytes, ReadError> {
+    let mut stmt = conn.prepare_cached("SELECT value FROM log WHERE revision = ?1")?;
+    let mut rows = stmt.query([version.revision])?;
+    match rows.next()? {
+        Some(row) => Ok(Bytes::from(row.get::<_, Vec<u8>>(0)?)),
+        None => Err(StoreError::Unavailable(format!(
+            "revision {} of {key} is missing from the log",
+            version.revision
+        ))
+        .into()),
+    }
+}
+
 /// One key at `revision`.
 pub fn get_at(
     conn: &Connection,
+    shared: &Shared,
     key: &str,
     revision: Revision,
-) -> rusqlite::Result<Option<KeyValue>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT revision, value, create_revision, deleted FROM log \
-         WHERE key = ?1 AND revision <= ?2 ORDER BY revision DESC LIMIT 1",
-    )?;
-    let mut rows = stmt.query(rusqlite::params![key.as_bytes(), revision])?;
-    let Some(row) = rows.next()? else { return Ok(None) };
-    if row.get::<_, bool>(3)? {
-        return Ok(None);
-    }
+) -> Result<Option<KeyValue>, ReadError> {
+    let version = shared.keys.read().at(key, revision);
+    still_readable(shared, revision)?;
+    let Some(version) = version else { return Ok(None) };
     Ok(Some(KeyValue {
         key: key.to_owned(),
-        value: Bytes::from(row.get::<_, Vec<u8>>(1)?),
-        create_revision: row.get(2)?,
-        mod_revision: row.get(0)?,
+        value: value_at(conn, key, version)?,
+        create_revision: version.create_revision,
+        mod_revision: version.revision,
     }))
 }
 
@@ -84,53 +108,22 @@ pub fn get_at(
 /// `limit` of them (0 = all). Returns the keys and whether more remain.
 pub fn list_at(
     conn: &Connection,
+    shared: &Shared,
     prefix: &str,
     start_after: Option<&str>,
     limit: usize,
     revision: Revision,
-) -> rusqlite::Result<(Vec<KeyValue>, bool)> {
-    // The smallest key after `start_after` is `start_after` followed by a zero byte.
-    let mut lower = prefix.as_bytes().to_vec();
-    if let Some(after) = start_after {
-        let mut next = after.as_bytes().to_vec();
-        next.push(0);
-        lower = lower.max(next);
-    }
-    let upper = prefix_end(prefix.as_bytes());
-    let mut groups = match upper {
-        Some(_) => conn.prepare_cached(
-            "SELECT key, max(revision) FROM log WHERE key >= ?1 AND key < ?3 AND revision <= ?2 \
-             GROUP BY key ORDER BY key",
-        )?,
-        None => conn.prepare_cached(
-            "SELECT key, max(revision) FROM log WHERE key >= ?1 AND revision <= ?2 \
-             GROUP BY key ORDER BY key",
-        )?,
-    };
-    let mut rows = match &upper {
-        Some(upper) => groups.query(rusqlite::params![lower, revision, upper])?,
-        None => groups.query(rusqlite::params![lower, revision])?,
-    };
-    let mut fetch =
-        conn.prepare_cached("SELECT value, create_revision, deleted FROM log WHERE revision = ?1")?;
-    let mut items = Vec::new();
-    let mut more = false;
-    while let Some(group) = rows.next()? {
-        let mod_revision: Revision = group.get(1)?;
-        let mut found = fetch.query([mod_revision])?;
-        let Some(row) = found.next()? else { continue };
-        if row.get::<_, bool>(2)? {
-            continue;
-        }
-        if limit > 0 && items.len() == limit {
-            more = true;
-            break;
-        }
+) -> Result<(Vec<KeyValue>, bool), ReadError> {
+    let (found, more) = shared.keys.read().list_at(prefix, start_after, limit, revision);
+    still_readable(shared, revision)?;
+    let mut items = Vec::with_capacity(found.len());
+    for (key, version) in found {
+        let value = value_at(conn, &key, version)?;
         items.push(KeyValue {
-            key: key_of(group.get(0)?)?,
-            value: Bytes::from(row.get::<_, Vec<u8>>(0)?),
-            create_revision: row.get(1)?,
-            mod_revision,
+            key,
+            value,
+            create_revision: version.create_revision,
+            mod_revision: version.revision,
         });
     }
     Ok((items, more))

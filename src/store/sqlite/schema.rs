@@ -14,10 +14,12 @@ use crate::store::{Result, Revision, StoreError};
 
 /// Marks a database file as skiff's ("skif").
 pub const APPLICATION_ID: i32 = 0x736b_6966;
-/// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i32 = 1;
+/// The schema version this build writes and understands. Version 1 also had an on-disk key
+/// index, `log_key_revision ON log (key, revision)`; version 2 keeps that index in memory
+/// ([`super::keys`]), and opening a version-1 database for writing drops it (see [`migrate`]).
+pub const SCHEMA_VERSION: i32 = 2;
 
-/// The revision log, its per-key index, and the meta table.
+/// The revision log and the meta table.
 const CREATE_TABLES: &str = "
 CREATE TABLE log (
     revision INTEGER PRIMARY KEY,
@@ -27,7 +29,6 @@ CREATE TABLE log (
     prev_revision INTEGER NOT NULL,
     deleted INTEGER NOT NULL
 );
-CREATE INDEX log_key_revision ON log (key, revision);
 CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO meta (name, value) VALUES ('compacted', 0), ('compact_cursor', 0);
 ";
@@ -132,14 +133,20 @@ pub fn probe(conn: &Connection, path: &Path) -> Result<Kind> {
         if version < 1 {
             return Err(corrupt(path, format!("unknown schema version {version}")));
         }
+        // Version 1 also has its key index; a version-1 file opened read-only keeps it.
+        let (wanted, expected) = if version == 1 {
+            ("'log', 'log_key_revision', 'meta'", 3)
+        } else {
+            ("'log', 'meta'", 2)
+        };
         let ours: i64 = conn
             .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name IN ('log', 'log_key_revision', 'meta')",
+                &format!("SELECT count(*) FROM sqlite_master WHERE name IN ({wanted})"),
                 [],
                 |r| r.get(0),
             )
             .map_err(|e| map_err(path, e, StoreError::Unavailable))?;
-        if ours != 3 {
+        if ours != expected {
             return Err(corrupt(path, "skiff tables are missing"));
         }
         return Ok(Kind::Skiff);
@@ -199,6 +206,29 @@ fn initialise(conn: &Connection, path: &Path, page_size: u32) -> Result<()> {
     Ok(())
 }
 
+/// Brings a skiff database of an older schema version to [`SCHEMA_VERSION`], in one
+/// transaction. From version 1: drops the on-disk key index (its pages go to the free list, for
+/// new rows or the next vacuum).
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let version = pragma_int(conn, path, "user_version")?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let fail = |e| map_err(path, e, StoreError::Unavailable);
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
+    let migrated = (|| {
+        conn.execute_batch("DROP INDEX IF EXISTS log_key_revision").map_err(fail)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(fail)?;
+        conn.execute_batch("COMMIT").map_err(fail)
+    })();
+    if migrated.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    migrated?;
+    tracing::info!(path = %path.display(), from = version, to = SCHEMA_VERSION, "migrated sqlite database schema");
+    Ok(())
+}
+
 fn set_wal(conn: &Connection, path: &Path) -> Result<()> {
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -231,7 +261,10 @@ pub fn open_writer(path: &Path, pragmas: &WriterPragmas) -> Result<Connection> {
     conn.busy_timeout(busy_ms(pragmas.busy_timeout)).map_err(fail)?;
     match probe(&conn, path)? {
         Kind::Fresh => initialise(&conn, path, pragmas.page_size)?,
-        Kind::Skiff => quick_check(&conn, path)?,
+        Kind::Skiff => {
+            quick_check(&conn, path)?;
+            migrate(&conn, path)?;
+        }
     }
     set_wal(&conn, path)?;
     conn.execute_batch("PRAGMA synchronous = FULL").map_err(fail)?;
@@ -295,16 +328,8 @@ pub fn open_checked_readonly(path: &Path) -> Result<Connection> {
 pub fn describe(conn: &Connection, path: &Path) -> Result<(Revision, u64)> {
     let fail = |e| map_err(path, e, StoreError::Unavailable);
     let revision = current_revision(conn).map_err(fail)?;
-    let keys: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM log AS l \
-             JOIN (SELECT max(revision) AS r FROM log GROUP BY key) AS g ON l.revision = g.r \
-             WHERE l.deleted = 0",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(fail)?;
-    Ok((revision, keys.max(0) as u64))
+    let keys = super::keys::KeyIndex::load(conn).map_err(fail)?.live_keys();
+    Ok((revision, keys as u64))
 }
 
 /// The lock file that keeps a second writer (another process, or a second open in this one)

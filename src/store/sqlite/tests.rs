@@ -628,6 +628,12 @@ async fn full_page_limit(dir: &Path) {
     assert!(matches!(err, StoreError::WriteFailed(_)), "{err:?}");
     assert!(acked.len() > 500);
     check_acked(&db, &acked).await;
+    // The rolled-back create left nothing behind in the key index.
+    let failed = format!("/fill/{:06}", acked.len());
+    assert_eq!(db.get_at(&failed, 0).await.unwrap(), None);
+    let page = db.list_at("/fill/", Some(&acked.last().unwrap().0), 0, 0).await.unwrap();
+    assert!(page.items.is_empty(), "{:?}", page.items.first().map(|kv| &kv.key));
+    assert!(matches!(db.update(&failed, val("x"), None).await, Err(StoreError::NotFound { .. })));
     drop(db);
     let db = open(dir, manual());
     check_acked(&db, &acked).await;
@@ -670,4 +676,108 @@ async fn new_databases_use_the_configured_page_size_and_keep_it() {
     let other = tempfile::tempdir().unwrap();
     drop(open(other.path(), SqliteOptions { page_size: 4096, ..manual() }));
     assert_eq!(page_size(other.path()), 4096);
+}
+
+/// Writes to one key that land in the same group commit each stay readable at their revision.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_revision_of_a_batch_is_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), manual());
+    let first = db.create("/same", val("0")).await.unwrap();
+    let writes: Vec<_> = (1..=40)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    db.update("/same", val(&i.to_string()), None).await.unwrap()
+                } else {
+                    db.create(&format!("/other/{i:02}"), val(&i.to_string())).await.unwrap()
+                }
+            })
+        })
+        .collect();
+    let mut written = vec![first];
+    for w in writes {
+        written.push(w.await.unwrap());
+    }
+    for kv in &written {
+        let got = db.get_at(&kv.key, kv.mod_revision).await.unwrap().expect("readable");
+        assert_eq!((got.value, got.mod_revision), (kv.value.clone(), kv.mod_revision));
+        let page = db.list_at("/", None, 0, kv.mod_revision).await.unwrap();
+        let same = page.items.iter().find(|item| item.key == "/same").unwrap();
+        let want = written
+            .iter()
+            .filter(|w| w.key == "/same" && w.mod_revision <= kv.mod_revision)
+            .max_by_key(|w| w.mod_revision)
+            .unwrap();
+        assert_eq!(same.value, want.value);
+        let others = written
+            .iter()
+            .filter(|w| w.key != "/same" && w.mod_revision <= kv.mod_revision)
+            .count();
+        assert_eq!(page.items.len(), others + 1);
+    }
+}
+
+/// A database written by schema version 1 (which had an on-disk key index) opens with all its
+/// history, and loses the index; read-only inspection does not change it.
+#[tokio::test(flavor = "multi_thread")]
+async fn version_1_databases_open_and_are_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = SqliteBackend::db_path(dir.path());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE log (
+                 revision INTEGER PRIMARY KEY, key BLOB NOT NULL, value BLOB NOT NULL,
+                 create_revision INTEGER NOT NULL, prev_revision INTEGER NOT NULL,
+                 deleted INTEGER NOT NULL);
+             CREATE INDEX log_key_revision ON log (key, revision);
+             CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+             INSERT INTO meta (name, value) VALUES ('compacted', 0), ('compact_cursor', 0);
+             INSERT INTO log VALUES (1, CAST('/a' AS BLOB), CAST('a1' AS BLOB), 1, 0, 0);
+             INSERT INTO log VALUES (2, CAST('/a' AS BLOB), CAST('a2' AS BLOB), 1, 1, 0);
+             INSERT INTO log VALUES (3, CAST('/b' AS BLOB), CAST('b3' AS BLOB), 3, 0, 0);
+             INSERT INTO log VALUES (4, CAST('/b' AS BLOB), CAST('' AS BLOB), 3, 3, 1);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        conn.pragma_update(None, "application_id", super::APPLICATION_ID).unwrap();
+    }
+    let objects = |path: &Path| -> Vec<String> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn.prepare("SELECT name FROM sqlite_master ORDER BY name").unwrap();
+        let names = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        names
+    };
+    {
+        let conn = super::open_checked_readonly(&path).unwrap();
+        assert_eq!(super::describe(&conn, &path).unwrap(), (4, 1));
+    }
+    assert!(objects(&path).contains(&"log_key_revision".to_string()));
+
+    let db = open(dir.path(), manual());
+    assert_eq!(db.revision(), 4);
+    assert!(!objects(&path).contains(&"log_key_revision".to_string()));
+    let at = |rev| {
+        let db = db.clone();
+        async move {
+            let page = db.list_at("/", None, 0, rev).await.unwrap();
+            page.items.into_iter().map(|kv| (kv.key, kv.value, kv.mod_revision)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(at(1).await, vec![("/a".into(), val("a1"), 1)]);
+    assert_eq!(at(3).await, vec![("/a".into(), val("a2"), 2), ("/b".into(), val("b3"), 3)]);
+    assert_eq!(at(4).await, vec![("/a".into(), val("a2"), 2)]);
+    assert_eq!(db.get_at("/b", 4).await.unwrap(), None);
+    let b = db.create("/b", val("b5")).await.unwrap();
+    assert_eq!((b.mod_revision, b.create_revision), (5, 5));
+    let a = db.update("/a", val("a6"), Some(2)).await.unwrap();
+    assert_eq!(a.create_revision, 1);
+    drop(db);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, super::SCHEMA_VERSION);
 }

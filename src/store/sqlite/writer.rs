@@ -1,14 +1,14 @@
 //! The single writer: one thread owns the write connection and commits requests in groups.
 //!
 //! Every pending request (up to a cap) goes into one transaction, each write at the next
-//! revision. Preconditions are checked against an in-memory index of the live keys plus a
-//! per-batch overlay, so they need no SQL read; a failed precondition fails only its request and
-//! takes no revision. Only after the commit does the batch become visible: the index absorbs the
-//! overlay, the current revision is published, events go to subscribers, and callers get their
-//! answers. A failed commit rolls everything back and answers every request with `WriteFailed`.
-//! Compaction steps run between batches.
+//! revision. Preconditions are checked against the in-memory key index ([`super::keys`]), so
+//! they need no SQL read; a failed precondition fails only its request and takes no revision.
+//! Each write adds its version to the index as it is applied (readers never look above the
+//! published revision). Only after the commit does the batch become visible: the current
+//! revision is published, events go to subscribers, and callers get their answers. A failed
+//! commit rolls everything back, removes the batch's versions from the index and answers every
+//! request with `WriteFailed`. Compaction steps run between batches.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::store::{Event, EventKind, KeyValue, Result, Revision, StoreError};
 
 use super::compactor::{rollback, Compactor};
+use super::keys::{KeyIndex, Version};
 use super::{reader, schema, Shared};
 
 /// The longest a short batch waits for more writes before committing.
@@ -70,13 +71,6 @@ pub struct Config {
     pub retain_revisions: i64,
 }
 
-/// A live key's revisions.
-#[derive(Clone, Copy, Debug)]
-struct Entry {
-    mod_revision: Revision,
-    create_revision: Revision,
-}
-
 struct Subscriber {
     after: Revision,
     tx: mpsc::UnboundedSender<EventBatch>,
@@ -88,9 +82,6 @@ pub struct Writer {
     path: PathBuf,
     shared: Arc<Shared>,
     config: Config,
-    index: HashMap<String, Entry>,
-    /// Changes of the batch being applied; None marks a deleted key.
-    overlay: HashMap<String, Option<Entry>>,
     current: Revision,
     subscribers: Vec<Subscriber>,
     compactor: Compactor,
@@ -148,7 +139,7 @@ impl Writer {
     ) -> Result<Writer> {
         let fail = |e| schema::map_err(&path, e, StoreError::Unavailable);
         let current = schema::current_revision(&conn).map_err(fail)?;
-        let index = load_index(&conn).map_err(fail)?;
+        *shared.keys.write() = KeyIndex::load(&conn).map_err(fail)?;
         shared.current.store(current, Ordering::Release);
         shared.compacted.store(compactor.compacted(), Ordering::Release);
         let next_auto_compaction = if config.compaction_interval.is_zero() {
@@ -161,8 +152,6 @@ impl Writer {
             path,
             shared,
             config,
-            index,
-            overlay: HashMap::new(),
             current,
             subscribers: Vec::new(),
             compactor,
@@ -173,7 +162,7 @@ impl Writer {
     }
 
     pub fn live_keys(&self) -> usize {
-        self.index.len()
+        self.shared.keys.read().live_keys()
     }
 
     /// Serves requests until `Shutdown` or until every sender is gone.
@@ -271,7 +260,7 @@ impl Writer {
             }
         }
         if self.compactor.next_step().is_some_and(|at| at <= Instant::now()) {
-            self.compactor.step(&self.conn);
+            self.compactor.step(&self.conn, &self.shared);
         }
     }
 
@@ -330,10 +319,12 @@ impl Writer {
         let mut events = Vec::with_capacity(if want_events { size } else { 0 });
         let mut next = self.current + 1;
         let started = Instant::now();
-        self.overlay.clear();
         let mut failure =
             self.conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).err();
         {
+            // Readers wait while the batch is applied (a few hundred microseconds), not while
+            // it commits.
+            let mut keys = self.shared.keys.write();
             let mut stmts = None;
             if failure.is_none() {
                 match prepare(&self.conn) {
@@ -344,8 +335,7 @@ impl Writer {
             for (op, reply) in batch.drain(..) {
                 replies.push(reply);
                 let Some(stmts) = stmts.as_mut().filter(|_| failure.is_none()) else { continue };
-                let state = State { index: &self.index, overlay: &mut self.overlay };
-                match apply(stmts, state, op, next, want_events, &mut events) {
+                match apply(stmts, &mut keys, op, next, want_events, &mut events) {
                     Ok(result) => {
                         if result.is_ok() {
                             next += 1;
@@ -362,23 +352,17 @@ impl Writer {
         self.last_commit = started.elapsed();
         if let Some(e) = failure {
             rollback(&self.conn);
-            self.overlay.clear();
+            let mut keys = self.shared.keys.write();
+            for kv in results.iter().flatten() {
+                keys.truncate_after(&kv.key, self.current);
+            }
+            drop(keys);
             let err = StoreError::WriteFailed(format!("{}: {e}", self.path.display()));
             tracing::error!(path = %self.path.display(), error = %e, batch = size, "write batch failed, rolled back");
             for reply in replies {
                 let _ = reply.send(Err(err.clone()));
             }
             return;
-        }
-        for (key, entry) in self.overlay.drain() {
-            match entry {
-                Some(entry) => {
-                    self.index.insert(key, entry);
-                }
-                None => {
-                    self.index.remove(&key);
-                }
-            }
         }
         self.current = next - 1;
         self.shared.current.store(self.current, Ordering::Release);
@@ -416,33 +400,16 @@ fn prepare(conn: &Connection) -> rusqlite::Result<Statements<'_>> {
     })
 }
 
-/// The committed index plus the batch's overlay.
-struct State<'a> {
-    index: &'a HashMap<String, Entry>,
-    overlay: &'a mut HashMap<String, Option<Entry>>,
-}
-
-impl State<'_> {
-    fn get(&self, key: &str) -> Option<Entry> {
-        match self.overlay.get(key) {
-            Some(entry) => *entry,
-            None => self.index.get(key).copied(),
+/// The live version of `key`, if it matches `expected`.
+fn check(keys: &KeyIndex, key: &str, expected: Option<Revision>) -> Result<Version> {
+    let Some(live) = keys.live(key) else {
+        return Err(StoreError::NotFound { key: key.to_owned() });
+    };
+    match expected {
+        Some(expected) if expected != live.revision => {
+            Err(StoreError::Conflict { key: key.to_owned(), expected, current: live.revision })
         }
-    }
-
-    /// The live entry of `key`, if it matches `expected`.
-    fn check(&self, key: &str, expected: Option<Revision>) -> Result<Entry> {
-        let Some(entry) = self.get(key) else {
-            return Err(StoreError::NotFound { key: key.to_owned() });
-        };
-        match expected {
-            Some(expected) if expected != entry.mod_revision => Err(StoreError::Conflict {
-                key: key.to_owned(),
-                expected,
-                current: entry.mod_revision,
-            }),
-            _ => Ok(entry),
-        }
+        _ => Ok(live),
     }
 }
 
@@ -450,7 +417,7 @@ impl State<'_> {
 /// inner one is this request's own answer (a failed precondition).
 fn apply(
     stmts: &mut Statements<'_>,
-    state: State<'_>,
+    keys: &mut KeyIndex,
     op: Op,
     revision: Revision,
     want_events: bool,
@@ -458,14 +425,11 @@ fn apply(
 ) -> rusqlite::Result<Result<KeyValue>> {
     match op {
         Op::Create { key, value } => {
-            if state.get(&key).is_some() {
+            if keys.live(&key).is_some() {
                 return Ok(Err(StoreError::AlreadyExists { key }));
             }
             stmts.insert(revision, &key, &value, revision, 0, false)?;
-            state.overlay.insert(
-                key.clone(),
-                Some(Entry { mod_revision: revision, create_revision: revision }),
-            );
+            keys.push(&key, Version { revision, create_revision: revision });
             let kv = KeyValue { key, value, create_revision: revision, mod_revision: revision };
             if want_events {
                 events.push(Event { kind: EventKind::Create, kv: kv.clone(), prev: None });
@@ -473,23 +437,13 @@ fn apply(
             Ok(Ok(kv))
         }
         Op::Update { key, value, expected } => {
-            let entry = match state.check(&key, expected) {
+            let entry = match check(keys, &key, expected) {
                 Ok(entry) => entry,
                 Err(e) => return Ok(Err(e)),
             };
-            stmts.insert(
-                revision,
-                &key,
-                &value,
-                entry.create_revision,
-                entry.mod_revision,
-                false,
-            )?;
-            let prev = if want_events { Some(stmts.value_at(entry.mod_revision)?) } else { None };
-            state.overlay.insert(
-                key.clone(),
-                Some(Entry { mod_revision: revision, create_revision: entry.create_revision }),
-            );
+            stmts.insert(revision, &key, &value, entry.create_revision, entry.revision, false)?;
+            let prev = if want_events { Some(stmts.value_at(entry.revision)?) } else { None };
+            keys.push(&key, Version { revision, create_revision: entry.create_revision });
             let kv = KeyValue {
                 key,
                 value,
@@ -497,19 +451,19 @@ fn apply(
                 mod_revision: revision,
             };
             if let Some(prev) = prev {
-                let prev = KeyValue { value: prev, mod_revision: entry.mod_revision, ..kv.clone() };
+                let prev = KeyValue { value: prev, mod_revision: entry.revision, ..kv.clone() };
                 events.push(Event { kind: EventKind::Update, kv: kv.clone(), prev: Some(prev) });
             }
             Ok(Ok(kv))
         }
         Op::Delete { key, expected } => {
-            let entry = match state.check(&key, expected) {
+            let entry = match check(keys, &key, expected) {
                 Ok(entry) => entry,
                 Err(e) => return Ok(Err(e)),
             };
-            let last = stmts.value_at(entry.mod_revision)?;
-            stmts.insert(revision, &key, &[], entry.create_revision, entry.mod_revision, true)?;
-            state.overlay.insert(key.clone(), None);
+            let last = stmts.value_at(entry.revision)?;
+            stmts.insert(revision, &key, &[], entry.create_revision, entry.revision, true)?;
+            keys.push(&key, Version::tombstone(revision));
             let kv = KeyValue {
                 key,
                 value: last,
@@ -517,28 +471,10 @@ fn apply(
                 mod_revision: revision,
             };
             if want_events {
-                let prev = KeyValue { mod_revision: entry.mod_revision, ..kv.clone() };
+                let prev = KeyValue { mod_revision: entry.revision, ..kv.clone() };
                 events.push(Event { kind: EventKind::Delete, kv: kv.clone(), prev: Some(prev) });
             }
             Ok(Ok(kv))
         }
     }
-}
-
-/// Every live key's revisions, from the newest row of each key.
-fn load_index(conn: &Connection) -> rusqlite::Result<HashMap<String, Entry>> {
-    let mut stmt = conn.prepare(
-        "SELECT l.key, l.revision, l.create_revision FROM log AS l \
-         JOIN (SELECT max(revision) AS r FROM log GROUP BY key) AS g ON l.revision = g.r \
-         WHERE l.deleted = 0",
-    )?;
-    let mut rows = stmt.query([])?;
-    let mut index = HashMap::new();
-    while let Some(row) = rows.next()? {
-        let key = String::from_utf8(row.get::<_, Vec<u8>>(0)?).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
-        })?;
-        index.insert(key, Entry { mod_revision: row.get(1)?, create_revision: row.get(2)? });
-    }
-    Ok(index)
 }
