@@ -89,6 +89,7 @@ async fn run_components(client: kube::Client, opts: ComponentOptions) -> anyhow:
         let mut sim = SimulatedOptions::new(opts.simulate_nodes, opts.node_capacity.clone());
         sim.switch = opts.node_switch.clone();
         sim.lease_renew = opts.node_lease_renew;
+        sim.informers = opts.controller_options.informers.clone();
         let c = client.clone();
         tasks.push(spawn_named("simulated-nodes", async move {
             simulated::run(c, sim).await.map_err(anyhow::Error::from)

@@ -22,7 +22,8 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
 use super::events::record as record_event;
-use super::informer::{self, Change};
+use super::informer::Change;
+use super::informers::{Informers, StoreReady};
 use super::job::is_finished;
 use super::podutil::{self, controller_of, key_of, split_key};
 use super::queue::WorkQueue;
@@ -56,10 +57,10 @@ struct Ctx {
 }
 
 /// Runs the controller with `workers` concurrent syncs until an informer stops.
-pub async fn run(client: Client, workers: usize) -> Result<(), CronJobError> {
+pub async fn run(client: Client, informers: Informers, workers: usize) -> Result<(), CronJobError> {
     let queue = WorkQueue::new();
     let q = queue.clone();
-    let (cronjobs, cj_task) = informer::spawn(
+    let (cronjobs, cj_task) = informers.spawn(
         "cronjob-informer",
         Api::<CronJob>::all(client.clone()),
         watcher::Config::default(),
@@ -69,7 +70,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), CronJobError> {
         },
     );
     let q = queue.clone();
-    let (jobs, jobs_task) = informer::spawn(
+    let (jobs, jobs_task) = informers.spawn(
         "cronjob-job-informer",
         Api::<Job>::all(client.clone()),
         watcher::Config::default(),
@@ -83,7 +84,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), CronJobError> {
         },
     );
     let _guard = super::AbortOnDrop(vec![cj_task.abort_handle(), jobs_task.abort_handle()]);
-    let ready = futures::future::join(cronjobs.wait_until_ready(), jobs.wait_until_ready());
+    let ready = futures::future::join(cronjobs.ready(), jobs.ready());
     if ready.await.0.is_err() {
         return Err(CronJobError::InformerStopped);
     }

@@ -28,7 +28,8 @@ use serde_json::json;
 use super::events::record;
 use super::expectations::Expectations;
 use super::history::{self, CONTROLLER_REVISION_HASH_LABEL};
-use super::informer::{self, Change};
+use super::informer::Change;
+use super::informers::{Informers, StoreReady};
 use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -72,10 +73,14 @@ struct Ctx {
 }
 
 /// Runs the controller with `workers` concurrent syncs until an informer stops.
-pub async fn run(client: Client, workers: usize) -> Result<(), DaemonSetError> {
+pub async fn run(
+    client: Client,
+    informers: Informers,
+    workers: usize,
+) -> Result<(), DaemonSetError> {
     let queue = WorkQueue::new();
     let q = queue.clone();
-    let (sets, sets_task) = informer::spawn(
+    let (sets, sets_task) = informers.spawn(
         "daemonset-informer",
         Api::<DaemonSet>::all(client.clone()),
         watcher::Config::default(),
@@ -85,7 +90,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), DaemonSetError> {
         },
     );
     let (q, for_pods) = (queue.clone(), sets.clone());
-    let (pods, pods_task) = informer::spawn(
+    let (pods, pods_task) = informers.spawn(
         "daemonset-pod-informer",
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
@@ -105,7 +110,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), DaemonSetError> {
         },
     );
     let (q, for_nodes) = (queue.clone(), sets.clone());
-    let (nodes, nodes_task) = informer::spawn(
+    let (nodes, nodes_task) = informers.spawn(
         "daemonset-node-informer",
         Api::<Node>::all(client.clone()),
         watcher::Config::default(),
@@ -119,7 +124,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), DaemonSetError> {
         },
     );
     let (q, for_revs) = (queue.clone(), sets.clone());
-    let (revisions, revs_task) = informer::spawn(
+    let (revisions, revs_task) = informers.spawn(
         "daemonset-revision-informer",
         Api::<ControllerRevision>::all(client.clone()),
         watcher::Config::default(),
@@ -143,13 +148,8 @@ pub async fn run(client: Client, workers: usize) -> Result<(), DaemonSetError> {
         nodes_task.abort_handle(),
         revs_task.abort_handle(),
     ]);
-    let ready = futures::future::join4(
-        sets.wait_until_ready(),
-        pods.wait_until_ready(),
-        nodes.wait_until_ready(),
-        revisions.wait_until_ready(),
-    )
-    .await;
+    let ready =
+        futures::future::join4(sets.ready(), pods.ready(), nodes.ready(), revisions.ready()).await;
     if ready.0.is_err() || ready.1.is_err() || ready.2.is_err() || ready.3.is_err() {
         return Err(DaemonSetError::InformerStopped);
     }

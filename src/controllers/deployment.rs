@@ -24,7 +24,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use super::events;
-use super::informer::{self, Change};
+use super::informer::Change;
+use super::informers::{Informers, StoreReady};
 use super::podutil::{self, controller_of, key_of, selector_matches, split_key};
 use super::queue::WorkQueue;
 use super::rollout::{self, Share, POD_TEMPLATE_HASH_LABEL};
@@ -64,10 +65,14 @@ struct Ctx {
 }
 
 /// Runs the controller until an informer stops.
-pub async fn run(client: Client, workers: usize) -> Result<(), DeploymentError> {
+pub async fn run(
+    client: Client,
+    informers: Informers,
+    workers: usize,
+) -> Result<(), DeploymentError> {
     let queue = WorkQueue::new();
     let q = queue.clone();
-    let (deployments, d_task) = informer::spawn(
+    let (deployments, d_task) = informers.spawn(
         "deployment-informer",
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
@@ -77,7 +82,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), DeploymentError> 
         },
     );
     let (q, ds) = (queue.clone(), deployments.clone());
-    let (sets, rs_task) = informer::spawn(
+    let (sets, rs_task) = informers.spawn(
         "deployment-replicaset-informer",
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
@@ -106,8 +111,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), DeploymentError> 
         },
     );
     let _guard = AbortOnDrop(vec![d_task.abort_handle(), rs_task.abort_handle()]);
-    let ready =
-        futures::future::join(deployments.wait_until_ready(), sets.wait_until_ready()).await;
+    let ready = futures::future::join(deployments.ready(), sets.ready()).await;
     if ready.0.is_err() || ready.1.is_err() {
         return Err(DeploymentError::InformerStopped);
     }

@@ -28,7 +28,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use parking_lot::Mutex;
 
 use super::events::record;
-use super::informer::{self, Change};
+use super::informer::Change;
+use super::informers::{Informers, StoreReady};
 use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -81,11 +82,15 @@ struct Ctx {
 }
 
 /// Runs the controller with `workers` concurrent syncs until an informer stops.
-pub async fn run(client: Client, workers: usize) -> Result<(), DisruptionError> {
+pub async fn run(
+    client: Client,
+    informers: Informers,
+    workers: usize,
+) -> Result<(), DisruptionError> {
     let queue = WorkQueue::new();
     let stale_queue = WorkQueue::new();
     let q = queue.clone();
-    let (budgets, budgets_task) = informer::spawn(
+    let (budgets, budgets_task) = informers.spawn(
         "disruption-pdb-informer",
         Api::<PodDisruptionBudget>::all(client.clone()),
         watcher::Config::default(),
@@ -95,7 +100,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), DisruptionError> 
         },
     );
     let (q, sq, index) = (queue.clone(), stale_queue.clone(), PodBudgets::new(budgets.clone()));
-    let (pods, pods_task) = informer::spawn(
+    let (pods, pods_task) = informers.spawn(
         "disruption-pod-informer",
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
@@ -110,18 +115,23 @@ pub async fn run(client: Client, workers: usize) -> Result<(), DisruptionError> 
             Change::Synced => {}
         },
     );
-    let (replica_sets, rs_task) = lister::<ReplicaSet>(&client, "disruption-replicaset-informer");
-    let (deployments, d_task) = lister::<Deployment>(&client, "disruption-deployment-informer");
+    let (replica_sets, rs_task) =
+        lister::<ReplicaSet>(&informers, &client, "disruption-replicaset-informer");
+    let (deployments, d_task) =
+        lister::<Deployment>(&informers, &client, "disruption-deployment-informer");
     let (stateful_sets, ss_task) =
-        lister::<StatefulSet>(&client, "disruption-statefulset-informer");
-    let (controllers, rc_task) =
-        lister::<ReplicationController>(&client, "disruption-replicationcontroller-informer");
+        lister::<StatefulSet>(&informers, &client, "disruption-statefulset-informer");
+    let (controllers, rc_task) = lister::<ReplicationController>(
+        &informers,
+        &client,
+        "disruption-replicationcontroller-informer",
+    );
     let tasks = vec![budgets_task, pods_task, rs_task, d_task, ss_task, rc_task];
     let _guard = super::AbortOnDrop(tasks.iter().map(|t| t.abort_handle()).collect());
     let ready = futures::future::join3(
-        futures::future::join(budgets.wait_until_ready(), pods.wait_until_ready()),
-        futures::future::join(replica_sets.wait_until_ready(), deployments.wait_until_ready()),
-        futures::future::join(stateful_sets.wait_until_ready(), controllers.wait_until_ready()),
+        futures::future::join(budgets.ready(), pods.ready()),
+        futures::future::join(replica_sets.ready(), deployments.ready()),
+        futures::future::join(stateful_sets.ready(), controllers.ready()),
     )
     .await;
     let all_ready = [ready.0 .0, ready.0 .1, ready.1 .0, ready.1 .1, ready.2 .0, ready.2 .1]
@@ -157,7 +167,11 @@ pub async fn run(client: Client, workers: usize) -> Result<(), DisruptionError> 
 }
 
 /// An informer used only as a cache (no handler), as upstream's listers of the pods' controllers.
-fn lister<K>(client: &Client, name: &str) -> (Store<K>, tokio::task::JoinHandle<()>)
+fn lister<K>(
+    informers: &Informers,
+    client: &Client,
+    name: &str,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -167,7 +181,7 @@ where
         + Sync
         + 'static,
 {
-    informer::spawn(name, Api::<K>::all(client.clone()), watcher::Config::default(), |_| {})
+    informers.spawn(name, Api::<K>::all(client.clone()), watcher::Config::default(), |_| {})
 }
 
 /// Which budgets select each pod, so that a pod whose labels changed also wakes the budgets it

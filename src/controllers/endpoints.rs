@@ -22,7 +22,8 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
 
-use super::informer::{self, Change};
+use super::informer::Change;
+use super::informers::{Informers, StoreReady};
 use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -60,10 +61,14 @@ struct Ctx {
 }
 
 /// Runs the controller with `workers` concurrent syncs until an informer stops.
-pub async fn run(client: Client, workers: usize) -> Result<(), EndpointsError> {
+pub async fn run(
+    client: Client,
+    informers: Informers,
+    workers: usize,
+) -> Result<(), EndpointsError> {
     let queue = WorkQueue::new();
     let q = queue.clone();
-    let (services, svc_task) = informer::spawn(
+    let (services, svc_task) = informers.spawn(
         "endpoints-service-informer",
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
@@ -73,7 +78,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), EndpointsError> {
         },
     );
     let (q, index) = (queue.clone(), PodServices::new(services.clone()));
-    let (pods, pods_task) = informer::spawn(
+    let (pods, pods_task) = informers.spawn(
         "endpoints-pod-informer",
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
@@ -85,7 +90,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), EndpointsError> {
     );
     let q = queue.clone();
     let mut leftovers_checked = false;
-    let (endpoints, ep_task) = informer::spawn(
+    let (endpoints, ep_task) = informers.spawn(
         "endpoints-informer",
         Api::<Endpoints>::all(client.clone()),
         watcher::Config::default(),
@@ -106,12 +111,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), EndpointsError> {
         pods_task.abort_handle(),
         ep_task.abort_handle(),
     ]);
-    let ready = futures::future::join3(
-        services.wait_until_ready(),
-        pods.wait_until_ready(),
-        endpoints.wait_until_ready(),
-    )
-    .await;
+    let ready = futures::future::join3(services.ready(), pods.ready(), endpoints.ready()).await;
     if ready.0.is_err() || ready.1.is_err() || ready.2.is_err() {
         return Err(EndpointsError::InformerStopped);
     }

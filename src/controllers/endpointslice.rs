@@ -27,7 +27,8 @@ use super::endpoints::{
     service_selector, should_pod_be_in_endpoints, PodServices, TriggerTimeTracker, HEADLESS_LABEL,
     LAST_CHANGE_TRIGGER_TIME,
 };
-use super::informer::{self, Change};
+use super::informer::Change;
+use super::informers::{Informers, StoreReady};
 use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -70,10 +71,14 @@ struct Ctx {
 }
 
 /// Runs the controller with `workers` concurrent syncs until an informer stops.
-pub async fn run(client: Client, workers: usize) -> Result<(), EndpointSliceError> {
+pub async fn run(
+    client: Client,
+    informers: Informers,
+    workers: usize,
+) -> Result<(), EndpointSliceError> {
     let queue = WorkQueue::new();
     let q = queue.clone();
-    let (services, svc_task) = informer::spawn(
+    let (services, svc_task) = informers.spawn(
         "endpointslice-service-informer",
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
@@ -83,7 +88,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), EndpointSliceErro
         },
     );
     let (q, index) = (queue.clone(), PodServices::new(services.clone()));
-    let (pods, pods_task) = informer::spawn(
+    let (pods, pods_task) = informers.spawn(
         "endpointslice-pod-informer",
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
@@ -94,7 +99,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), EndpointSliceErro
         },
     );
     let q = queue.clone();
-    let (slices, slices_task) = informer::spawn(
+    let (slices, slices_task) = informers.spawn(
         "endpointslice-informer",
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={CONTROLLER_NAME}")),
@@ -107,7 +112,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), EndpointSliceErro
             Change::Synced => {}
         },
     );
-    let (nodes, nodes_task) = informer::spawn(
+    let (nodes, nodes_task) = informers.spawn(
         "endpointslice-node-informer",
         Api::<Node>::all(client.clone()),
         watcher::Config::default(),
@@ -119,13 +124,8 @@ pub async fn run(client: Client, workers: usize) -> Result<(), EndpointSliceErro
         slices_task.abort_handle(),
         nodes_task.abort_handle(),
     ]);
-    let ready = futures::future::join4(
-        services.wait_until_ready(),
-        pods.wait_until_ready(),
-        slices.wait_until_ready(),
-        nodes.wait_until_ready(),
-    )
-    .await;
+    let ready =
+        futures::future::join4(services.ready(), pods.ready(), slices.ready(), nodes.ready()).await;
     if ready.0.is_err() || ready.1.is_err() || ready.2.is_err() || ready.3.is_err() {
         return Err(EndpointSliceError::InformerStopped);
     }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
@@ -140,15 +141,14 @@ pub async fn run(client: Client, workers: usize) -> Result<(), GarbageCollectorE
     let graph = Arc::new(Mutex::new(Graph::default()));
     let kinds = watched();
     let mut tasks = vec![];
-    let mut stores = vec![];
+    let mut readies = vec![];
     for (i, ar) in kinds.iter().enumerate() {
         let (q, g) = (queue.clone(), graph.clone());
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
-        let (store, task) = informer::spawn_with(
+        let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), ar);
+        let (ready, task) = informer::spawn_metadata(
             &format!("garbagecollector-{}-informer", ar.plural),
             api,
             watcher::Config::default(),
-            ar.clone(),
             move |c| {
                 let dirty = match c {
                     Change::Applied(o) => {
@@ -176,11 +176,11 @@ pub async fn run(client: Client, workers: usize) -> Result<(), GarbageCollectorE
             },
         );
         tasks.push(task);
-        stores.push(store);
+        readies.push(ready);
     }
     let _guard = AbortOnDrop(tasks.iter().map(|t| t.abort_handle()).collect());
-    for s in &stores {
-        if s.wait_until_ready().await.is_err() {
+    for mut ready in readies {
+        if ready.wait_for(|r| *r).await.is_err() {
             return Err(GarbageCollectorError::InformerStopped);
         }
     }

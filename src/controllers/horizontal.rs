@@ -36,7 +36,8 @@ use self::behavior::{Args, Behavior, Normalizer};
 use self::metrics::{MetricsSource, SimulatedMetrics};
 use self::replicas::{resource_replicas, CalcOptions, Target};
 use self::status::{set_condition, ABLE_TO_SCALE, SCALING_ACTIVE, SCALING_LIMITED};
-use super::informer::{self, Change};
+use super::informer::Change;
+use super::informers::{Informers, StoreReady};
 use super::podutil::{key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -113,14 +114,20 @@ pub(crate) fn api_message(e: &kube::Error) -> String {
 }
 
 /// Runs the controller over simulated usage with `workers` concurrent syncs.
-pub async fn run(client: Client, workers: usize, opts: HpaOptions) -> Result<(), HpaError> {
+pub async fn run(
+    client: Client,
+    informers: Informers,
+    workers: usize,
+    opts: HpaOptions,
+) -> Result<(), HpaError> {
     let metrics = Arc::new(SimulatedMetrics::new(client.clone()));
-    run_with(client, workers, opts, metrics).await
+    run_with(client, informers, workers, opts, metrics).await
 }
 
 /// Like [`run`] with another metrics source.
 pub async fn run_with(
     client: Client,
+    informers: Informers,
     workers: usize,
     opts: HpaOptions,
     metrics: Arc<dyn MetricsSource>,
@@ -131,7 +138,7 @@ pub async fn run_with(
     // so the controller's own status writes do not make it sync faster.
     let known: Arc<Mutex<HashSet<String>>> = Arc::default();
     let k = known.clone();
-    let (hpas, task) = informer::spawn(
+    let (hpas, task) = informers.spawn(
         "horizontal-informer",
         Api::<HorizontalPodAutoscaler>::all(client.clone()),
         watcher::Config::default(),
@@ -149,7 +156,7 @@ pub async fn run_with(
         },
     );
     let _guard = super::AbortOnDrop(vec![task.abort_handle()]);
-    if hpas.wait_until_ready().await.is_err() {
+    if hpas.ready().await.is_err() {
         return Err(HpaError::InformerStopped);
     }
     let ctx = Arc::new(Ctx {

@@ -1,12 +1,11 @@
-//! Informers: a kube-rs reflector (a watcher whose events keep an in-memory [`Store`] current)
-//! whose events are handed to a controller's handler after the store has applied them, so a
+//! What informers tell their handlers ([`Change`]), the garbage collector's metadata-only watch,
+//! and named tasks. The shared, cached informers every other component uses are in
+//! [`super::informers`]: there a handler is called after the cache has applied the change, so a
 //! handler that queues a key never runs ahead of the cache the reconcile will read.
 
 use std::fmt::Debug;
-use std::hash::Hash;
 
 use futures::StreamExt;
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource};
@@ -22,37 +21,23 @@ pub enum Change<'a, K> {
     Synced,
 }
 
-/// Starts a reflector over `api` as the named task `name`, calling `handler` for each change.
-/// Returns the store (wait for it with `wait_until_ready`) and the task, which runs until the
-/// process ends (watch errors are retried with backoff).
-pub fn spawn<K>(
+/// A watch without a cache over `api` (for a metadata-only watch, an
+/// `Api<PartialObjectMeta<_>>`) as the named task `name`, calling
+/// `handler` for each change, without a cache: for the garbage collector, which keeps only its
+/// graph of owner references. The returned receiver turns true once the first list has been
+/// delivered; its sender drops when the task ends.
+pub fn spawn_metadata<K>(
     name: &str,
     api: Api<K>,
     config: watcher::Config,
-    handler: impl FnMut(Change<'_, K>) + Send + 'static,
-) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
-{
-    spawn_with(name, api, config, Default::default(), handler)
-}
-
-/// Like [`spawn`] for a resource whose type is only known at run time (DynamicObject).
-pub fn spawn_with<K>(
-    name: &str,
-    api: Api<K>,
-    config: watcher::Config,
-    dyntype: K::DynamicType,
     mut handler: impl FnMut(Change<'_, K>) + Send + 'static,
-) -> (Store<K>, tokio::task::JoinHandle<()>)
+) -> (tokio::sync::watch::Receiver<bool>, tokio::task::JoinHandle<()>)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+    K::DynamicType: Clone + Send + Sync,
 {
-    let writer = reflector::store::Writer::new(dyntype);
-    let reader = writer.as_reader();
-    let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff());
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    let stream = watcher::watcher(api, config).default_backoff();
     let task_name = name.to_string();
     let task = async move {
         let mut stream = std::pin::pin!(stream);
@@ -60,7 +45,10 @@ where
             match item {
                 Ok(Event::Apply(o)) | Ok(Event::InitApply(o)) => handler(Change::Applied(&o)),
                 Ok(Event::Delete(o)) => handler(Change::Deleted(&o)),
-                Ok(Event::InitDone) => handler(Change::Synced),
+                Ok(Event::InitDone) => {
+                    handler(Change::Synced);
+                    let _ = ready_tx.send(true);
+                }
                 Ok(Event::Init) => {}
                 Err(e) => {
                     tracing::debug!(informer = %task_name, error = %e, "watch failed; retrying")
@@ -70,7 +58,7 @@ where
         tracing::warn!(informer = %task_name, "informer stream ended");
     };
     let handle = spawn_named(name, task);
-    (reader, handle)
+    (ready, handle)
 }
 
 /// Spawns a future as a task named by a tracing span (`task = name`), so its logs say which

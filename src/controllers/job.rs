@@ -34,7 +34,8 @@ use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
 
 use super::expectations::Expectations;
-use super::informer::{self, Change};
+use super::informer::Change;
+use super::informers::{Informers, StoreReady};
 use super::podutil::{self, controller_of, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -105,10 +106,10 @@ struct Ctx {
 }
 
 /// Runs the controller until an informer stops.
-pub async fn run(client: Client, opts: JobOptions) -> Result<(), JobError> {
+pub async fn run(client: Client, informers: Informers, opts: JobOptions) -> Result<(), JobError> {
     let queue = WorkQueue::new();
     let q = queue.clone();
-    let (jobs, jobs_task) = informer::spawn(
+    let (jobs, jobs_task) = informers.spawn(
         "job-informer",
         Api::<Job>::all(client.clone()),
         watcher::Config::default(),
@@ -118,7 +119,7 @@ pub async fn run(client: Client, opts: JobOptions) -> Result<(), JobError> {
         },
     );
     let (q, for_pods) = (queue.clone(), jobs.clone());
-    let (pods, pods_task) = informer::spawn(
+    let (pods, pods_task) = informers.spawn(
         "job-pod-informer",
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
@@ -138,7 +139,7 @@ pub async fn run(client: Client, opts: JobOptions) -> Result<(), JobError> {
         },
     );
     let _guard = super::AbortOnDrop(vec![jobs_task.abort_handle(), pods_task.abort_handle()]);
-    let ready = futures::future::join(jobs.wait_until_ready(), pods.wait_until_ready());
+    let ready = futures::future::join(jobs.ready(), pods.ready());
     if ready.await.0.is_err() {
         return Err(JobError::InformerStopped);
     }

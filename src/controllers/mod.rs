@@ -21,6 +21,7 @@ pub mod garbagecollector;
 pub mod history;
 pub mod horizontal;
 pub mod informer;
+pub mod informers;
 pub mod job;
 pub mod leader;
 pub mod namespace;
@@ -60,6 +61,8 @@ pub struct ControllerOptions {
     pub pod_gc: podgc::PodGcOptions,
     /// The HPA controller's sync period, tolerance and windows.
     pub hpa: horizontal::HpaOptions,
+    /// The shared informers the controllers and the scheduler subscribe to.
+    pub informers: informers::Informers,
 }
 
 impl Default for ControllerOptions {
@@ -71,6 +74,7 @@ impl Default for ControllerOptions {
             node_lifecycle: Default::default(),
             pod_gc: Default::default(),
             hpa: Default::default(),
+            informers: Default::default(),
         }
     }
 }
@@ -92,71 +96,110 @@ pub enum ControllerError {
 /// them ends, with the reason. They are meant to run for the life of the process.
 pub async fn run_all(client: kube::Client, opts: ControllerOptions) -> anyhow::Result<()> {
     let w = opts.workers;
+    let inf = opts.informers.clone();
     let mut tasks: Vec<(&'static str, BoxFuture<'static, anyhow::Result<()>>)> = vec![
-        ("replicaset", replicaset::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
+        (
+            "replicaset",
+            replicaset::run(client.clone(), inf.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
         (
             "replicationcontroller",
-            replicationcontroller::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+            replicationcontroller::run(client.clone(), inf.clone(), w)
+                .map(|r| r.map_err(Into::into))
+                .boxed(),
         ),
-        ("deployment", deployment::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
-        ("namespace", namespace::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
+        (
+            "deployment",
+            deployment::run(client.clone(), inf.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
+        (
+            "namespace",
+            namespace::run(client.clone(), inf.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
         (
             "serviceaccount",
-            serviceaccount::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+            serviceaccount::run(client.clone(), inf.clone(), w)
+                .map(|r| r.map_err(Into::into))
+                .boxed(),
         ),
         (
             "garbagecollector",
             garbagecollector::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
         ),
-        ("statefulset", statefulset::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
-        ("daemonset", daemonset::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
+        (
+            "statefulset",
+            statefulset::run(client.clone(), inf.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
+        (
+            "daemonset",
+            daemonset::run(client.clone(), inf.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
         (
             "job",
             job::run(
                 client.clone(),
+                inf.clone(),
                 job::JobOptions { workers: w, pod_failure_backoff: opts.job_pod_failure_backoff },
             )
             .map(|r| r.map_err(Into::into))
             .boxed(),
         ),
-        ("cronjob", cronjob::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
-        ("disruption", disruption::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
-        ("endpoints", endpoints::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed()),
+        (
+            "cronjob",
+            cronjob::run(client.clone(), inf.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
+        (
+            "disruption",
+            disruption::run(client.clone(), inf.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
+        (
+            "endpoints",
+            endpoints::run(client.clone(), inf.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+        ),
         (
             "endpointslice",
-            endpointslice::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+            endpointslice::run(client.clone(), inf.clone(), w)
+                .map(|r| r.map_err(Into::into))
+                .boxed(),
         ),
         (
             "nodelifecycle",
-            nodelifecycle::run(client.clone(), opts.node_lifecycle.clone())
+            nodelifecycle::run(client.clone(), inf.clone(), opts.node_lifecycle.clone())
                 .map(|r| r.map_err(Into::into))
                 .boxed(),
         ),
         (
             "podgc",
-            podgc::run(client.clone(), opts.pod_gc.clone()).map(|r| r.map_err(Into::into)).boxed(),
+            podgc::run(client.clone(), inf.clone(), opts.pod_gc.clone())
+                .map(|r| r.map_err(Into::into))
+                .boxed(),
         ),
         (
             "ttlafterfinished",
-            ttlafterfinished::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+            ttlafterfinished::run(client.clone(), inf.clone(), w)
+                .map(|r| r.map_err(Into::into))
+                .boxed(),
         ),
         (
             "resourcequota",
-            resourcequota::run(client.clone(), w).map(|r| r.map_err(Into::into)).boxed(),
+            resourcequota::run(client.clone(), inf.clone(), w)
+                .map(|r| r.map_err(Into::into))
+                .boxed(),
         ),
         (
             "horizontal",
-            horizontal::run(client.clone(), w, opts.hpa.clone())
+            horizontal::run(client.clone(), inf.clone(), w, opts.hpa.clone())
                 .map(|r| r.map_err(Into::into))
                 .boxed(),
         ),
     ];
     if opts.scheduler {
         let c = client.clone();
+        let sched =
+            crate::scheduler::SchedulerOptions { informers: inf.clone(), ..Default::default() };
         tasks.push((
             "scheduler",
-            async move { crate::scheduler::run(c, Default::default()).await.map_err(Into::into) }
-                .boxed(),
+            async move { crate::scheduler::run(c, sched).await.map_err(Into::into) }.boxed(),
         ));
     }
     let handles: Vec<_> = tasks

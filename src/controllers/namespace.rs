@@ -18,7 +18,8 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::OnceCell;
 
-use super::informer::{self, Change};
+use super::informer::Change;
+use super::informers::{Informers, StoreReady};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
 use super::AbortOnDrop;
@@ -53,10 +54,14 @@ struct Ctx {
 }
 
 /// Runs the controller until its informer stops.
-pub async fn run(client: Client, workers: usize) -> Result<(), NamespaceError> {
+pub async fn run(
+    client: Client,
+    informers: Informers,
+    workers: usize,
+) -> Result<(), NamespaceError> {
     let queue = WorkQueue::new();
     let q = queue.clone();
-    let (namespaces, task) = informer::spawn(
+    let (namespaces, task) = informers.spawn(
         "namespace-informer",
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
@@ -69,7 +74,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), NamespaceError> {
         },
     );
     let _guard = AbortOnDrop(vec![task.abort_handle()]);
-    if namespaces.wait_until_ready().await.is_err() {
+    if namespaces.ready().await.is_err() {
         return Err(NamespaceError::InformerStopped);
     }
     let ctx = Arc::new(Ctx { client, namespaces, resources: OnceCell::new() });

@@ -27,7 +27,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use super::informer::{self, Change};
+use super::informer::Change;
+use super::informers::{Informers, StoreReady};
 use super::podutil::{self, key_of};
 
 /// The namespace of node Leases.
@@ -104,23 +105,27 @@ struct Health {
 }
 
 /// Runs the controller until an informer stops.
-pub async fn run(client: Client, opts: NodeLifecycleOptions) -> Result<(), NodeLifecycleError> {
+pub async fn run(
+    client: Client,
+    informers: Informers,
+    opts: NodeLifecycleOptions,
+) -> Result<(), NodeLifecycleError> {
     let changed = Arc::new(Notify::new());
     let n = changed.clone();
-    let (nodes, nodes_task) = informer::spawn(
+    let (nodes, nodes_task) = informers.spawn(
         "nodelifecycle-node-informer",
         Api::<Node>::all(client.clone()),
         watcher::Config::default(),
         move |_| n.notify_one(),
     );
-    let (leases, leases_task) = informer::spawn(
+    let (leases, leases_task) = informers.spawn(
         "nodelifecycle-lease-informer",
         Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
         watcher::Config::default(),
         |_| {},
     );
     let n = changed.clone();
-    let (pods, pods_task) = informer::spawn(
+    let (pods, pods_task) = informers.spawn(
         "nodelifecycle-pod-informer",
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
@@ -135,19 +140,14 @@ pub async fn run(client: Client, opts: NodeLifecycleOptions) -> Result<(), NodeL
         leases_task.abort_handle(),
         pods_task.abort_handle(),
     ]);
-    let ready = futures::future::join3(
-        nodes.wait_until_ready(),
-        leases.wait_until_ready(),
-        pods.wait_until_ready(),
-    )
-    .await;
+    let ready = futures::future::join3(nodes.ready(), leases.ready(), pods.ready()).await;
     if ready.0.is_err() || ready.1.is_err() || ready.2.is_err() {
         return Err(NodeLifecycleError::InformerStopped);
     }
     let ctx = Arc::new(Ctx { client, opts, nodes, leases, pods });
-    let monitor = informer::spawn_named("nodelifecycle-monitor", monitor_loop(ctx.clone()));
+    let monitor = super::informer::spawn_named("nodelifecycle-monitor", monitor_loop(ctx.clone()));
     let evictions =
-        informer::spawn_named("taint-eviction", eviction_loop(ctx.clone(), changed.clone()));
+        super::informer::spawn_named("taint-eviction", eviction_loop(ctx.clone(), changed.clone()));
     let _loops = super::AbortOnDrop(vec![monitor.abort_handle(), evictions.abort_handle()]);
     tokio::select! {
         _ = monitor => {}

@@ -17,6 +17,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use super::informer;
+use super::informers::{Informers, StoreReady};
 use super::podutil::{self, key_of};
 
 /// The taint that marks a node as out of service (its terminating pods may go).
@@ -60,21 +61,25 @@ struct Ctx {
 }
 
 /// Runs the collector until an informer stops.
-pub async fn run(client: Client, opts: PodGcOptions) -> Result<(), PodGcError> {
-    let (pods, pods_task) = informer::spawn(
+pub async fn run(
+    client: Client,
+    informers: Informers,
+    opts: PodGcOptions,
+) -> Result<(), PodGcError> {
+    let (pods, pods_task) = informers.spawn(
         "podgc-pod-informer",
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
         |_| {},
     );
-    let (nodes, nodes_task) = informer::spawn(
+    let (nodes, nodes_task) = informers.spawn(
         "podgc-node-informer",
         Api::<Node>::all(client.clone()),
         watcher::Config::default(),
         |_| {},
     );
     let _guard = super::AbortOnDrop(vec![pods_task.abort_handle(), nodes_task.abort_handle()]);
-    let ready = futures::future::join(pods.wait_until_ready(), nodes.wait_until_ready()).await;
+    let ready = futures::future::join(pods.ready(), nodes.ready()).await;
     if ready.0.is_err() || ready.1.is_err() {
         return Err(PodGcError::InformerStopped);
     }

@@ -26,7 +26,8 @@ use serde_json::json;
 
 use super::events::record;
 use super::expectations::Expectations;
-use super::informer::{self, Change};
+use super::informer::Change;
+use super::informers::{Informers, StoreReady};
 use super::podutil::{self, controller_of, is_active, key_of, selector_matches, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -87,16 +88,24 @@ struct Ctx<K: Replicated> {
 }
 
 /// Runs the controller with `workers` concurrent syncs until an informer stops.
-pub async fn run(client: Client, workers: usize) -> Result<(), ReplicaSetError> {
-    run_for::<ReplicaSet>(client, workers).await
+pub async fn run(
+    client: Client,
+    informers: Informers,
+    workers: usize,
+) -> Result<(), ReplicaSetError> {
+    run_for::<ReplicaSet>(client, informers, workers).await
 }
 
 /// Runs the controller for kind `K`.
-pub async fn run_for<K: Replicated>(client: Client, workers: usize) -> Result<(), ReplicaSetError> {
+pub async fn run_for<K: Replicated>(
+    client: Client,
+    informers: Informers,
+    workers: usize,
+) -> Result<(), ReplicaSetError> {
     let queue = WorkQueue::new();
     let q = queue.clone();
     let name = K::CONTROLLER;
-    let (sets, sets_task) = informer::spawn(
+    let (sets, sets_task) = informers.spawn(
         name,
         Api::<K>::all(client.clone()),
         watcher::Config::default(),
@@ -106,7 +115,7 @@ pub async fn run_for<K: Replicated>(client: Client, workers: usize) -> Result<()
         },
     );
     let (q, sets_for_pods) = (queue.clone(), sets.clone());
-    let (pods, pods_task) = informer::spawn(
+    let (pods, pods_task) = informers.spawn(
         name,
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
@@ -125,7 +134,7 @@ pub async fn run_for<K: Replicated>(client: Client, workers: usize) -> Result<()
         },
     );
     let _guard = super::AbortOnDrop(vec![sets_task.abort_handle(), pods_task.abort_handle()]);
-    let ready = futures::future::join(sets.wait_until_ready(), pods.wait_until_ready());
+    let ready = futures::future::join(sets.ready(), pods.ready());
     if ready.await.0.is_err() {
         return Err(ReplicaSetError::InformerStopped);
     }

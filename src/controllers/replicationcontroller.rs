@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::ReplicationController;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::Client;
 
+use super::informers::Informers;
 use super::replicaset::{run_for, ReplicaSetError, Replicated};
 
 impl Replicated for ReplicationController {
@@ -61,8 +62,12 @@ impl Replicated for ReplicationController {
 }
 
 /// Runs the controller with `workers` concurrent syncs until an informer stops.
-pub async fn run(client: Client, workers: usize) -> Result<(), ReplicaSetError> {
-    run_for::<ReplicationController>(client, workers).await
+pub async fn run(
+    client: Client,
+    informers: Informers,
+    workers: usize,
+) -> Result<(), ReplicaSetError> {
+    run_for::<ReplicationController>(client, informers, workers).await
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@ use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use super::informer::{self, spawn_named, Change};
+use super::informer::{spawn_named, Change};
+use super::informers::{Informers, StoreReady};
 use super::podutil::{key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -67,10 +68,10 @@ fn watched() -> Vec<ApiResource> {
 }
 
 /// Runs the controller with `workers` concurrent syncs until an informer stops.
-pub async fn run(client: Client, workers: usize) -> Result<(), QuotaError> {
+pub async fn run(client: Client, informers: Informers, workers: usize) -> Result<(), QuotaError> {
     let queue = WorkQueue::new();
     let q = queue.clone();
-    let (quotas, quota_task) = informer::spawn(
+    let (quotas, quota_task) = informers.spawn(
         "resourcequota-informer",
         Api::<ResourceQuota>::all(client.clone()),
         watcher::Config::default(),
@@ -112,7 +113,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), QuotaError> {
         }
     }));
     let _guard = super::AbortOnDrop(tasks.iter().map(|t| t.abort_handle()).collect());
-    if quotas.wait_until_ready().await.is_err() {
+    if quotas.ready().await.is_err() {
         return Err(QuotaError::InformerStopped);
     }
     let ctx = Arc::new(Ctx { client, settling: Mutex::new(HashMap::new()) });

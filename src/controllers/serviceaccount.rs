@@ -9,7 +9,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
-use super::informer::{self, Change};
+use super::informer::Change;
+use super::informers::{Informers, StoreReady};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
 use super::AbortOnDrop;
@@ -31,10 +32,14 @@ pub enum ServiceAccountError {
 }
 
 /// Runs the controller until an informer stops.
-pub async fn run(client: Client, workers: usize) -> Result<(), ServiceAccountError> {
+pub async fn run(
+    client: Client,
+    informers: Informers,
+    workers: usize,
+) -> Result<(), ServiceAccountError> {
     let queue = WorkQueue::new();
     let q = queue.clone();
-    let (namespaces, ns_task) = informer::spawn(
+    let (namespaces, ns_task) = informers.spawn(
         "serviceaccount-namespace-informer",
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
@@ -45,7 +50,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), ServiceAccountErr
         },
     );
     let q = queue.clone();
-    let (accounts, sa_task) = informer::spawn(
+    let (accounts, sa_task) = informers.spawn(
         "serviceaccount-informer",
         Api::<ServiceAccount>::all(client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={DEFAULT_SERVICE_ACCOUNT}")),
@@ -56,8 +61,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), ServiceAccountErr
         },
     );
     let _guard = AbortOnDrop(vec![ns_task.abort_handle(), sa_task.abort_handle()]);
-    let ready =
-        futures::future::join(namespaces.wait_until_ready(), accounts.wait_until_ready()).await;
+    let ready = futures::future::join(namespaces.ready(), accounts.ready()).await;
     if ready.0.is_err() || ready.1.is_err() {
         return Err(ServiceAccountError::InformerStopped);
     }

@@ -28,7 +28,8 @@ use serde_json::json;
 
 use super::events::record;
 use super::history::{self, CONTROLLER_REVISION_HASH_LABEL};
-use super::informer::{self, Change};
+use super::informer::Change;
+use super::informers::{Informers, StoreReady};
 use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -63,10 +64,14 @@ struct Ctx {
 }
 
 /// Runs the controller with `workers` concurrent syncs until an informer stops.
-pub async fn run(client: Client, workers: usize) -> Result<(), StatefulSetError> {
+pub async fn run(
+    client: Client,
+    informers: Informers,
+    workers: usize,
+) -> Result<(), StatefulSetError> {
     let queue = WorkQueue::new();
     let q = queue.clone();
-    let (sets, sets_task) = informer::spawn(
+    let (sets, sets_task) = informers.spawn(
         "statefulset-informer",
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
@@ -76,7 +81,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), StatefulSetError>
         },
     );
     let (q, for_pods) = (queue.clone(), sets.clone());
-    let (pods, pods_task) = informer::spawn(
+    let (pods, pods_task) = informers.spawn(
         "statefulset-pod-informer",
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
@@ -95,7 +100,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), StatefulSetError>
         },
     );
     let (q, for_revs) = (queue.clone(), sets.clone());
-    let (revisions, revs_task) = informer::spawn(
+    let (revisions, revs_task) = informers.spawn(
         "statefulset-revision-informer",
         Api::<ControllerRevision>::all(client.clone()),
         watcher::Config::default(),
@@ -113,7 +118,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), StatefulSetError>
             Change::Synced => {}
         },
     );
-    let (claims, claims_task) = informer::spawn(
+    let (claims, claims_task) = informers.spawn(
         "statefulset-pvc-informer",
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
@@ -125,13 +130,8 @@ pub async fn run(client: Client, workers: usize) -> Result<(), StatefulSetError>
         revs_task.abort_handle(),
         claims_task.abort_handle(),
     ]);
-    let ready = futures::future::join4(
-        sets.wait_until_ready(),
-        pods.wait_until_ready(),
-        revisions.wait_until_ready(),
-        claims.wait_until_ready(),
-    )
-    .await;
+    let ready =
+        futures::future::join4(sets.ready(), pods.ready(), revisions.ready(), claims.ready()).await;
     if ready.0.is_err() || ready.1.is_err() || ready.2.is_err() || ready.3.is_err() {
         return Err(StatefulSetError::InformerStopped);
     }

@@ -13,7 +13,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
-use super::informer::{self, Change};
+use super::informer::Change;
+use super::informers::{Informers, StoreReady};
 use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -38,10 +39,10 @@ struct Ctx {
 }
 
 /// Runs the controller with `workers` concurrent syncs until its informer stops.
-pub async fn run(client: Client, workers: usize) -> Result<(), TtlError> {
+pub async fn run(client: Client, informers: Informers, workers: usize) -> Result<(), TtlError> {
     let queue = WorkQueue::new();
     let q = queue.clone();
-    let (jobs, task) = informer::spawn(
+    let (jobs, task) = informers.spawn(
         "ttlafterfinished-job-informer",
         Api::<Job>::all(client.clone()),
         watcher::Config::default(),
@@ -54,7 +55,7 @@ pub async fn run(client: Client, workers: usize) -> Result<(), TtlError> {
         },
     );
     let _guard = super::AbortOnDrop(vec![task.abort_handle()]);
-    if jobs.wait_until_ready().await.is_err() {
+    if jobs.ready().await.is_err() {
         return Err(TtlError::InformerStopped);
     }
     let ctx = Arc::new(Ctx { client, jobs });

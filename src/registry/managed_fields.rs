@@ -61,6 +61,22 @@ pub fn read(obj: &Value) -> Vec<Entry> {
         .collect()
 }
 
+/// The entries an update starts from. As upstream: a request without managedFields (or with an
+/// empty list) keeps the live object's, so clients that drop them (controllers' caches do) lose
+/// nobody's ownership; a list of one empty entry (`[{}]`) is the explicit way to reset them.
+fn entries_for_update(new: &Value, old: Option<&Value>) -> Vec<Entry> {
+    let list = object::path(new, "metadata.managedFields").and_then(Value::as_array);
+    let reset =
+        list.is_some_and(|l| l.len() == 1 && l[0].as_object().is_some_and(|o| o.is_empty()));
+    if reset {
+        return vec![];
+    }
+    match (list.is_some_and(|l| !l.is_empty()), old) {
+        (false, Some(old)) => read(old),
+        _ => read(new),
+    }
+}
+
 /// Writes entries back (removing the field when there are none).
 pub fn write(obj: &mut Value, entries: &[Entry]) {
     let meta = object::meta_mut(obj);
@@ -98,7 +114,7 @@ pub fn record_update(
     subresource: &str,
 ) {
     let part = if subresource == "status" { Part::Status } else { Part::Main };
-    let mut entries = read(new);
+    let mut entries = entries_for_update(new, old);
     let new_set = fieldpath::field_set(new, part);
     let old_set = old.map(|o| fieldpath::field_set(o, part)).unwrap_or_default();
     let changed: BTreeSet<Path> = new_set
@@ -326,6 +342,25 @@ mod tests {
         let replicas: Path = vec!["f:spec".into(), "f:replicas".into()];
         assert!(!entries[0].fields.contains(&replicas));
         assert!(entries[1].fields.contains(&replicas));
+    }
+
+    #[test]
+    fn update_without_managed_fields_keeps_the_live_ones_and_one_empty_entry_resets() {
+        let mut v1 = deploy(1, "a");
+        record_update(&mut v1, None, "alice", "apps/v1", "");
+        let mut v2 = v1.clone();
+        object::meta_mut(&mut v2).remove("managedFields");
+        v2["spec"]["replicas"] = json!(3);
+        record_update(&mut v2, Some(&v1), "bob", "apps/v1", "");
+        let managers: Vec<String> = read(&v2).into_iter().map(|e| e.manager).collect();
+        assert_eq!(managers, ["alice", "bob"]);
+
+        let mut v3 = v2.clone();
+        object::meta_mut(&mut v3).insert("managedFields".into(), json!([{}]));
+        v3["spec"]["replicas"] = json!(4);
+        record_update(&mut v3, Some(&v2), "carol", "apps/v1", "");
+        let managers: Vec<String> = read(&v3).into_iter().map(|e| e.manager).collect();
+        assert_eq!(managers, ["carol"]);
     }
 
     #[test]

@@ -31,7 +31,8 @@ use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
-use crate::controllers::informer::{self, spawn_named, Change};
+use crate::controllers::informer::{spawn_named, Change};
+use crate::controllers::informers::StoreReady;
 use crate::controllers::podutil::{key_of, split_key};
 use crate::controllers::queue::WorkQueue;
 use cache::{priority_of, Cache};
@@ -53,11 +54,17 @@ pub struct SchedulerOptions {
     pub percentage_of_nodes_to_score: u32,
     /// Bindings in flight at once.
     pub bind_concurrency: usize,
+    /// The shared informers the scheduler subscribes to.
+    pub informers: crate::controllers::informers::Informers,
 }
 
 impl Default for SchedulerOptions {
     fn default() -> Self {
-        SchedulerOptions { percentage_of_nodes_to_score: 0, bind_concurrency: 256 }
+        SchedulerOptions {
+            percentage_of_nodes_to_score: 0,
+            bind_concurrency: 256,
+            informers: Default::default(),
+        }
     }
 }
 
@@ -131,7 +138,7 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
         any_nominated: std::sync::atomic::AtomicBool::new(false),
     });
     let s = shared.clone();
-    let (nodes, nodes_task) = informer::spawn(
+    let (nodes, nodes_task) = opts.informers.spawn(
         "scheduler-node-informer",
         Api::<Node>::all(client.clone()),
         watcher::Config::default(),
@@ -154,7 +161,7 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
         },
     );
     let s = shared.clone();
-    let (pods, pods_task) = informer::spawn(
+    let (pods, pods_task) = opts.informers.spawn(
         "scheduler-pod-informer",
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
@@ -178,13 +185,13 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
             Change::Synced => {}
         },
     );
-    let (namespaces, ns_task) = informer::spawn(
+    let (namespaces, ns_task) = opts.informers.spawn(
         "scheduler-namespace-informer",
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
         |_| {},
     );
-    let (pdbs, pdb_task) = informer::spawn(
+    let (pdbs, pdb_task) = opts.informers.spawn(
         "scheduler-pdb-informer",
         Api::<PodDisruptionBudget>::all(client.clone()),
         watcher::Config::default(),
@@ -196,13 +203,8 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
         ns_task.abort_handle(),
         pdb_task.abort_handle(),
     ]);
-    let ready = futures::future::join4(
-        nodes.wait_until_ready(),
-        pods.wait_until_ready(),
-        namespaces.wait_until_ready(),
-        pdbs.wait_until_ready(),
-    )
-    .await;
+    let ready =
+        futures::future::join4(nodes.ready(), pods.ready(), namespaces.ready(), pdbs.ready()).await;
     if ready.0.is_err() || ready.1.is_err() || ready.2.is_err() || ready.3.is_err() {
         return Err(SchedulerError::InformerStopped);
     }

@@ -57,6 +57,8 @@ pub struct SimulatedOptions {
     pub workers: usize,
     /// Which nodes are stopped.
     pub switch: NodeSwitch,
+    /// The shared informers the simulated kubelet subscribes to (in a server: the controllers').
+    pub informers: crate::controllers::informers::Informers,
 }
 
 /// Stops and restarts simulated nodes (clones share the state): a stopped node renews no Lease,
@@ -89,6 +91,7 @@ impl SimulatedOptions {
             status_refresh: std::time::Duration::from_secs(60),
             workers: 16,
             switch: NodeSwitch::default(),
+            informers: Default::default(),
         }
     }
 

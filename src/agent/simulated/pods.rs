@@ -28,7 +28,8 @@ use super::{
     SimulatedError, SimulatedOptions, EXIT_CODE_ANNOTATION, NEVER_READY_ANNOTATION,
     RUN_SECONDS_ANNOTATION,
 };
-use crate::controllers::informer::{self, Change};
+use crate::controllers::informer::Change;
+use crate::controllers::informers::StoreReady;
 use crate::controllers::podutil::{key_of, split_key};
 use crate::controllers::queue::WorkQueue;
 use crate::controllers::worker::{run_workers, Action};
@@ -80,7 +81,7 @@ pub async fn run(client: Client, opts: Arc<SimulatedOptions>) -> Result<(), Simu
     let nodes: HashMap<String, usize> = (0..opts.count).map(|i| (opts.node_name(i), i)).collect();
     let queue = WorkQueue::new();
     let (q, ours) = (queue.clone(), nodes.clone());
-    let (pods, task) = informer::spawn(
+    let (pods, task) = opts.informers.spawn(
         "simulated-pod-informer",
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
@@ -94,7 +95,7 @@ pub async fn run(client: Client, opts: Arc<SimulatedOptions>) -> Result<(), Simu
         },
     );
     let _guard = crate::controllers::AbortOnDrop(vec![task.abort_handle()]);
-    if pods.wait_until_ready().await.is_err() {
+    if pods.ready().await.is_err() {
         return Err(SimulatedError::Stopped);
     }
     let next_ip = (0..opts.count).map(|_| AtomicU32::new(2)).collect();

@@ -1,0 +1,314 @@
+//! Shared informers: one watch and one cache per resource (and selector) for every component of
+//! a process, as upstream's shared informer factory. Each controller, the scheduler and the
+//! simulated kubelet subscribe with their own handler; they all read the same [`Store`]. Without
+//! this, every pod change was encoded, sent, decoded and cached once per component.
+//!
+//! Objects are cached without their managedFields (as upstream's controller manager and scheduler
+//! trim them); an update sent without managedFields keeps the live object's.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use kube::runtime::reflector::store::WriterDropped;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Resource};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use super::informer::{spawn_named, Change};
+
+type Handler<K> = Box<dyn for<'a> FnMut(Change<'a, K>) + Send>;
+
+/// Waiting for a shared cache to be filled. kube-rs's `Store::wait_until_ready` wakes only one
+/// of several tasks waiting on clones of the same store (its one-shot keeps one waker), so a
+/// shared store is awaited with `ready()`, which polls again every few milliseconds until the
+/// store is filled.
+pub trait StoreReady {
+    fn ready(&self) -> BoxFuture<'_, Result<(), WriterDropped>>;
+}
+
+impl<K> StoreReady for Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    fn ready(&self) -> BoxFuture<'_, Result<(), WriterDropped>> {
+        Box::pin(async move {
+            loop {
+                let poll = tokio::time::timeout(READY_POLL, self.wait_until_ready());
+                if let Ok(result) = poll.await {
+                    return result;
+                }
+            }
+        })
+    }
+}
+
+/// How often [`StoreReady::ready`] looks again.
+const READY_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The informers of one process (or one cluster of components). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Informers {
+    shared: Arc<Mutex<HashMap<Key, Arc<dyn Any + Send + Sync>>>>,
+}
+
+impl Debug for Informers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Informers").field("running", &self.shared.lock().len()).finish()
+    }
+}
+
+/// What makes two informers the same: the type, the URL (scope) and the selectors.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    type_id: TypeId,
+    url: String,
+    labels: Option<String>,
+    fields: Option<String>,
+}
+
+/// One shared informer: its cache and its subscribers.
+struct Shared<K: Resource<DynamicType = ()> + 'static> {
+    store: Store<K>,
+    subscribers: Mutex<Subscribers<K>>,
+    /// Turns true when the watch task ends.
+    ended: watch::Receiver<bool>,
+}
+
+struct Subscribers<K> {
+    /// The first list has been delivered.
+    synced: bool,
+    next_id: u64,
+    handlers: Vec<(u64, Handler<K>)>,
+}
+
+impl<K> Subscribers<K> {
+    fn each(&mut self, mut f: impl FnMut(&mut Handler<K>)) {
+        for (_, h) in self.handlers.iter_mut() {
+            f(h);
+        }
+    }
+}
+
+impl Informers {
+    pub fn new() -> Informers {
+        Informers::default()
+    }
+
+    /// Subscribes `handler` (named `name` in logs) to the shared informer of `api` with
+    /// `config`, starting it if it is the first subscriber. The handler first gets every cached
+    /// object and `Synced` (at once if the informer has synced, else when it does), then each
+    /// change after the cache has applied it. Returns the shared store (wait for it with
+    /// `wait_until_ready`) and a task that ends when the informer does; aborting the task ends
+    /// the subscription.
+    pub fn spawn<K>(
+        &self,
+        name: &str,
+        api: Api<K>,
+        config: watcher::Config,
+        handler: impl for<'a> FnMut(Change<'a, K>) + Send + 'static,
+    ) -> (Store<K>, tokio::task::JoinHandle<()>)
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        let key = Key {
+            type_id: TypeId::of::<K>(),
+            url: api.resource_url().to_string(),
+            labels: config.label_selector.clone(),
+            fields: config.field_selector.clone(),
+        };
+        let shared: Arc<Shared<K>> = {
+            let mut map = self.shared.lock();
+            let existing = map.get(&key).cloned().and_then(|a| a.downcast::<Shared<K>>().ok());
+            match existing.filter(|s| !*s.ended.borrow()) {
+                Some(s) => s,
+                None => {
+                    let s = start(&key, api, config);
+                    map.insert(key, s.clone());
+                    s
+                }
+            }
+        };
+        let id = shared.subscribe(Box::new(handler));
+        let store = shared.store.clone();
+        // Made outside the task, so that aborting it before it first runs still unsubscribes.
+        let subscription = Subscription { shared: shared.clone(), id };
+        let mut ended = shared.ended.clone();
+        let task = spawn_named(name, async move {
+            let _subscription = subscription;
+            let _ = ended.wait_for(|e| *e).await;
+        });
+        (store, task)
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Shared<K> {
+    fn subscribe(&self, mut handler: Handler<K>) -> u64 {
+        let mut subs = self.subscribers.lock();
+        if subs.synced {
+            for obj in self.store.state() {
+                handler(Change::Applied(&obj));
+            }
+            handler(Change::Synced);
+        }
+        subs.next_id += 1;
+        let id = subs.next_id;
+        subs.handlers.push((id, handler));
+        id
+    }
+}
+
+/// Removes a handler when its task ends (or is aborted).
+struct Subscription<K: Resource<DynamicType = ()> + 'static> {
+    shared: Arc<Shared<K>>,
+    id: u64,
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> Drop for Subscription<K> {
+    fn drop(&mut self) {
+        self.shared.subscribers.lock().handlers.retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// Starts the watch and cache of one shared informer.
+fn start<K>(key: &Key, api: Api<K>, config: watcher::Config) -> Arc<Shared<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let writer = reflector::store::Writer::new(());
+    let store = writer.as_reader();
+    let (ended_tx, ended) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        store,
+        subscribers: Mutex::new(Subscribers { synced: false, next_id: 0, handlers: vec![] }),
+        ended,
+    });
+    let stream = watcher::watcher(api, config)
+        .default_backoff()
+        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None);
+    let stream = reflector::reflector(writer, stream);
+    let s = shared.clone();
+    let url = key.url.clone();
+    spawn_named(&format!("informer {url}"), async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            let mut subs = s.subscribers.lock();
+            match item {
+                // Until the first list is complete the cache is empty; subscribers get the
+                // whole list from it at InitDone.
+                Ok(Event::InitApply(_)) if !subs.synced => {}
+                Ok(Event::Apply(o)) | Ok(Event::InitApply(o)) => {
+                    subs.each(|h| h(Change::Applied(&o)))
+                }
+                Ok(Event::Delete(o)) => subs.each(|h| h(Change::Deleted(&o))),
+                Ok(Event::InitDone) => {
+                    if !subs.synced {
+                        subs.synced = true;
+                        for obj in s.store.state() {
+                            subs.each(|h| h(Change::Applied(&obj)));
+                        }
+                    }
+                    subs.each(|h| h(Change::Synced));
+                }
+                Ok(Event::Init) => {}
+                Err(e) => tracing::debug!(informer = %url, error = %e, "watch failed; retrying"),
+            }
+        }
+        tracing::warn!(informer = %url, "informer stream ended");
+        let _ = ended_tx.send(true);
+    });
+    shared
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::ResourceExt;
+
+    #[tokio::test]
+    async fn subscribers_share_one_cache_and_late_ones_get_the_cached_objects() {
+        let cluster = crate::controllers::cluster::LocalCluster::start_with(
+            crate::controllers::ComponentOptions { controllers: false, ..Default::default() },
+        )
+        .await
+        .expect("cluster");
+        let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some("first".into());
+        api.create(&Default::default(), &cm).await.expect("create");
+
+        let informers = Informers::new();
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let s = seen.clone();
+        let (store, _task) = informers.spawn(
+            "one",
+            Api::<ConfigMap>::all(cluster.client.clone()),
+            Default::default(),
+            move |c| match c {
+                Change::Applied(o) => s.lock().push(format!("one applied {}", o.name_any())),
+                Change::Deleted(o) => s.lock().push(format!("one deleted {}", o.name_any())),
+                Change::Synced => s.lock().push("one synced".into()),
+            },
+        );
+        // Two subscribers waiting for the first list at once both see it complete.
+        let (early, _early_task) = informers.spawn(
+            "early",
+            Api::<ConfigMap>::all(cluster.client.clone()),
+            Default::default(),
+            |_| {},
+        );
+        let both = futures::future::join(store.ready(), early.ready());
+        let both = tokio::time::timeout(std::time::Duration::from_secs(30), both).await;
+        let (a, b) = both.expect("both waiters are woken");
+        a.expect("ready");
+        b.expect("ready");
+        let s = seen.clone();
+        let (store2, task2) = informers.spawn(
+            "two",
+            Api::<ConfigMap>::all(cluster.client.clone()),
+            Default::default(),
+            move |c| match c {
+                Change::Applied(o) => s.lock().push(format!("two applied {}", o.name_any())),
+                Change::Deleted(o) => s.lock().push(format!("two deleted {}", o.name_any())),
+                Change::Synced => s.lock().push("two synced".into()),
+            },
+        );
+        assert_eq!(informers.shared.lock().len(), 1, "one informer for both");
+        let cached = store2.get(&reflector::ObjectRef::new("first").within("default"));
+        let cached = cached.expect("the second subscriber reads the shared cache");
+        assert!(cached.metadata.managed_fields.is_none(), "managedFields are trimmed");
+        {
+            let seen = seen.lock();
+            assert!(seen.contains(&"one applied first".to_string()), "{seen:?}");
+            assert!(seen.contains(&"two applied first".to_string()), "{seen:?}");
+            assert_eq!(seen.last().map(String::as_str), Some("two synced"), "{seen:?}");
+        }
+        task2.abort();
+        let _ = task2.await;
+        cm.metadata.name = Some("second".into());
+        api.create(&Default::default(), &cm).await.expect("create");
+        let s = seen.clone();
+        crate::controllers::cluster::wait_for(
+            std::time::Duration::from_secs(30),
+            "the first subscriber to see the second object",
+            move || {
+                let found = s.lock().contains(&"one applied second".to_string());
+                async move { found.then_some(()) }
+            },
+        )
+        .await
+        .expect("seen");
+        assert!(
+            !seen.lock().contains(&"two applied second".to_string()),
+            "an aborted subscription gets nothing more"
+        );
+    }
+}
