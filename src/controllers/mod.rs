@@ -27,6 +27,7 @@ pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod podgc;
+pub mod podindex;
 pub mod podutil;
 pub mod queue;
 pub mod replicaset;

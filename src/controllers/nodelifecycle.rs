@@ -464,13 +464,21 @@ async fn eviction_pass(
             (!t.is_empty()).then(|| (n.name_any(), t))
         })
         .collect();
+    if tainted.is_empty() {
+        // No node has a NoExecute taint: nothing to evict or time, and no pod scan (a pass runs
+        // after every pod change, so scanning here would cost O(pods) per pod write).
+        tracked.clear();
+        return None;
+    }
     let now = Instant::now();
     let mut next: Option<Instant> = None;
     let mut seen: HashSet<String> = HashSet::new();
     let mut due: Vec<Arc<Pod>> = vec![];
     let pods = ctx.pods.state();
-    let uids: HashSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
-    evicted.retain(|u| uids.contains(u));
+    {
+        let uids: HashSet<&str> = pods.iter().filter_map(|p| p.metadata.uid.as_deref()).collect();
+        evicted.retain(|u| uids.contains(u.as_str()));
+    }
     for pod in pods {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         if pod.metadata.deletion_timestamp.is_some() || evicted.contains(&uid) {

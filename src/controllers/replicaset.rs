@@ -28,6 +28,7 @@ use super::events::record;
 use super::expectations::Expectations;
 use super::informer::Change;
 use super::informers::{Informers, StoreReady};
+use super::podindex::PodIndex;
 use super::podutil::{self, controller_of, is_active, key_of, selector_matches, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -84,6 +85,8 @@ struct Ctx<K: Replicated> {
     client: Client,
     sets: Store<K>,
     pods: Store<Pod>,
+    /// The pods each set may claim (its own and its namespace's orphans).
+    index: PodIndex,
     expectations: Expectations,
 }
 
@@ -115,12 +118,15 @@ pub async fn run_for<K: Replicated>(
         },
     );
     let (q, sets_for_pods) = (queue.clone(), sets.clone());
+    let index = PodIndex::default();
+    let idx = index.clone();
     let (pods, pods_task) = informers.spawn(
         name,
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
         move |c| match c {
             Change::Applied(pod) | Change::Deleted(pod) => {
+                idx.observe(&c);
                 for key in podutil::owners_by(
                     &sets_for_pods,
                     |k: &K| k.selector(),
@@ -138,7 +144,7 @@ pub async fn run_for<K: Replicated>(
     if ready.await.0.is_err() {
         return Err(ReplicaSetError::InformerStopped);
     }
-    let ctx = Arc::new(Ctx { client, sets, pods, expectations: Expectations::default() });
+    let ctx = Arc::new(Ctx { client, sets, pods, index, expectations: Expectations::default() });
     let workers = run_workers(name, queue, workers, move |key| {
         let ctx = ctx.clone();
         async move { sync(&ctx, &key).await }
@@ -170,7 +176,12 @@ async fn sync<K: Replicated>(ctx: &Ctx<K>, key: &str) -> Result<Action, ReplicaS
 
     // Claim: owned pods that still match, plus orphans that match (adopted).
     let mut owned: Vec<Arc<Pod>> = vec![];
-    for pod in ctx.pods.state() {
+    let claimable = ctx.index.claimable(ns, &uid);
+    let claimable = claimable.iter().filter_map(|k| {
+        let (_, pod_name) = split_key(k);
+        ctx.pods.get(&ObjectRef::new(pod_name).within(ns))
+    });
+    for pod in claimable {
         if pod.namespace().as_deref() != Some(ns) {
             continue;
         }

@@ -57,7 +57,10 @@ pub struct SqliteOptions {
     pub page_size: u32,
     /// WAL size, in pages, that triggers an automatic checkpoint.
     pub wal_autocheckpoint_pages: u32,
-    /// Bytes the WAL file is cut back to once it has been checkpointed.
+    /// Bytes the WAL file is cut back to once it has been checkpointed. Above the checkpoint
+    /// size (`wal_autocheckpoint_pages` × page size: 16 MiB by default), so that under load the
+    /// WAL is reused in place instead of being cut and grown again after every checkpoint (growing
+    /// a file costs a metadata sync per commit); the compactor empties it once writes go quiet.
     pub wal_size_limit: i64,
     /// Page cache of the write connection, KiB.
     pub cache_kib: i64,
@@ -79,7 +82,7 @@ impl Default for SqliteOptions {
             vacuum_step_pages: 16,
             page_size: 16 << 10,
             wal_autocheckpoint_pages: 1000,
-            wal_size_limit: 8 << 20,
+            wal_size_limit: 32 << 20,
             cache_kib: 16 << 10,
             readers: 4,
             busy_timeout: Duration::from_secs(5),

@@ -1,0 +1,121 @@
+//! Pods indexed by their controller: what a workload controller claims from (its own pods and
+//! the orphans of its namespace) without scanning every pod in the cluster on each sync, as
+//! upstream's controller-UID and orphan indexes. Fed from a pod informer's handler, before the
+//! handler queues anything, so a sync never reads an index behind the cache.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use parking_lot::RwLock;
+
+use super::informer::Change;
+use super::podutil::{controller_of, key_of};
+
+/// Pod keys (`namespace/name`) by controller uid, and orphans by namespace. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct PodIndex {
+    inner: Arc<RwLock<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Bucket -> pod keys.
+    buckets: HashMap<Bucket, HashSet<String>>,
+    /// Pod key -> its bucket.
+    of_pod: HashMap<String, Bucket>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Bucket {
+    Owner(String),
+    Orphan(String),
+}
+
+fn bucket_of(pod: &Pod) -> Bucket {
+    match controller_of(&pod.metadata) {
+        Some(owner) => Bucket::Owner(owner.uid.clone()),
+        None => Bucket::Orphan(pod.metadata.namespace.clone().unwrap_or_default()),
+    }
+}
+
+impl PodIndex {
+    /// Applies one informer change.
+    pub fn observe(&self, change: &Change<'_, Pod>) {
+        match change {
+            Change::Applied(pod) => {
+                let key = key_of(*pod);
+                let bucket = bucket_of(pod);
+                let mut st = self.inner.write();
+                if st.of_pod.get(&key) == Some(&bucket) {
+                    return;
+                }
+                st.remove(&key);
+                st.buckets.entry(bucket.clone()).or_default().insert(key.clone());
+                st.of_pod.insert(key, bucket);
+            }
+            Change::Deleted(pod) => self.inner.write().remove(&key_of(*pod)),
+            Change::Synced => {}
+        }
+    }
+
+    /// Keys of the pods controlled by `owner_uid` and of the orphans in `namespace`.
+    pub fn claimable(&self, namespace: &str, owner_uid: &str) -> Vec<String> {
+        let st = self.inner.read();
+        let owned = st.buckets.get(&Bucket::Owner(owner_uid.to_string()));
+        let orphans = st.buckets.get(&Bucket::Orphan(namespace.to_string()));
+        owned.into_iter().chain(orphans).flatten().cloned().collect()
+    }
+}
+
+impl State {
+    fn remove(&mut self, key: &str) {
+        let Some(old) = self.of_pod.remove(key) else { return };
+        if let Some(keys) = self.buckets.get_mut(&old) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.buckets.remove(&old);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(ns: &str, name: &str, owner: Option<&str>) -> Pod {
+        let mut meta = json!({"name": name, "namespace": ns});
+        if let Some(uid) = owner {
+            meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": "rs", "uid": uid, "controller": true}]);
+        }
+        serde_json::from_value(json!({"metadata": meta})).expect("pod")
+    }
+
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn owned_pods_and_orphans_of_the_namespace_follow_changes() {
+        let index = PodIndex::default();
+        index.observe(&Change::Applied(&pod("a", "p1", Some("u1"))));
+        index.observe(&Change::Applied(&pod("a", "p2", None)));
+        index.observe(&Change::Applied(&pod("b", "p3", None)));
+        index.observe(&Change::Applied(&pod("a", "p4", Some("u2"))));
+        assert_eq!(sorted(index.claimable("a", "u1")), ["a/p1", "a/p2"]);
+        // Adopted: the orphan moves to its owner.
+        index.observe(&Change::Applied(&pod("a", "p2", Some("u1"))));
+        assert_eq!(sorted(index.claimable("a", "u2")), ["a/p4"]);
+        assert_eq!(sorted(index.claimable("a", "u1")), ["a/p1", "a/p2"]);
+        // Released, then deleted.
+        index.observe(&Change::Applied(&pod("a", "p1", None)));
+        assert_eq!(sorted(index.claimable("a", "u2")), ["a/p1", "a/p4"]);
+        index.observe(&Change::Deleted(&pod("a", "p1", None)));
+        assert_eq!(sorted(index.claimable("a", "u2")), ["a/p4"]);
+        assert_eq!(sorted(index.claimable("b", "u9")), ["b/p3"]);
+    }
+}
