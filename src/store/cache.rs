@@ -373,6 +373,7 @@ impl CacheState {
                 match w.tx.try_send(ev.clone()) {
                     Ok(()) => true,
                     Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::info!(prefix = %w.prefix, revision = self.revision, "watcher too slow: ended");
                         w.end(StoreError::WatcherTooSlow);
                         false
                     }
