@@ -11,6 +11,7 @@ pub mod cache;
 pub mod filters;
 pub mod interpod;
 pub mod preemption;
+pub mod queue;
 pub mod resources;
 pub mod scheduled;
 pub mod scores;
@@ -34,7 +35,6 @@ use tokio::sync::Semaphore;
 use crate::controllers::informer::{spawn_named, Change};
 use crate::controllers::informers::StoreReady;
 use crate::controllers::podutil::{key_of, split_key};
-use crate::controllers::queue::WorkQueue;
 use cache::{priority_of, Cache};
 use filters::{CycleState, PodFacts};
 use unschedulable::{fit_error_message, Recorded};
@@ -78,7 +78,7 @@ pub enum SchedulerError {
 /// State shared by the informer handlers and the scheduling loop.
 struct Shared {
     cache: Mutex<Cache>,
-    queue: WorkQueue,
+    queue: queue::SchedulingQueue,
     /// Keys of pods that fit no node, waiting for a cluster change; true when another pod
     /// being placed may make them fit (pod affinity, topology spread).
     unschedulable: Mutex<HashMap<String, bool>>,
@@ -92,9 +92,7 @@ impl Shared {
     /// Queues every unschedulable pod again (something that may make them fit happened).
     fn flush_unschedulable(&self) {
         let keys: Vec<String> = self.unschedulable.lock().drain().map(|(k, _)| k).collect();
-        for k in keys {
-            self.queue.add(k);
-        }
+        self.queue.add_all(keys);
     }
 
     /// Queues the unschedulable pods that wait for other pods (a pod was placed).
@@ -110,9 +108,7 @@ impl Shared {
             }
             keys
         };
-        for k in keys {
-            self.queue.add(k);
-        }
+        self.queue.add_all(keys);
     }
 }
 
@@ -122,6 +118,8 @@ struct Scheduler {
     pods: Store<Pod>,
     namespaces: Store<Namespace>,
     pdbs: Store<PodDisruptionBudget>,
+    /// Services and controllers, for the system default spread constraints.
+    selecting: spread::SelectingObjects,
     next_start: AtomicUsize,
     binds: Arc<Semaphore>,
     events: scheduled::ScheduledEvents,
@@ -132,7 +130,7 @@ struct Scheduler {
 pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), SchedulerError> {
     let shared = Arc::new(Shared {
         cache: Mutex::new(Cache::default()),
-        queue: WorkQueue::new(),
+        queue: queue::SchedulingQueue::new(),
         unschedulable: Mutex::new(HashMap::new()),
         recorded: Recorded::default(),
         any_nominated: std::sync::atomic::AtomicBool::new(false),
@@ -176,6 +174,7 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
                     placed
                 };
                 let key = key_of(pod);
+                s.queue.remove(&key);
                 s.unschedulable.lock().remove(&key);
                 s.recorded.forget(&key);
                 if was_placed {
@@ -197,17 +196,23 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
         watcher::Config::default(),
         |_| {},
     );
+    let (selecting, selecting_tasks) = spread::SelectingObjects::spawn(&opts.informers, &client);
     let mut guard = crate::controllers::AbortOnDrop(vec![
         nodes_task.abort_handle(),
         pods_task.abort_handle(),
         ns_task.abort_handle(),
         pdb_task.abort_handle(),
     ]);
+    guard.0.extend(selecting_tasks.iter().map(|t| t.abort_handle()));
     let ready =
         futures::future::join4(nodes.ready(), pods.ready(), namespaces.ready(), pdbs.ready()).await;
     if ready.0.is_err() || ready.1.is_err() || ready.2.is_err() || ready.3.is_err() {
         return Err(SchedulerError::InformerStopped);
     }
+    if selecting.ready().await.is_err() {
+        return Err(SchedulerError::InformerStopped);
+    }
+    let selecting_stopped = futures::future::select_all(selecting_tasks);
     let (events, events_writer) = scheduled::ScheduledEvents::start(client.clone());
     let events_task = spawn_named("scheduler-events", events_writer);
     guard.0.push(events_task.abort_handle());
@@ -217,6 +222,7 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
         pods,
         namespaces,
         pdbs,
+        selecting,
         next_start: AtomicUsize::new(0),
         binds: Arc::new(Semaphore::new(opts.bind_concurrency.max(1))),
         events,
@@ -247,6 +253,7 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
         _ = pods_task => {}
         _ = ns_task => {}
         _ = pdb_task => {}
+        _ = selecting_stopped => {}
     }
     Err(SchedulerError::InformerStopped)
 }
@@ -279,6 +286,7 @@ fn on_pod(s: &Shared, pod: &Pod) {
     }
     if responsible_for(pod) {
         let key = key_of(pod);
+        s.queue.set_priority(&key, priority_of(pod));
         if !s.unschedulable.lock().contains_key(&key) {
             s.queue.add(key);
         }
@@ -546,7 +554,13 @@ impl Scheduler {
             cache.any_scoring_terms(),
         );
         scores::add_weighted(&mut scores, affinity, scores::INTER_POD_AFFINITY_WEIGHT);
-        let spreading = spread::score(facts.pod, nodes, &feasible);
+        // Once per cycle, and only for pods without constraints of their own.
+        let default_selector = if spread::uses_system_defaults(facts.pod) {
+            self.selecting.default_selector(facts.pod)
+        } else {
+            None
+        };
+        let spreading = spread::score(facts.pod, default_selector.as_ref(), nodes, &feasible);
         scores::add_weighted(&mut scores, spreading, scores::POD_TOPOLOGY_SPREAD_WEIGHT);
         let mut best = 0;
         let mut ties = 1u32;

@@ -3,13 +3,21 @@
 //! nodeTaintsPolicy), ScheduleAnyway constraints score them (fewer matching pods in a node's
 //! domains scores higher). Domain counts are computed once per scheduling cycle.
 //!
-//! Upstream's system default constraints (applied to pods without constraints, with selectors
-//! taken from the services and controllers selecting the pod) are not applied.
+//! A pod without constraints of its own is scored as upstream's system defaults (defaultingType
+//! System): ScheduleAnyway with maxSkew 3 on the hostname and maxSkew 5 on the zone, selecting
+//! the pods the Services, ReplicationControllers, ReplicaSets and StatefulSets that select the
+//! pod select ([`SelectingObjects::default_selector`]); a pod selected by none gets none.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use k8s_openapi::api::core::v1::{Node, Pod, TopologySpreadConstraint};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    Node, Pod, ReplicationController, Service, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, Client};
 
 use super::cache::{NodeInfo, PodInfo};
 use super::filters::{matches_node_selector_and_affinity, untolerated_taint};
@@ -19,6 +27,10 @@ pub const REASON_MISSING_LABEL: &str =
     "node(s) didn't match pod topology spread constraints (missing required label)";
 pub const REASON_SKEW: &str = "node(s) didn't match pod topology spread constraints";
 const HOSTNAME: &str = "kubernetes.io/hostname";
+const ZONE: &str = "topology.kubernetes.io/zone";
+/// The system default constraints' maxSkew on the hostname and on the zone.
+const DEFAULT_HOSTNAME_SKEW: i64 = 3;
+const DEFAULT_ZONE_SKEW: i64 = 5;
 const MAX_SCORE: i64 = 100;
 
 type Pair = (String, String);
@@ -100,6 +112,150 @@ impl Constraint {
             }
         }
         true
+    }
+}
+
+/// Whether the pod has no constraints of its own, so the system defaults apply.
+pub fn uses_system_defaults(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.as_ref())
+        .is_none_or(|c| c.is_empty())
+}
+
+/// The system default ScheduleAnyway constraints with the given selector.
+fn system_defaults(selector: &LabelSelector) -> Vec<Constraint> {
+    [(HOSTNAME, DEFAULT_HOSTNAME_SKEW), (ZONE, DEFAULT_ZONE_SKEW)]
+        .into_iter()
+        .map(|(key, max_skew)| Constraint {
+            max_skew,
+            topology_key: key.to_string(),
+            min_domains: 1,
+            selector: Some(selector.clone()),
+            honor_node_affinity: true,
+            honor_taints: false,
+        })
+        .collect()
+}
+
+/// The Services and controllers whose selectors make the default spread selector.
+#[derive(Clone)]
+pub struct SelectingObjects {
+    services: Store<Service>,
+    rcs: Store<ReplicationController>,
+    rss: Store<ReplicaSet>,
+    sss: Store<StatefulSet>,
+}
+
+impl SelectingObjects {
+    /// Subscribes to the shared informers of the four kinds.
+    pub fn spawn(
+        informers: &crate::controllers::informers::Informers,
+        client: &Client,
+    ) -> (SelectingObjects, Vec<tokio::task::JoinHandle<()>>) {
+        let cfg = watcher::Config::default;
+        let (services, t1) = informers.spawn(
+            "scheduler-service-informer",
+            Api::<Service>::all(client.clone()),
+            cfg(),
+            |_| {},
+        );
+        let (rcs, t2) = informers.spawn(
+            "scheduler-replicationcontroller-informer",
+            Api::<ReplicationController>::all(client.clone()),
+            cfg(),
+            |_| {},
+        );
+        let (rss, t3) = informers.spawn(
+            "scheduler-replicaset-informer",
+            Api::<ReplicaSet>::all(client.clone()),
+            cfg(),
+            |_| {},
+        );
+        let (sss, t4) = informers.spawn(
+            "scheduler-statefulset-informer",
+            Api::<StatefulSet>::all(client.clone()),
+            cfg(),
+            |_| {},
+        );
+        (SelectingObjects { services, rcs, rss, sss }, vec![t1, t2, t3, t4])
+    }
+
+    /// Waits until the four caches are filled.
+    pub async fn ready(&self) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
+        use crate::controllers::informers::StoreReady;
+        self.services.ready().await?;
+        self.rcs.ready().await?;
+        self.rss.ready().await?;
+        self.sss.ready().await
+    }
+
+    /// Upstream's default selector: the labels of the Services' and ReplicationControllers'
+    /// selectors and the requirements of the ReplicaSets' and StatefulSets' selectors, of
+    /// those in the pod's namespace selecting the pod. None when nothing selects it.
+    pub fn default_selector(&self, pod: &Pod) -> Option<LabelSelector> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let empty = BTreeMap::new();
+        let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+        let map_selects =
+            |m: Option<&BTreeMap<String, String>>| -> Option<BTreeMap<String, String>> {
+                let m = m.filter(|m| !m.is_empty())?;
+                m.iter().all(|(k, v)| labels.get(k) == Some(v)).then(|| m.clone())
+            };
+        let selector_selects = |s: Option<&LabelSelector>| -> Option<LabelSelector> {
+            let s = s.filter(|s| !selector_is_empty(s))?;
+            selector_matches(s, labels).then(|| s.clone())
+        };
+        let in_ns = |o: Option<&str>| o == Some(ns);
+        let mut match_labels: BTreeMap<String, String> = BTreeMap::new();
+        let mut requirements = LabelSelector::default();
+        let mut any = false;
+        for svc in self.services.state().iter().filter(|o| in_ns(o.metadata.namespace.as_deref())) {
+            if let Some(m) = map_selects(svc.spec.as_ref().and_then(|s| s.selector.as_ref())) {
+                match_labels.extend(m);
+                any = true;
+            }
+        }
+        for rc in self.rcs.state().iter().filter(|o| in_ns(o.metadata.namespace.as_deref())) {
+            if let Some(m) = map_selects(rc.spec.as_ref().and_then(|s| s.selector.as_ref())) {
+                match_labels.extend(m);
+                any = true;
+            }
+        }
+        let mut add = |s: LabelSelector| {
+            let reqs = &mut requirements;
+            for (k, v) in s.match_labels.into_iter().flatten() {
+                reqs.match_expressions.get_or_insert_with(Vec::new).push(
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                        key: k,
+                        operator: "In".into(),
+                        values: Some(vec![v]),
+                    },
+                );
+            }
+            reqs.match_expressions
+                .get_or_insert_with(Vec::new)
+                .extend(s.match_expressions.into_iter().flatten());
+        };
+        for rs in self.rss.state().iter().filter(|o| in_ns(o.metadata.namespace.as_deref())) {
+            if let Some(s) = selector_selects(rs.spec.as_ref().map(|s| &s.selector)) {
+                add(s);
+                any = true;
+            }
+        }
+        for ss in self.sss.state().iter().filter(|o| in_ns(o.metadata.namespace.as_deref())) {
+            if let Some(s) = selector_selects(ss.spec.as_ref().map(|s| &s.selector)) {
+                add(s);
+                any = true;
+            }
+        }
+        if !any {
+            return None;
+        }
+        if !match_labels.is_empty() {
+            requirements.match_labels = Some(match_labels);
+        }
+        Some(requirements).filter(|s| !selector_is_empty(s))
     }
 }
 
@@ -212,11 +368,24 @@ impl FilterState {
 
 /// The PodTopologySpread scores (0..=100, normalized) of the feasible nodes, or None when the
 /// pod has no ScheduleAnyway constraints.
-pub fn score(pod: &Pod, all: &[NodeInfo], feasible: &[&NodeInfo]) -> Option<Vec<i64>> {
-    let cs = constraints(pod, "ScheduleAnyway");
+///
+/// `default_selector` is the system default constraints' selector, used when the pod has no
+/// constraints of its own; with the defaults, a node missing a topology label only skips that
+/// constraint instead of scoring 0.
+pub fn score(
+    pod: &Pod,
+    default_selector: Option<&LabelSelector>,
+    all: &[NodeInfo],
+    feasible: &[&NodeInfo],
+) -> Option<Vec<i64>> {
+    let (cs, require_all) = match default_selector {
+        Some(sel) if uses_system_defaults(pod) => (system_defaults(sel), false),
+        _ => (constraints(pod, "ScheduleAnyway"), true),
+    };
     if cs.is_empty() {
         return None;
     }
+    let has_all_keys = |n: &NodeInfo, cs: &[Constraint]| !require_all || has_all_keys(n, cs);
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut ignored: HashSet<usize> = HashSet::new();
     let mut counts: HashMap<Pair, i64> = HashMap::new();
@@ -363,9 +532,23 @@ mod tests {
             vec![node("a", Some("z1"), 3), node("b", Some("z2"), 1), node("c", Some("z2"), 0)];
         let incoming = pod("x", zone_constraint(1, "ScheduleAnyway", None));
         let feasible: Vec<&NodeInfo> = nodes.iter().collect();
-        let got = score(&incoming, &nodes, &feasible).unwrap();
+        let got = score(&incoming, None, &nodes, &feasible).unwrap();
         // counts z1 3, z2 1; weight ln(4): raw 4 and 1 → 100*(4+1-4)/4 = 25, 100.
         assert_eq!(got, vec![25, 100, 100]);
-        assert!(score(&pod("y", json!([])), &nodes, &feasible).is_none());
+        assert!(score(&pod("y", json!([])), None, &nodes, &feasible).is_none());
+    }
+
+    #[test]
+    fn system_defaults_spread_selected_pods_over_unzoned_nodes() {
+        let nodes = vec![node("a", None, 3), node("b", None, 1), node("c", None, 0)];
+        let feasible: Vec<&NodeInfo> = nodes.iter().collect();
+        let incoming = pod("x", json!([]));
+        let sel: LabelSelector =
+            serde_json::from_value(json!({"matchLabels": {"app": "web"}})).unwrap();
+        let got = score(&incoming, Some(&sel), &nodes, &feasible).unwrap();
+        assert!(got[2] > got[1] && got[1] > got[0], "{got:?}");
+        // The pod's own constraints win over the defaults.
+        let own = pod("x", zone_constraint(1, "ScheduleAnyway", None));
+        assert_eq!(score(&own, Some(&sel), &nodes, &feasible).unwrap(), vec![0, 0, 0]);
     }
 }
