@@ -31,7 +31,11 @@ pub struct CacheOptions {
 
 impl Default for CacheOptions {
     fn default() -> Self {
-        CacheOptions { window_events: 10_000, watcher_buffer: 1_000 }
+        // A watcher's buffer holds shared events (the values are reference-counted bytes), so a
+        // deep one is cheap; it lets a consumer ride out a busy second (an informer whose
+        // handlers wait on a scheduling cycle) instead of being cut and re-listing. The window
+        // is deeper still, so a watcher that is cut resumes from it rather than getting 410.
+        CacheOptions { window_events: 20_000, watcher_buffer: 10_000 }
     }
 }
 
