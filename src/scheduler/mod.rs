@@ -1,5 +1,6 @@
 //! The scheduler: places pending pods (schedulerName default-scheduler, no nodeName) on nodes
-//! through the pods/binding subresource. One scheduling loop filters nodes (see [`filters`],
+//! through the pods/binding subresource, highest priority first ([`queue`]). One scheduling
+//! loop filters nodes (see [`filters`],
 //! with [`spread`] and [`interpod`] counts computed once per cycle), scores the feasible ones
 //! (see [`scores`]), assumes the pod onto the best node in its cache and binds in the
 //! background, so the next pod is placed while bindings are in flight. A pod no node fits may
