@@ -1,9 +1,9 @@
 //! The scheduler: places pending pods (schedulerName default-scheduler, no nodeName) on nodes
 //! through the pods/binding subresource, highest priority first ([`queue`]). One scheduling
-//! loop filters nodes (see [`filters`],
-//! with [`spread`] and [`interpod`] counts computed once per cycle), scores the feasible ones
-//! (see [`scores`]), assumes the pod onto the best node in its cache and binds in the
-//! background, so the next pod is placed while bindings are in flight. A pod no node fits may
+//! loop filters nodes (see [`filters`], with [`spread`] and [`interpod`] counts computed once
+//! per cycle), scores the feasible ones (see [`scores`]), assumes the pod onto the best node in
+//! its cache and binds in the background, so the next pod is placed while bindings are in
+//! flight. A pod no node fits may
 //! preempt lower-priority pods ([`preemption`]); otherwise it gets PodScheduled=False and a
 //! FailedScheduling event ([`unschedulable`]) and is tried again when nodes change, pods leave
 //! nodes, or (when it waits for other pods: affinity, spread) pods are placed.
