@@ -46,6 +46,9 @@ pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
 /// How often unschedulable pods are tried again even without a cluster change.
 const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(60);
+/// How often cache changes deferred by the informer handlers are applied when no scheduling
+/// cycle does it first.
+const DEFERRED_DRAIN: Duration = Duration::from_millis(50);
 
 /// How the scheduler runs.
 #[derive(Clone, Debug)]
@@ -87,9 +90,97 @@ struct Shared {
     recorded: Recorded,
     /// Whether the cache may hold nominations (pending pod events need the cache lock only then).
     any_nominated: std::sync::atomic::AtomicBool,
+    /// Cache changes the informer handlers could not apply at once because a scheduling cycle
+    /// held the cache; applied, in order, before the next use of the cache. The handlers run on
+    /// the shared informers' tasks, so they must never wait for a scheduling cycle.
+    deferred: Mutex<Vec<Deferred>>,
+}
+
+/// A cache change waiting for the cache lock.
+enum Deferred {
+    Node(Node),
+    NodeGone(String),
+    Pod(Pod),
+    PodGone(String),
+}
+
+/// What applying cache changes asks for once the cache lock is released.
+#[derive(Default)]
+struct FollowUp {
+    /// Queue every unschedulable pod again.
+    flush_all: bool,
+    /// Queue the unschedulable pods that wait for other pods.
+    flush_waiting: bool,
 }
 
 impl Shared {
+    /// Runs `change` on the cache now if no scheduling cycle holds it (after any deferred
+    /// changes), else defers what `defer` makes.
+    fn change_cache(
+        &self,
+        change: impl FnOnce(&Shared, &mut Cache, &mut FollowUp),
+        defer: impl FnOnce() -> Deferred,
+    ) {
+        let mut follow = FollowUp::default();
+        match self.cache.try_lock() {
+            Some(mut cache) => {
+                self.apply_deferred(&mut cache, &mut follow);
+                change(self, &mut cache, &mut follow);
+            }
+            None => self.deferred.lock().push(defer()),
+        }
+        self.follow_up(follow);
+    }
+
+    /// Applies the deferred changes, oldest first (the caller holds the cache).
+    fn apply_deferred(&self, cache: &mut Cache, follow: &mut FollowUp) {
+        let changes = std::mem::take(&mut *self.deferred.lock());
+        for change in changes {
+            match change {
+                Deferred::Node(node) => apply_node(cache, &node, follow),
+                Deferred::NodeGone(name) => cache.remove_node(&name),
+                Deferred::Pod(pod) => self.apply_pod(cache, &pod, follow),
+                Deferred::PodGone(uid) => apply_pod_gone(cache, &uid, follow),
+            }
+        }
+    }
+
+    /// Applies deferred changes if there are any (the periodic drain, for when no cycle runs).
+    fn drain_deferred(&self) {
+        if self.deferred.lock().is_empty() {
+            return;
+        }
+        let mut follow = FollowUp::default();
+        self.apply_deferred(&mut self.cache.lock(), &mut follow);
+        self.follow_up(follow);
+    }
+
+    fn follow_up(&self, follow: FollowUp) {
+        if follow.flush_all {
+            self.flush_unschedulable();
+        } else if follow.flush_waiting {
+            self.flush_waiting_for_pods();
+        }
+    }
+
+    /// A pod's change as the cache sees it: placement of assigned pods, nominations of others.
+    fn apply_pod(&self, cache: &mut Cache, pod: &Pod, follow: &mut FollowUp) {
+        if is_assigned(pod) {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let before = cache.is_placed(&uid);
+            cache.update_pod(pod);
+            let after = cache.is_placed(&uid);
+            follow.flush_all |= before && !after;
+            follow.flush_waiting |= !before && after;
+            return;
+        }
+        let nominated = pod.status.as_ref().and_then(|st| st.nominated_node_name.as_deref());
+        let nominated =
+            nominated.filter(|n| !n.is_empty() && pod.metadata.deletion_timestamp.is_none());
+        cache.observe_nomination(pod, nominated);
+        self.any_nominated.store(cache.has_nominations(), Ordering::Relaxed);
+    }
+
     /// Queues every unschedulable pod again (something that may make them fit happened).
     fn flush_unschedulable(&self) {
         let keys: Vec<String> = self.unschedulable.lock().drain().map(|(k, _)| k).collect();
@@ -135,6 +226,7 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
         unschedulable: Mutex::new(HashMap::new()),
         recorded: Recorded::default(),
         any_nominated: std::sync::atomic::AtomicBool::new(false),
+        deferred: Mutex::new(Vec::new()),
     });
     let s = shared.clone();
     let (nodes, nodes_task) = opts.informers.spawn(
@@ -142,20 +234,14 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
         Api::<Node>::all(client.clone()),
         watcher::Config::default(),
         move |c| match c {
-            Change::Applied(node) => {
-                let relevant = {
-                    let mut cache = s.cache.lock();
-                    let changed = cache
-                        .node(&node.name_any())
-                        .is_none_or(|old| relevant_change(&old.node, node));
-                    cache.set_node(Arc::new(node.clone()));
-                    changed
-                };
-                if relevant {
-                    s.flush_unschedulable();
-                }
-            }
-            Change::Deleted(node) => s.cache.lock().remove_node(&node.name_any()),
+            Change::Applied(node) => s.change_cache(
+                |_, cache, follow| apply_node(cache, node, follow),
+                || Deferred::Node(node.clone()),
+            ),
+            Change::Deleted(node) => s.change_cache(
+                |_, cache, _| cache.remove_node(&node.name_any()),
+                || Deferred::NodeGone(node.name_any()),
+            ),
             Change::Synced => {}
         },
     );
@@ -168,19 +254,14 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
             Change::Applied(pod) => on_pod(&s, pod),
             Change::Deleted(pod) => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
-                let was_placed = {
-                    let mut cache = s.cache.lock();
-                    let placed = cache.is_placed(&uid);
-                    cache.remove_pod(&uid);
-                    placed
-                };
                 let key = key_of(pod);
                 s.queue.remove(&key);
                 s.unschedulable.lock().remove(&key);
                 s.recorded.forget(&key);
-                if was_placed {
-                    s.flush_unschedulable();
-                }
+                s.change_cache(
+                    |_, cache, follow| apply_pod_gone(cache, &uid, follow),
+                    || Deferred::PodGone(uid.clone()),
+                );
             }
             Change::Synced => {}
         },
@@ -236,6 +317,14 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
             periodic.flush_unschedulable();
         }
     });
+    // Deferred cache changes reach the cache within DEFERRED_DRAIN even when no cycle runs.
+    let draining = shared.clone();
+    let drainer = spawn_named("scheduler-deferred-drain", async move {
+        loop {
+            tokio::time::sleep(DEFERRED_DRAIN).await;
+            draining.drain_deferred();
+        }
+    });
     let loop_task = spawn_named("scheduler-loop", async move {
         loop {
             let key = sched.shared.queue.get().await;
@@ -245,11 +334,12 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
             sched.shared.queue.done(&key);
         }
     });
-    guard.0.extend([flusher.abort_handle(), loop_task.abort_handle()]);
+    guard.0.extend([flusher.abort_handle(), drainer.abort_handle(), loop_task.abort_handle()]);
     tracing::info!("scheduler started");
     tokio::select! {
         _ = loop_task => {}
         _ = flusher => {}
+        _ = drainer => {}
         _ = nodes_task => {}
         _ = pods_task => {}
         _ = ns_task => {}
@@ -259,31 +349,32 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
     Err(SchedulerError::InformerStopped)
 }
 
+fn is_assigned(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|sp| sp.node_name.as_deref()).is_some_and(|n| !n.is_empty())
+}
+
+fn apply_node(cache: &mut Cache, node: &Node, follow: &mut FollowUp) {
+    let changed = cache.node(&node.name_any()).is_none_or(|old| relevant_change(&old.node, node));
+    cache.set_node(Arc::new(node.clone()));
+    follow.flush_all |= changed;
+}
+
+fn apply_pod_gone(cache: &mut Cache, uid: &str, follow: &mut FollowUp) {
+    follow.flush_all |= cache.is_placed(uid);
+    cache.remove_pod(uid);
+}
+
 fn on_pod(s: &Shared, pod: &Pod) {
-    let assigned =
-        pod.spec.as_ref().and_then(|sp| sp.node_name.as_deref()).is_some_and(|n| !n.is_empty());
-    if assigned {
-        let (freed, added) = {
-            let mut cache = s.cache.lock();
-            let uid = pod.metadata.uid.clone().unwrap_or_default();
-            let before = cache.is_placed(&uid);
-            cache.update_pod(pod);
-            (before && !cache.is_placed(&uid), !before && cache.is_placed(&uid))
-        };
-        if freed {
-            s.flush_unschedulable();
-        } else if added {
-            s.flush_waiting_for_pods();
-        }
-        return;
-    }
     let nominated = pod.status.as_ref().and_then(|st| st.nominated_node_name.as_deref());
-    let nominated =
-        nominated.filter(|n| !n.is_empty() && pod.metadata.deletion_timestamp.is_none());
-    if nominated.is_some() || s.any_nominated.load(Ordering::Relaxed) {
-        let mut cache = s.cache.lock();
-        cache.observe_nomination(pod, nominated);
-        s.any_nominated.store(cache.has_nominations(), Ordering::Relaxed);
+    let nominated = nominated.is_some_and(|n| !n.is_empty());
+    if is_assigned(pod) || nominated || s.any_nominated.load(Ordering::Relaxed) {
+        s.change_cache(
+            |s, cache, follow| s.apply_pod(cache, pod, follow),
+            || Deferred::Pod(pod.clone()),
+        );
+    }
+    if is_assigned(pod) {
+        return;
     }
     if responsible_for(pod) {
         let key = key_of(pod);
@@ -369,9 +460,13 @@ impl Scheduler {
         } else {
             interpod::PodTerms::default()
         };
+        let mut follow = FollowUp::default();
         let decision = {
             let mut cache = self.shared.cache.lock();
+            self.shared.apply_deferred(&mut cache, &mut follow);
             if cache.is_placed(&uid) {
+                drop(cache);
+                self.shared.follow_up(follow);
                 return;
             }
             let state = cycle_state(&cache, &pod, &terms, ns_labels);
@@ -388,6 +483,7 @@ impl Scheduler {
                 Err(Some(fit)) => self.post_filter(&mut cache, &facts, &state, fit),
             }
         };
+        self.shared.follow_up(follow);
         match decision {
             Decision::Bind(node) => {
                 self.shared.recorded.forget(key);
@@ -710,6 +806,46 @@ pub fn feasible_to_find(total: usize, percentage: u32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(name: &str) -> Node {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("node")
+    }
+
+    #[test]
+    fn handler_changes_wait_for_a_busy_cache_and_apply_in_order() {
+        let shared = Shared {
+            cache: Mutex::new(Cache::default()),
+            queue: queue::SchedulingQueue::new(),
+            unschedulable: Mutex::new(HashMap::new()),
+            recorded: Recorded::default(),
+            any_nominated: std::sync::atomic::AtomicBool::new(false),
+            deferred: Mutex::new(Vec::new()),
+        };
+        let add = |name: &str| {
+            let n = node(name);
+            shared.change_cache(
+                |_, cache, follow| apply_node(cache, &n, follow),
+                || Deferred::Node(n.clone()),
+            )
+        };
+        add("a");
+        assert!(shared.cache.lock().node("a").is_some(), "applied at once when free");
+        {
+            // A scheduling cycle holds the cache: the handler does not wait for it.
+            let _cycle = shared.cache.lock();
+            add("b");
+            shared.change_cache(
+                |_, cache, _| cache.remove_node("a"),
+                || Deferred::NodeGone("a".into()),
+            );
+            assert_eq!(shared.deferred.lock().len(), 2);
+        }
+        shared.drain_deferred();
+        let cache = shared.cache.lock();
+        assert!(cache.node("b").is_some());
+        assert!(cache.node("a").is_none(), "the removal came after the add");
+        assert!(shared.deferred.lock().is_empty());
+    }
 
     #[test]
     fn feasible_nodes_to_find() {
