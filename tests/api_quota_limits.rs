@@ -248,6 +248,17 @@ async fn limit_ranges_default_and_bound_containers() {
         assert_eq!(code, 403, "{name}");
         assert_eq!(message, format!("pods \"{name}\" is forbidden: {why}"));
     }
+    // A generated name does not exist yet when admission refuses: the message quotes the
+    // prefix, as upstream's admission errors do.
+    let mut unnamed = pod("big", json!({"limits": {"cpu": "2"}}));
+    unnamed.metadata.name = None;
+    unnamed.metadata.generate_name = Some("big-".into());
+    let (code, message) = api_error(pods.create(&PostParams::default(), &unnamed).await);
+    assert_eq!(code, 403);
+    assert_eq!(
+        message,
+        "pods \"big-\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"
+    );
 
     let dir = server.kubeconfig.parent().unwrap().to_path_buf();
     let file = manifest(

@@ -41,7 +41,8 @@ impl Registry {
     }
 
     /// Validating admission of a new object (after validation): LimitRange bounds, then quota.
-    /// `name` is the name the request gave (empty for a generated one), as messages show it.
+    /// `name` is the name the request gave (empty for a generated one, whose prefix messages
+    /// then show).
     pub(crate) async fn admit_create(
         &self,
         res: &ResourceInfo,
@@ -52,6 +53,11 @@ impl Registry {
         if !res.namespaced {
             return Ok(());
         }
+        // As upstream's admission errors: a name still to be generated shows as its prefix.
+        let name = match name {
+            "" => object::str_at(obj, "metadata.generateName").unwrap_or(""),
+            given => given,
+        };
         self.check_limit_ranges(res, obj, name).await?;
         quota::charge(self, res, obj, None, name, dry_run).await
     }
