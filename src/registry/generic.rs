@@ -28,6 +28,8 @@ were created, modified, or deleted between the time the first chunk was returned
 #[derive(Clone)]
 pub struct Registry {
     pub(crate) store: Store,
+    /// Objects of recent watch events, decoded once for all watchers.
+    pub(crate) recent: std::sync::Arc<super::watch_objects::RecentObjects>,
 }
 
 /// What a list (or the initial state of a watch) selects.
@@ -52,7 +54,7 @@ pub struct ListResult {
 
 impl Registry {
     pub fn new(store: Store) -> Self {
-        Registry { store }
+        Registry { store, recent: Default::default() }
     }
 
     pub fn store(&self) -> &Store {

@@ -24,6 +24,7 @@ pub mod strategy;
 pub mod update;
 pub mod validation;
 pub mod watch;
+pub mod watch_objects;
 
 pub use catalog::{catalog, ResourceInfo};
 pub use generic::{ListParams, ListResult, Registry};

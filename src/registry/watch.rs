@@ -10,8 +10,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::catalog::ResourceInfo;
-use super::generic::{check_field_selector, decode_kv, matches, parse_rv, ListParams, Registry};
+use super::generic::{check_field_selector, matches, parse_rv, ListParams, Registry};
 use super::selector::{FieldSelector, LabelSelector};
+use super::watch_objects::{RecentObjects, WatchObject};
 use crate::apiserver::status::ApiError;
 use crate::store::{Event, EventKind, Revision, StoreError};
 
@@ -52,7 +53,7 @@ impl EventType {
 #[derive(Clone, Debug, PartialEq)]
 pub struct WatchEvent {
     pub kind: EventType,
-    pub object: Value,
+    pub object: WatchObject,
 }
 
 /// What a watch selects and from where it starts.
@@ -157,18 +158,18 @@ struct WatchTask {
 impl WatchTask {
     async fn run(self, registry: Registry) {
         let WatchTask { res, namespace, p, start, initial, tx } = self;
-        let send = |kind: EventType, object: Value| {
+        let send = |kind: EventType, object: WatchObject| {
             let tx = tx.clone();
             async move { tx.send(WatchEvent { kind, object }).await.is_ok() }
         };
         for obj in initial {
-            if !send(EventType::Added, obj).await {
+            if !send(EventType::Added, obj.into()).await {
                 return;
             }
         }
         if p.send_initial_events == Some(true)
             && p.allow_bookmarks
-            && !send(EventType::Bookmark, bookmark(res, start, true)).await
+            && !send(EventType::Bookmark, bookmark(res, start, true).into()).await
         {
             return;
         }
@@ -176,7 +177,7 @@ impl WatchTask {
         let mut watcher = match registry.store.watch(&prefix, start) {
             Ok(w) => w,
             Err(e) => {
-                send(EventType::Error, error_status(e, start)).await;
+                send(EventType::Error, error_status(e, start).into()).await;
                 return;
             }
         };
@@ -195,7 +196,7 @@ impl WatchTask {
                 Some(Err(e)) => Err(Some(error_status(e, *last))),
                 Some(Ok(ev)) => {
                     *last = (*last).max(ev.revision());
-                    Ok(translate(res, &ev, &p))
+                    Ok(translate(res, &ev, &p, &registry.recent))
                 }
             };
             let send = &send;
@@ -203,7 +204,7 @@ impl WatchTask {
                 match step {
                     Err(None) => false,
                     Err(Some(status)) => {
-                        send(EventType::Error, status).await;
+                        send(EventType::Error, status.into()).await;
                         false
                     }
                     Ok(None) => true,
@@ -228,7 +229,7 @@ impl WatchTask {
                         }
                     }
                     last = last.max(progress);
-                    if !send(EventType::Bookmark, bookmark(res, last, false)).await {
+                    if !send(EventType::Bookmark, bookmark(res, last, false).into()).await {
                         return;
                     }
                     let now = tokio::time::Instant::now();
@@ -275,19 +276,29 @@ impl BookmarkSchedule {
     }
 }
 
-/// The watch event (if any) a store event means for a watcher with these selectors.
-fn translate(res: &ResourceInfo, ev: &Event, p: &WatchParams) -> Option<(EventType, Value)> {
-    let cur = decode_kv(res, &ev.kv).ok()?;
-    let cur_matches = matches(res, &cur, &p.labels, &p.fields);
+/// The watch event (if any) a store event means for a watcher with these selectors. Objects
+/// come from `recent`, so watchers of one event share its decoding (and encoding).
+fn translate(
+    res: &ResourceInfo,
+    ev: &Event,
+    p: &WatchParams,
+    recent: &RecentObjects,
+) -> Option<(EventType, WatchObject)> {
+    let cur = recent.decode(res, &ev.kv).ok()?;
+    let unfiltered = p.labels.is_empty() && p.fields.is_empty();
+    let cur_matches = unfiltered || matches(res, cur.value(), &p.labels, &p.fields);
     match ev.kind {
         EventKind::Create => cur_matches.then_some((EventType::Added, cur)),
         EventKind::Delete => cur_matches.then_some((EventType::Deleted, cur)),
         EventKind::Update => {
-            let prev_matches = ev
-                .prev
-                .as_ref()
-                .and_then(|kv| decode_kv(res, kv).ok())
-                .is_some_and(|prev| matches(res, &prev, &p.labels, &p.fields));
+            // Without selectors the earlier version matched too; nothing to decode.
+            let prev_matches = match &ev.prev {
+                Some(_) if unfiltered => true,
+                Some(kv) => recent
+                    .decode(res, kv)
+                    .is_ok_and(|prev| matches(res, prev.value(), &p.labels, &p.fields)),
+                None => false,
+            };
             match (prev_matches, cur_matches) {
                 (true, true) => Some((EventType::Modified, cur)),
                 (false, true) => Some((EventType::Added, cur)),
@@ -340,8 +351,10 @@ mod tests {
             kv: kv(cur, 3),
             prev: Some(kv(prev, 2)),
         };
+        let recent = RecentObjects::default();
         let t = |ev: &Event| {
-            translate(res, ev, &p).map(|(k, o)| (k, o["metadata"]["resourceVersion"].clone()))
+            translate(res, ev, &p, &recent)
+                .map(|(k, o)| (k, o.value()["metadata"]["resourceVersion"].clone()))
         };
         assert_eq!(
             t(&update(json!({}), json!({"app": "web"}))),

@@ -63,27 +63,30 @@ pub(super) async fn watch(reg: &Registry, r: Req) -> Result<Response, ApiError> 
     let include = r.shape.include;
     let body = events.map(move |ev| {
         let object = match (&output, ev.kind) {
-            (_, EventType::Error) => ev.object,
+            (_, EventType::Error) => None,
             (Output::Table { version }, EventType::Bookmark) => {
-                let meta =
-                    json!({"resourceVersion": ev.object["metadata"]["resourceVersion"].clone()});
-                table::table(res, &[], meta, version, include)
+                let rv = ev.object.value()["metadata"]["resourceVersion"].clone();
+                Some(table::table(res, &[], json!({"resourceVersion": rv}), version, include))
             }
             (Output::Table { version }, _) => {
-                let meta =
-                    json!({"resourceVersion": ev.object["metadata"]["resourceVersion"].clone()});
+                let rv = ev.object.value()["metadata"]["resourceVersion"].clone();
                 // Every event carries the column definitions: kubectl prints cells by them and
                 // prints the header only when they change.
-                table::table(res, std::slice::from_ref(&ev.object), meta, version, include)
+                let row = std::slice::from_ref(ev.object.value());
+                Some(table::table(res, row, json!({"resourceVersion": rv}), version, include))
             }
-            (Output::Metadata { .. }, EventType::Bookmark) => ev.object,
-            (Output::Metadata { version }, _) => table::partial_metadata(&ev.object, version),
-            _ => ev.object,
+            (Output::Metadata { .. }, EventType::Bookmark) => None,
+            (Output::Metadata { version }, _) => {
+                Some(table::partial_metadata(ev.object.value(), version))
+            }
+            _ => None,
         };
-        let mut line = serde_json::to_vec(&json!({"type": ev.kind.as_str(), "object": object}))
-            .unwrap_or_default();
-        line.push(b'\n');
-        Ok::<Bytes, Infallible>(Bytes::from(line))
+        // The object as the store event made it is encoded once for all its watchers.
+        let object = match object {
+            Some(o) => Bytes::from(serde_json::to_vec(&o).unwrap_or_default()),
+            None => ev.object.json(),
+        };
+        Ok::<Bytes, Infallible>(watch_line(ev.kind, &object))
     });
     let mut resp = (
         StatusCode::OK,
@@ -93,6 +96,18 @@ pub(super) async fn watch(reg: &Registry, r: Req) -> Result<Response, ApiError> 
         .into_response();
     add_warnings(&mut resp, &r.shape.warnings);
     Ok(resp)
+}
+
+/// One line of a watch stream: `{"type":...,"object":...}` and a newline.
+fn watch_line(kind: EventType, object: &[u8]) -> Bytes {
+    let kind = kind.as_str();
+    let mut line = Vec::with_capacity(object.len() + kind.len() + 24);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(object);
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
 }
 
 /// labelSelector, fieldSelector, limit, continue, resourceVersion(Match) from the query.
