@@ -2,15 +2,17 @@
 //! creates 30 pods records 9 plain SuccessfulCreate events, then one combined event
 //! ("(combined from similar events): Created pod: NAME") whose count rises with each further
 //! creation until the spam filter (25 events per source and object) stops it at 16; `kubectl
-//! describe` (the newest kubectl) shows the combined row with its count.
+//! describe` (the newest kubectl) shows the combined row with its count. A repeated event
+//! raises the count of the Event already written, and is written anew if that Event is gone.
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::ListParams;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::Api;
 use serde_json::json;
-use skiff::controllers::cluster::wait_for;
+use skiff::controllers::cluster::{wait_for, LocalCluster};
+use skiff::controllers::events;
 use skiff::testing::kubectl_cluster::KubectlCluster;
 
 const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
@@ -107,4 +109,61 @@ async fn thirty_creations_are_nine_events_and_one_combined_event_counted_to_the_
     let plain_rows =
         section.lines().filter(|l| l.contains("SuccessfulCreate") && !l.contains(COMBINED)).count();
     assert_eq!(plain_rows, 9, "{out}");
+}
+
+/// Events about ConfigMap `name` with reason `reason`: (name, count) each.
+async fn counts(events: &Api<Event>, name: &str, reason: &str) -> Option<Vec<(String, i32)>> {
+    let list = events.list(&ListParams::default()).await.ok()?;
+    Some(
+        list.items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .map(|e| (e.metadata.name.unwrap_or_default(), e.count.unwrap_or(0)))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_event_is_counted_on_the_first_and_recreated_when_it_is_gone() {
+    let cluster = LocalCluster::start(0).await.expect("cluster");
+    let client = cluster.client.clone();
+    let maps: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "settings"}})).expect("config map");
+    let cm = maps.create(&PostParams::default(), &cm).await.expect("create");
+    let api: Api<Event> = Api::default_namespaced(client.clone());
+    let say =
+        || events::record(&client, "test-recorder", &cm, true, "Repeated", "same words".into());
+
+    say();
+    let first = wait_for(T, "the first event", || async {
+        let got = counts(&api, "settings", "Repeated").await?;
+        (got.len() == 1 && got[0].1 == 1).then(|| got[0].0.clone())
+    })
+    .await
+    .expect("first event");
+    say();
+    say();
+    wait_for(T, "the same event counted 3", || async {
+        let got = counts(&api, "settings", "Repeated").await?;
+        (got == vec![(first.clone(), 3)]).then_some(())
+    })
+    .await
+    .expect("count 3 on the first event");
+
+    // The Event expires (here: is deleted); the next one is created again, count carried on.
+    api.delete(&first, &DeleteParams::default()).await.expect("delete event");
+    wait_for(T, "the event gone", || async {
+        counts(&api, "settings", "Repeated").await?.is_empty().then_some(())
+    })
+    .await
+    .expect("gone");
+    say();
+    wait_for(T, "the event recreated with count 4", || async {
+        let got = counts(&api, "settings", "Repeated").await?;
+        (got == vec![(first.clone(), 4)]).then_some(())
+    })
+    .await
+    .expect("recreated");
 }
