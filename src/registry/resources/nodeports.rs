@@ -243,13 +243,15 @@ mod tests {
         assert_eq!((ports.len(), ips.len()), (40, 40));
 
         // A requested port: exclusive, idempotent for its holder, free again once released.
-        let mut a = svc("a", Some(30500));
+        // (One the 40 random allocations above did not take.)
+        let free = (30500..).find(|p| !ports.contains(p)).unwrap();
+        let mut a = svc("a", Some(free));
         allocate(&store, &mut a, false).await.unwrap();
         allocate(&store, &mut a.clone(), false).await.unwrap();
-        let err = allocate(&store, &mut svc("b", Some(30500)), false).await.unwrap_err();
+        let err = allocate(&store, &mut svc("b", Some(free)), false).await.unwrap_err();
         assert!(err.message.ends_with("provided port is already allocated"), "{}", err.message);
         release(&store, &a, None).await;
-        allocate(&store, &mut svc("b", Some(30500)), false).await.unwrap();
+        allocate(&store, &mut svc("b", Some(free)), false).await.unwrap();
     }
 
     #[test]
