@@ -223,15 +223,52 @@ impl Registry {
 
     /// Serializes an object for storage: served form to stored form, resourceVersion dropped.
     pub(crate) fn encode(res: &ResourceInfo, obj: &Value) -> Result<Bytes, ApiError> {
-        let mut stored = match &res.conversion {
-            Some(c) => (c.to_storage)(obj.clone()),
-            None => obj.clone(),
+        let converted;
+        let stored = match &res.conversion {
+            Some(c) => {
+                converted = (c.to_storage)(obj.clone());
+                &converted
+            }
+            None => obj,
         };
-        if let Some(m) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-            m.remove("selfLink");
+        serde_json::to_vec(&Stored(stored))
+            .map(Bytes::from)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+}
+
+/// An object as stored: without metadata.resourceVersion (the revision is) and selfLink;
+/// serialised from the object as it is, without a copy.
+struct Stored<'a>(&'a Value);
+
+impl serde::Serialize for Stored<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(top) = self.0 else { return self.0.serialize(ser) };
+        let mut map = ser.serialize_map(Some(top.len()))?;
+        for (k, v) in top {
+            match (k.as_str(), v) {
+                ("metadata", Value::Object(meta)) => {
+                    map.serialize_entry(k, &StoredMeta(meta))?;
+                }
+                _ => map.serialize_entry(k, v)?,
+            }
         }
-        serde_json::to_vec(&stored).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()))
+        map.end()
+    }
+}
+
+struct StoredMeta<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for StoredMeta<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let kept = self.0.iter().filter(|(k, _)| *k != "resourceVersion" && *k != "selfLink");
+        let mut map = ser.serialize_map(None)?;
+        for (k, v) in kept {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
     }
 }
 
@@ -334,4 +371,32 @@ pub fn target<'a>(res: &'a ResourceInfo, name: &'a str) -> Target<'a> {
 /// Maps a storage error about an object of `res`.
 pub fn store_error(e: StoreError, res: &ResourceInfo, name: &str) -> ApiError {
     ApiError::from_store(e, target(res, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::catalog::catalog;
+
+    #[test]
+    fn stored_objects_lose_resource_version_and_self_link_only() {
+        let res = catalog().find("", "v1", "configmaps").unwrap();
+        let obj = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "resourceVersion": "9", "selfLink": "/x", "uid": "u"},
+            "data": {"resourceVersion": "kept"},
+        });
+        let bytes = Registry::encode(res, &obj).unwrap();
+        let stored: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            stored,
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "a", "uid": "u"},
+                "data": {"resourceVersion": "kept"},
+            })
+        );
+        let back = decode_bytes(res, &bytes, 12).unwrap();
+        assert_eq!(back["metadata"]["resourceVersion"], "12");
+    }
 }

@@ -294,6 +294,12 @@ fn translate(
             // Without selectors the earlier version matched too; nothing to decode.
             let prev_matches = match &ev.prev {
                 Some(_) if unfiltered => true,
+                // A label selector reads only the labels: no need to build the whole object.
+                Some(kv) if p.fields.is_empty() => labels_of(&kv.value).is_some_and(|l| {
+                    p.labels.matches(
+                        &l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>(),
+                    )
+                }),
                 Some(kv) => recent
                     .decode(res, kv)
                     .is_ok_and(|prev| matches(res, prev.value(), &p.labels, &p.fields)),
@@ -307,6 +313,23 @@ fn translate(
             }
         }
     }
+}
+
+/// The labels of a stored object, read without decoding the rest of it (conversions between
+/// served versions never change labels).
+fn labels_of(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        #[serde(default)]
+        metadata: StoredMeta,
+    }
+    #[derive(Default, serde::Deserialize)]
+    struct StoredMeta {
+        #[serde(default)]
+        labels: Option<std::collections::BTreeMap<String, String>>,
+    }
+    let stored: Stored = serde_json::from_slice(bytes).ok()?;
+    Some(stored.metadata.labels.unwrap_or_default().into_iter().collect())
 }
 
 fn error_status(e: StoreError, at: Revision) -> Value {
