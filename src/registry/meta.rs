@@ -44,7 +44,7 @@ pub fn init_for_create(obj: &mut Value, tracks_generation: bool) {
 
 /// Carries over to `new` what only the server sets (and what a client left empty) from `old`.
 pub fn carry_over_for_update(new: &mut Value, old: &Value) {
-    let old_meta = old.get("metadata").cloned().unwrap_or_default();
+    let old_meta = old.get("metadata").unwrap_or(&Value::Null);
     let meta = meta_mut(new);
     for field in ["uid", "creationTimestamp"] {
         let empty = meta.get(field).is_none_or(|v| v.is_null() || v.as_str() == Some(""));
@@ -71,7 +71,7 @@ pub fn carry_over_for_update(new: &mut Value, old: &Value) {
 /// Makes a status update's metadata match the stored object except for what status writers
 /// may change (upstream resets labels, annotations, finalizers, owners and deletion fields).
 pub fn reset_for_status(new: &mut Value, old: &Value) {
-    let old_meta = old.get("metadata").cloned().unwrap_or_default();
+    let old_meta = old.get("metadata").unwrap_or(&Value::Null);
     let meta = meta_mut(new);
     for field in [
         "deletionTimestamp",
@@ -90,16 +90,16 @@ pub fn reset_for_status(new: &mut Value, old: &Value) {
 
 /// Whether anything but metadata and status differs (a spec change bumps generation).
 pub fn spec_changed(new: &Value, old: &Value) -> bool {
-    let strip = |v: &Value| -> Value {
-        let mut v = v.clone();
-        if let Some(m) = v.as_object_mut() {
-            for k in ["metadata", "status", "apiVersion", "kind"] {
-                m.remove(k);
-            }
-        }
-        v
-    };
-    strip(new) != strip(old)
+    const IGNORED: [&str; 4] = ["metadata", "status", "apiVersion", "kind"];
+    fn fields(v: &Value) -> Vec<(&String, &Value)> {
+        let mut kept: Vec<_> = v
+            .as_object()
+            .map(|m| m.iter().filter(|(k, _)| !IGNORED.contains(&k.as_str())).collect())
+            .unwrap_or_default();
+        kept.sort_by(|a, b| a.0.cmp(b.0));
+        kept
+    }
+    fields(new) != fields(old)
 }
 
 /// Validates metadata of a new object of `res` whose names follow `rule`.
