@@ -87,6 +87,10 @@ struct Subscribers<K> {
     synced: bool,
     next_id: u64,
     handlers: Vec<(u64, Handler<K>)>,
+    /// The watch task, stopped when the last subscriber leaves.
+    watch_task: Option<tokio::task::AbortHandle>,
+    /// The last subscriber left and the watch stopped: a new subscriber starts a new informer.
+    stopped: bool,
 }
 
 impl<K> Subscribers<K> {
@@ -124,19 +128,25 @@ impl Informers {
             labels: config.label_selector.clone(),
             fields: config.field_selector.clone(),
         };
-        let shared: Arc<Shared<K>> = {
+        let (shared, id) = {
             let mut map = self.shared.lock();
             let existing = map.get(&key).cloned().and_then(|a| a.downcast::<Shared<K>>().ok());
-            match existing.filter(|s| !*s.ended.borrow()) {
-                Some(s) => s,
-                None => {
+            let handler: Handler<K> = Box::new(handler);
+            let attempt = match existing.filter(|s| !*s.ended.borrow()) {
+                Some(s) => s.subscribe(handler).map(|id| (s, id)),
+                None => Err(handler),
+            };
+            match attempt {
+                Ok(found) => found,
+                // None yet, or its last subscriber left and it stopped: a new one.
+                Err(handler) => {
                     let s = start(&key, api, config);
                     map.insert(key, s.clone());
-                    s
+                    let id = s.subscribe(handler).unwrap_or_default();
+                    (s, id)
                 }
             }
         };
-        let id = shared.subscribe(Box::new(handler));
         let store = shared.store.clone();
         // Made outside the task, so that aborting it before it first runs still unsubscribes.
         let subscription = Subscription { shared: shared.clone(), id };
@@ -150,8 +160,12 @@ impl Informers {
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Shared<K> {
-    fn subscribe(&self, mut handler: Handler<K>) -> u64 {
+    /// Adds a handler; gives it back when the informer has stopped (its last subscriber left).
+    fn subscribe(&self, mut handler: Handler<K>) -> Result<u64, Handler<K>> {
         let mut subs = self.subscribers.lock();
+        if subs.stopped {
+            return Err(handler);
+        }
         if subs.synced {
             for obj in self.store.state() {
                 handler(Change::Applied(&obj));
@@ -161,11 +175,13 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Shared<K> {
         subs.next_id += 1;
         let id = subs.next_id;
         subs.handlers.push((id, handler));
-        id
+        Ok(id)
     }
 }
 
-/// Removes a handler when its task ends (or is aborted).
+/// Removes a handler when its task ends (or is aborted); the last one to go stops the watch (as
+/// a component that stops, such as a scheduler that is restarted, must not leave a watch of
+/// every pod behind).
 struct Subscription<K: Resource<DynamicType = ()> + 'static> {
     shared: Arc<Shared<K>>,
     id: u64,
@@ -173,7 +189,14 @@ struct Subscription<K: Resource<DynamicType = ()> + 'static> {
 
 impl<K: Resource<DynamicType = ()> + 'static> Drop for Subscription<K> {
     fn drop(&mut self) {
-        self.shared.subscribers.lock().handlers.retain(|(id, _)| *id != self.id);
+        let mut subs = self.shared.subscribers.lock();
+        subs.handlers.retain(|(id, _)| *id != self.id);
+        if subs.handlers.is_empty() {
+            subs.stopped = true;
+            if let Some(task) = subs.watch_task.take() {
+                task.abort();
+            }
+        }
     }
 }
 
@@ -187,7 +210,13 @@ where
     let (ended_tx, ended) = watch::channel(false);
     let shared = Arc::new(Shared {
         store,
-        subscribers: Mutex::new(Subscribers { synced: false, next_id: 0, handlers: vec![] }),
+        subscribers: Mutex::new(Subscribers {
+            synced: false,
+            next_id: 0,
+            handlers: vec![],
+            watch_task: None,
+            stopped: false,
+        }),
         ended,
     });
     let stream = watcher::watcher(api, config)
@@ -196,7 +225,7 @@ where
     let stream = reflector::reflector(writer, stream);
     let s = shared.clone();
     let url = key.url.clone();
-    spawn_named(&format!("informer {url}"), async move {
+    let task = spawn_named(&format!("informer {url}"), async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
             let mut subs = s.subscribers.lock();
@@ -224,6 +253,7 @@ where
         tracing::warn!(informer = %url, "informer stream ended");
         let _ = ended_tx.send(true);
     });
+    shared.subscribers.lock().watch_task = Some(task.abort_handle());
     shared
 }
 
@@ -310,5 +340,47 @@ mod tests {
             !seen.lock().contains(&"two applied second".to_string()),
             "an aborted subscription gets nothing more"
         );
+    }
+
+    #[tokio::test]
+    async fn the_last_subscriber_to_leave_stops_the_watch_and_a_new_one_starts_it_again() {
+        let cluster = crate::controllers::cluster::LocalCluster::start_with(
+            crate::controllers::ComponentOptions { controllers: false, ..Default::default() },
+        )
+        .await
+        .expect("cluster");
+        let all = || Api::<ConfigMap>::all(cluster.client.clone());
+        let informers = Informers::new();
+        let (store, first) = informers.spawn("first", all(), Default::default(), |_| {});
+        store.ready().await.expect("ready");
+        let (_, second) = informers.spawn("second", all(), Default::default(), |_| {});
+        let running = |informers: &Informers| {
+            let map = informers.shared.lock();
+            let any = map.values().next().cloned().expect("one informer");
+            any.downcast::<Shared<ConfigMap>>().ok().expect("configmaps")
+        };
+        let old = running(&informers);
+        first.abort();
+        let _ = first.await;
+        assert!(old.ended.has_changed().is_ok(), "a subscriber is left: the watch runs");
+        second.abort();
+        let _ = second.await;
+        // The watch task is aborted: its end signal's sender is gone.
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while old.ended.has_changed().is_ok() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        });
+        ended.await.expect("the watch stops once nobody subscribes");
+
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some("later".into());
+        let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+        api.create(&Default::default(), &cm).await.expect("create");
+        let (store, _third) = informers.spawn("third", all(), Default::default(), |_| {});
+        store.ready().await.expect("a new informer fills a new cache");
+        assert!(!Arc::ptr_eq(&old, &running(&informers)), "a new informer");
+        let later = store.get(&reflector::ObjectRef::new("later").within("default"));
+        assert!(later.is_some(), "the new informer lists what the old one never saw");
     }
 }
