@@ -91,6 +91,9 @@ pub struct NodeInfo {
     pub pods_with_required_anti_affinity: usize,
     /// How many have required anti-affinity with a topology key other than the hostname.
     pub pods_with_non_host_anti_affinity: usize,
+    /// Pods that are not terminating, by the uid of their first owner (the system default
+    /// spread counts a pod's siblings with it, as upstream's PodsWithOwnerRef).
+    pub owned: std::collections::HashMap<String, usize>,
 }
 
 impl NodeInfo {
@@ -105,6 +108,7 @@ impl NodeInfo {
             pods_with_scoring_terms: 0,
             pods_with_required_anti_affinity: 0,
             pods_with_non_host_anti_affinity: 0,
+            owned: Default::default(),
         }
     }
 
@@ -125,6 +129,9 @@ impl NodeInfo {
         self.pods_with_scoring_terms += usize::from(p.has_scoring_terms);
         self.pods_with_required_anti_affinity += usize::from(p.has_required_anti_affinity);
         self.pods_with_non_host_anti_affinity += usize::from(p.has_non_host_anti_affinity);
+        if let Some(owner) = counted_owner(p) {
+            *self.owned.entry(owner.to_string()).or_insert(0) += 1;
+        }
         self.pods.push(p.clone());
     }
 
@@ -142,8 +149,29 @@ impl NodeInfo {
         self.pods_with_scoring_terms -= usize::from(p.has_scoring_terms);
         self.pods_with_required_anti_affinity -= usize::from(p.has_required_anti_affinity);
         self.pods_with_non_host_anti_affinity -= usize::from(p.has_non_host_anti_affinity);
+        if let Some(owner) = counted_owner(&p) {
+            if let Some(n) = self.owned.get_mut(owner) {
+                *n -= 1;
+                if *n == 0 {
+                    self.owned.remove(owner);
+                }
+            }
+        }
         Some(p)
     }
+
+    /// Pods on the node that are not terminating and whose first owner has this uid.
+    pub fn owned_by(&self, owner: &str) -> usize {
+        self.owned.get(owner).copied().unwrap_or(0)
+    }
+}
+
+/// The uid of the pod's first owner, when the pod counts in [`NodeInfo::owned`].
+fn counted_owner(p: &PodInfo) -> Option<&str> {
+    if p.terminating() {
+        return None;
+    }
+    p.pod.metadata.owner_references.as_ref()?.first().map(|o| o.uid.as_str())
 }
 
 /// Where a pod is placed.
@@ -409,4 +437,42 @@ pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(uid: &str, owner: Option<&str>, terminating: bool) -> Arc<PodInfo> {
+        let mut meta = json!({"name": uid, "namespace": "d", "uid": uid});
+        if let Some(o) = owner {
+            meta["ownerReferences"] =
+                json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": o}]);
+        }
+        if terminating {
+            meta["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": meta, "spec": {"containers": []}}))
+                .expect("pod");
+        Arc::new(PodInfo::new(Arc::new(pod)))
+    }
+
+    #[test]
+    fn nodes_tally_live_pods_by_first_owner() {
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n"}})).expect("node");
+        let mut info = NodeInfo::new(Arc::new(node));
+        info.add_pod(&pod("a", Some("rs1"), false));
+        info.add_pod(&pod("b", Some("rs1"), false));
+        info.add_pod(&pod("c", Some("rs2"), false));
+        info.add_pod(&pod("d", Some("rs1"), true));
+        info.add_pod(&pod("e", None, false));
+        assert_eq!((info.owned_by("rs1"), info.owned_by("rs2")), (2, 1), "terminating not counted");
+        info.remove_pod("a");
+        info.remove_pod("d");
+        info.remove_pod("c");
+        assert_eq!((info.owned_by("rs1"), info.owned_by("rs2")), (1, 0));
+        assert_eq!(info.owned.len(), 1, "empty tallies are dropped");
+    }
 }

@@ -385,6 +385,15 @@ pub fn score(
     if cs.is_empty() {
         return None;
     }
+    // The system defaults count a pod's siblings (pods with the same first owner) from the
+    // node's tally, as upstream does, instead of matching every pod on every node.
+    let owner = pod
+        .metadata
+        .owner_references
+        .as_ref()
+        .and_then(|o| o.first())
+        .map(|o| o.uid.as_str())
+        .filter(|_| !require_all);
     let has_all_keys = |n: &NodeInfo, cs: &[Constraint]| !require_all || has_all_keys(n, cs);
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut ignored: HashSet<usize> = HashSet::new();
@@ -427,7 +436,10 @@ pub fn score(
             let pair =
                 (c.topology_key.clone(), n.label(&c.topology_key).cloned().unwrap_or_default());
             if let Some(count) = counts.get_mut(&pair) {
-                *count += c.count_on(&ns, &n.pods);
+                *count += match owner {
+                    Some(o) => n.owned_by(o) as i64,
+                    None => c.count_on(&ns, &n.pods),
+                };
             }
         }
     }
@@ -442,7 +454,10 @@ pub fn score(
             for (i, c) in cs.iter().enumerate() {
                 let Some(value) = n.label(&c.topology_key) else { continue };
                 let count = if c.topology_key == HOSTNAME {
-                    c.count_on(&ns, &n.pods)
+                    match owner {
+                        Some(o) => n.owned_by(o) as i64,
+                        None => c.count_on(&ns, &n.pods),
+                    }
                 } else {
                     counts.get(&(c.topology_key.clone(), value.clone())).copied().unwrap_or(0)
                 };
