@@ -46,6 +46,11 @@ pub struct SqliteOptions {
     /// at an old revision and exact-revision reads (watches come from the in-memory window), so
     /// the default is small: a key rewritten for hours keeps the file near its live size.
     pub retain_revisions: i64,
+    /// How long compaction keeps a revision, whatever `retain_revisions` says: a paged list
+    /// continues at the revision of its first page, so its continue token stays good for this
+    /// long under any write rate (kube-apiserver compacts etcd every 5 minutes to the revision of
+    /// the previous run, keeping 5 to 10 minutes).
+    pub retain_time: Duration,
     /// The most write requests committed in one transaction.
     pub max_batch: usize,
     /// Log rows one compaction step examines (one short transaction each).
@@ -77,6 +82,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             compaction_interval: Duration::from_secs(5),
             retain_revisions: 1_000,
+            retain_time: Duration::from_secs(300),
             max_batch: 512,
             compaction_step_rows: 200,
             vacuum_step_pages: 16,
@@ -168,6 +174,7 @@ impl SqliteBackend {
             max_batch: opts.max_batch.max(1),
             compaction_interval: opts.compaction_interval,
             retain_revisions: opts.retain_revisions,
+            retain_time: opts.retain_time,
         };
         let writer = writer::Writer::new(conn, path.to_owned(), shared.clone(), compactor, config)?;
         let keys = writer.live_keys();

@@ -503,6 +503,7 @@ async fn automatic_compaction_bounds_the_file() {
     let opts = SqliteOptions {
         compaction_interval: Duration::from_millis(20),
         retain_revisions: 100,
+        retain_time: Duration::ZERO,
         wal_autocheckpoint_pages: 100,
         wal_size_limit: 256 << 10,
         ..Default::default()
@@ -542,6 +543,49 @@ async fn automatic_compaction_bounds_the_file() {
     assert!(db.compacted() > 29_000, "compacted to {}", db.compacted());
     assert!(log_rows(db.path()) < 1_000);
     assert_eq!(db.get_at("/hot", 0).await.unwrap().unwrap().mod_revision, 30_001);
+}
+
+/// A list continued at the revision of its first page still works after many more writes than
+/// `retain_revisions`, as long as that revision is younger than `retain_time`; older, it expires.
+#[tokio::test(flavor = "multi_thread")]
+async fn automatic_compaction_keeps_recent_revisions_for_continued_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SqliteOptions {
+        compaction_interval: Duration::from_millis(20),
+        retain_revisions: 10,
+        retain_time: Duration::from_millis(1500),
+        ..Default::default()
+    };
+    let db = open(dir.path(), opts);
+    for i in 0..20 {
+        db.create(&format!("/items/{i:02}"), val("v0")).await.unwrap();
+    }
+    let first_page = db.revision();
+    for round in 1..=30 {
+        for i in 0..20 {
+            db.update(&format!("/items/{i:02}"), val(&format!("v{round}")), None).await.unwrap();
+        }
+    }
+    // 600 revisions later, with compaction running every 20 ms.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let page = db.list_at("/items/", Some("/items/10"), 5, first_page).await.unwrap();
+    let values: Vec<_> = page.items.iter().map(|kv| kv.value.clone()).collect();
+    assert_eq!(values, vec![val("v0"); 5], "the list continues at its first page's revision");
+    assert!(db.compacted() < first_page, "compacted to {}", db.compacted());
+    // Once the first page is older than retain_time, its revision goes.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while db.compacted() < first_page {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("compaction reaches the revision once it is old enough");
+    assert!(matches!(
+        db.list_at("/items/", Some("/items/10"), 5, first_page - 1).await,
+        Err(StoreError::TooOld { .. })
+    ));
+    // The newest `retain_revisions` stay whatever their age.
+    assert!(db.compacted() <= db.revision() - 10);
 }
 
 fn run(cmd: &str, args: &[&str]) -> bool {

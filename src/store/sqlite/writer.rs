@@ -9,6 +9,7 @@
 //! commit rolls everything back, removes the batch's versions from the index and answers every
 //! request with `WriteFailed`. Compaction steps run between batches.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -69,6 +70,7 @@ pub struct Config {
     pub max_batch: usize,
     pub compaction_interval: Duration,
     pub retain_revisions: i64,
+    pub retain_time: Duration,
 }
 
 struct Subscriber {
@@ -86,6 +88,9 @@ pub struct Writer {
     subscribers: Vec<Subscriber>,
     compactor: Compactor,
     next_auto_compaction: Option<Instant>,
+    /// The current revision at each automatic compaction run of the last `retain_time`, oldest
+    /// first.
+    marks: VecDeque<(Instant, Revision)>,
     /// Size of the last batch: about how many callers write concurrently.
     expected: usize,
     /// How long the last commit took.
@@ -156,6 +161,7 @@ impl Writer {
             subscribers: Vec::new(),
             compactor,
             next_auto_compaction,
+            marks: VecDeque::new(),
             expected: 1,
             last_commit: Duration::ZERO,
         })
@@ -254,7 +260,7 @@ impl Writer {
         let now = Instant::now();
         if self.next_auto_compaction.is_some_and(|due| due <= now) {
             self.next_auto_compaction = now.checked_add(self.config.compaction_interval);
-            let target = self.current - self.config.retain_revisions.max(0);
+            let target = self.auto_compaction_target(now);
             if target > self.compactor.compacted() {
                 self.compactor.start(&self.conn, &self.shared, target, None);
             }
@@ -262,6 +268,21 @@ impl Writer {
         if self.compactor.next_step().is_some_and(|at| at <= Instant::now()) {
             self.compactor.step(&self.conn, &self.shared);
         }
+    }
+
+    /// The revision automatic compaction may remove history up to: the newer of the revisions
+    /// current `retain_time` ago and `retain_revisions` back is kept.
+    fn auto_compaction_target(&mut self, now: Instant) -> Revision {
+        self.marks.push_back((now, self.current));
+        let old = |mark: &(Instant, Revision)| {
+            now.saturating_duration_since(mark.0) >= self.config.retain_time
+        };
+        // Only the newest old-enough mark matters; it stays as the bound of later runs.
+        while self.marks.get(1).is_some_and(old) {
+            self.marks.pop_front();
+        }
+        let old_enough = self.marks.front().filter(|m| old(m)).map_or(0, |m| m.1);
+        old_enough.min(self.current - self.config.retain_revisions.max(0))
     }
 
     fn control(&mut self, req: Request) {
