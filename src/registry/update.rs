@@ -20,7 +20,11 @@ pub type Transform<'a> = dyn Fn(Option<&Value>) -> Result<Value, ApiError> + Sen
 pub const CONFLICT_MODIFIED: &str =
     "the object has been modified; please apply your changes to the latest version and try again";
 
-const MAX_ATTEMPTS: usize = 16;
+/// Attempts before an update that keeps losing races gives up with a conflict. Only writes
+/// without a resourceVersion retry (one with a resourceVersion fails at the first re-read that
+/// sees another), and upstream's guaranteed update retries those without limit: a patch must not
+/// fail because many clients patch one object at once. The bound only guards against a loop.
+const MAX_ATTEMPTS: usize = 10_000;
 
 impl Registry {
     /// Updates one object; returns it and whether it was created.
