@@ -42,6 +42,8 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub details: Option<StatusDetails>,
+    /// metadata.continue of the Status: the token that goes on with an expired list.
+    pub list_continue: Option<String>,
 }
 
 /// What a resource error names: the group, the resource (plural) or kind, and the object name.
@@ -75,7 +77,14 @@ impl Target<'_> {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError { code, reason, message: message.into(), details: None, list_continue: None }
+    }
+
+    /// Sets metadata.continue (a 410 for an expired continue token carries one that lists on
+    /// at the latest revision, as upstream).
+    pub fn with_continue(mut self, token: String) -> Self {
+        self.list_continue = Some(token);
+        self
     }
 
     pub fn with_details(mut self, details: StatusDetails) -> Self {
@@ -215,6 +224,9 @@ impl ApiError {
         }
         if let Some(details) = &self.details {
             status["details"] = serde_json::to_value(details).unwrap_or_default();
+        }
+        if let Some(token) = &self.list_continue {
+            status["metadata"]["continue"] = json!(token);
         }
         status
     }

@@ -11,7 +11,8 @@ use crate::store::Revision;
 pub struct ContinueToken {
     /// Format version.
     pub v: String,
-    /// The revision every page of the list is read at.
+    /// The revision every page of the list is read at; -1 (`LATEST`): the latest at each page,
+    /// given out when the list's own revision has been compacted.
     pub rv: Revision,
     /// The last key returned, relative to the list prefix; the next page starts after it.
     pub start: String,
@@ -26,9 +27,17 @@ pub enum ContinueError {
 
 const VERSION: &str = "meta.k8s.io/v1";
 
+/// The revision of a token that continues at the latest revision instead of a fixed one.
+pub const LATEST: Revision = -1;
+
 impl ContinueToken {
     pub fn new(rv: Revision, start: impl Into<String>) -> Self {
         ContinueToken { v: VERSION.to_string(), rv, start: start.into() }
+    }
+
+    /// The revision the next page reads at (None: the latest).
+    pub fn revision(&self) -> Option<Revision> {
+        (self.rv != LATEST).then_some(self.rv)
     }
 
     /// The opaque string form.
@@ -48,7 +57,7 @@ impl ContinueToken {
         if token.v != VERSION {
             return Err(ContinueError::Malformed(format!("unknown version {:?}", token.v)));
         }
-        if token.rv <= 0 {
+        if token.rv == 0 || token.rv < LATEST {
             return Err(ContinueError::Malformed(
                 "incorrect encoded start resourceVersion (version meta.k8s.io/v1)".into(),
             ));
@@ -72,6 +81,13 @@ mod tests {
     }
 
     #[test]
+    fn latest_tokens_read_at_the_latest_revision() {
+        let t = ContinueToken::decode(&ContinueToken::new(LATEST, "default/a").encode()).unwrap();
+        assert_eq!(t.revision(), None);
+        assert_eq!(ContinueToken::new(7, "default/a").revision(), Some(7));
+    }
+
+    #[test]
     fn rejects_garbage() {
         for bad in [
             "",
@@ -79,6 +95,7 @@ mod tests {
             "e30=",
             &ContinueToken::new(0, "a").encode(),
             &ContinueToken::new(3, "../x").encode(),
+            &ContinueToken::new(-2, "a").encode(),
         ] {
             assert!(ContinueToken::decode(bad).is_err(), "{bad}");
         }

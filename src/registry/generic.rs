@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::catalog::ResourceInfo;
-use super::continue_token::ContinueToken;
+use super::continue_token::{ContinueToken, LATEST};
 use super::object;
 use super::selector::{FieldSelector, LabelSelector};
 use crate::apiserver::status::{ApiError, Target};
@@ -132,7 +132,7 @@ impl Registry {
                     }
                     let t = ContinueToken::decode(token)
                         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-                    (Some(t.rv), Some(format!("{prefix}{}", t.start)))
+                    (t.revision(), Some(format!("{prefix}{}", t.start)))
                 }
                 None => (self.list_revision(p).await?, None),
             };
@@ -145,7 +145,9 @@ impl Registry {
             let opts = ListOptions { revision, start_after: start_after.clone(), limit: want };
             let page = self.store.list(&prefix, &opts).await.map_err(|e| match e {
                 StoreError::TooOld { .. } if p.continue_token.is_some() => {
-                    ApiError::gone(CONTINUE_EXPIRED)
+                    let start = start_after.as_deref().and_then(|k| k.strip_prefix(&prefix));
+                    let on = ContinueToken::new(LATEST, start.unwrap_or_default());
+                    ApiError::gone(CONTINUE_EXPIRED).with_continue(on.encode())
                 }
                 StoreError::TooOld { requested, oldest } => {
                     ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
