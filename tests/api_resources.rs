@@ -19,6 +19,7 @@ use tower::ServiceExt;
 
 struct Env {
     router: axum::Router,
+    store: Store,
     client: kube::Client,
     _dir: tempfile::TempDir,
 }
@@ -34,7 +35,7 @@ async fn env() -> Env {
         uid: String::new(),
         groups: vec!["system:masters".into()],
     };
-    let router = api_router(store).layer(axum::middleware::from_fn(
+    let router = api_router(store.clone()).layer(axum::middleware::from_fn(
         move |mut req: axum::extract::Request, next: axum::middleware::Next| {
             let admin = admin.clone();
             async move {
@@ -44,7 +45,7 @@ async fn env() -> Env {
         },
     ));
     let client = kube::Client::new(router.clone(), "default");
-    Env { router, client, _dir: dir }
+    Env { router, client, store, _dir: dir }
 }
 
 /// A raw request: (status, headers, body as JSON or text).
@@ -590,4 +591,118 @@ async fn pods_default_and_delete_gracefully() {
     assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(30));
     api.delete("p", &DeleteParams::default().grace_period(0)).await.unwrap();
     assert!(api.get("p").await.is_err());
+}
+
+/// A paged list stays consistent while far more writes than the store's revision floor happen
+/// between pages: its continue token lasts minutes, as against etcd behind kube-apiserver.
+#[tokio::test(flavor = "multi_thread")]
+async fn continue_tokens_survive_heavy_writes_between_pages() {
+    let env = env().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(env.client.clone());
+    for i in 0..20 {
+        api.create(&PostParams::default(), &cm(&format!("p{i:02}"), json!({"v": "0"})))
+            .await
+            .unwrap();
+    }
+    let first = api.list(&ListParams::default().limit(5)).await.unwrap();
+    let token = first.metadata.continue_.clone().expect("more pages");
+    // 1,200 writes: more revisions than SQLite keeps by count; then long enough for an
+    // automatic compaction run (every 5 s).
+    let hot = api.create(&PostParams::default(), &cm("hot", json!({}))).await.unwrap();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                for i in 0..300 {
+                    let patch = json!({"data": {format!("w{w}"): i.to_string()}});
+                    api.patch("hot", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let latest = api.get("hot").await.unwrap();
+    let written = latest.metadata.resource_version.unwrap().parse::<i64>().unwrap()
+        - hot.metadata.resource_version.unwrap().parse::<i64>().unwrap();
+    assert!(written >= 1_200, "{written} revisions written");
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+
+    let mut names: Vec<String> =
+        first.items.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
+    let mut lp = ListParams::default().limit(5).continue_token(&token);
+    loop {
+        let page = api.list(&lp).await.expect("the continue token is still good");
+        assert_eq!(page.metadata.resource_version, first.metadata.resource_version);
+        names.extend(page.items.iter().map(|c| c.metadata.name.clone().unwrap()));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = lp.continue_token(&c),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..20).map(|i| format!("p{i:02}")).collect();
+    assert_eq!(names, expected, "the list shows the state of its first page: no 'hot'");
+}
+
+/// Patches without a resourceVersion never fail with a conflict, however many clients patch
+/// one object at once: the server retries them from a fresh read (upstream's guaranteed update).
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_patches_of_one_object_all_apply() {
+    let env = env().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(env.client.clone());
+    api.create(&PostParams::default(), &cm("shared", json!({}))).await.unwrap();
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    let patch = json!({"data": {format!("w{w}"): i.to_string()}});
+                    api.patch("shared", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                }
+                Ok::<_, kube::Error>(())
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap().expect("every patch applies");
+    }
+    let data = api.get("shared").await.unwrap().data.unwrap();
+    assert_eq!(data.len(), 9, "{data:?}");
+    assert!((0..8).all(|w| data[&format!("w{w}")] == "99"), "{data:?}");
+}
+
+/// A continue token whose revision has been compacted gets upstream's 410 Expired, and the
+/// Status carries a token that lists on from the same key at the latest revision.
+#[tokio::test]
+async fn an_expired_continue_token_offers_one_that_lists_on_at_the_latest_revision() {
+    let env = env().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(env.client.clone());
+    for i in 0..6 {
+        api.create(&PostParams::default(), &cm(&format!("e{i}"), json!({}))).await.unwrap();
+    }
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    let token = first.metadata.continue_.expect("more pages");
+    api.create(&PostParams::default(), &cm("e9", json!({}))).await.unwrap();
+    api.delete("e3", &DeleteParams::default()).await.unwrap();
+    env.store.compact(env.store.revision()).await.unwrap();
+
+    let uri = format!("/api/v1/namespaces/default/configmaps?limit=2&continue={token}");
+    let (code, _, status) = raw(&env, "GET", &uri, "", "", "").await;
+    assert_eq!(code, StatusCode::GONE, "{status}");
+    assert_eq!(status["reason"], "Expired");
+    assert!(status["message"].as_str().unwrap().starts_with("The provided continue parameter"));
+    let inconsistent = status["metadata"]["continue"].as_str().expect("a token to go on with");
+
+    let mut names = vec![];
+    let mut lp = ListParams::default().limit(2).continue_token(inconsistent);
+    loop {
+        let page = api.list(&lp).await.unwrap();
+        names.extend(page.items.iter().map(|c| c.metadata.name.clone().unwrap()));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = lp.continue_token(&c),
+            None => break,
+        }
+    }
+    assert_eq!(names, vec!["e2", "e4", "e5", "e9"], "the rest, as it is now");
 }
