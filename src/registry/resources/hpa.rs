@@ -1,9 +1,7 @@
 //! HorizontalPodAutoscalers, served as autoscaling/v2 (stored) and autoscaling/v1 (converted).
 //!
-//! The v1 form only knows a CPU utilization target: converting v1 to v2 turns it into one
-//! Resource metric, and v2 to v1 keeps only that metric. A v1 write therefore replaces any
-//! other v2 metrics and the behavior section; upstream keeps those in annotations, skiff does
-//! not (yet).
+//! The v1 form only knows a CPU utilization target; `hpa/conversion.rs` carries the rest of a
+//! v2 object through v1 in annotations, as upstream does.
 
 use serde_json::{json, Value};
 
@@ -13,11 +11,12 @@ use crate::registry::object::{self, default_field};
 use crate::registry::strategy::{Column, Strategy};
 use crate::registry::validation as v;
 
+mod conversion;
+
+pub use conversion::{cpu_metric, v1_to_v2, v2_to_v1, DEFAULT_CPU_UTILIZATION};
+
 /// The HorizontalPodAutoscaler strategy (both versions).
 pub struct HpaStrategy;
-
-/// The CPU utilization target an HPA without metrics gets.
-pub const DEFAULT_CPU_UTILIZATION: i64 = 80;
 
 /// autoscaling/v1 served, autoscaling/v2 stored.
 pub const V1_CONVERSION: Conversion = Conversion {
@@ -31,6 +30,10 @@ pub const V1_CONVERSION: Conversion = Conversion {
 impl Strategy for HpaStrategy {
     fn default(&self, obj: &mut Value) {
         let v2 = object::str_at(obj, "apiVersion") != Some("autoscaling/v1");
+        if v2 {
+            // Only v1 conversion writes these; v2 objects never keep them (as upstream).
+            conversion::drop_round_trip_annotations(obj);
+        }
         let Some(spec) = object::ensure_object(obj, "spec") else { return };
         default_field(spec, "minReplicas", json!(1));
         if v2 {
@@ -98,10 +101,6 @@ impl Strategy for HpaStrategy {
     }
 }
 
-fn cpu_metric(target: i64) -> Value {
-    json!({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": target}}})
-}
-
 fn v2_view(o: &Value) -> Value {
     if object::str_at(o, "apiVersion") == Some("autoscaling/v1") {
         v1_to_v2(o.clone())
@@ -140,64 +139,6 @@ fn targets(o: &Value) -> String {
     } else {
         cells.join(", ")
     }
-}
-
-/// An autoscaling/v1 object as autoscaling/v2.
-pub fn v1_to_v2(v: Value) -> Value {
-    let Value::Object(mut m) = v else { return v };
-    m.insert("apiVersion".into(), json!("autoscaling/v2"));
-    if let Some(Value::Object(spec)) = m.get_mut("spec") {
-        if let Some(t) = spec.remove("targetCPUUtilizationPercentage").and_then(|t| t.as_i64()) {
-            spec.insert("metrics".into(), json!([cpu_metric(t)]));
-        }
-    }
-    if let Some(Value::Object(status)) = m.get_mut("status") {
-        if let Some(c) = status.remove("currentCPUUtilizationPercentage").and_then(|t| t.as_i64()) {
-            status.insert(
-                "currentMetrics".into(),
-                json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": c}}}]),
-            );
-        }
-    }
-    Value::Object(m)
-}
-
-/// An autoscaling/v2 object as autoscaling/v1 (only the CPU utilization metric survives).
-pub fn v2_to_v1(v: Value) -> Value {
-    let Value::Object(mut m) = v else { return v };
-    m.insert("apiVersion".into(), json!("autoscaling/v1"));
-    if let Some(Value::Object(spec)) = m.get_mut("spec") {
-        let metrics = spec.remove("metrics");
-        spec.remove("behavior");
-        let cpu = metrics.as_ref().and_then(Value::as_array).and_then(|ms| {
-            ms.iter()
-                .find(|x| x.pointer("/resource/name").and_then(Value::as_str) == Some("cpu"))
-                .and_then(|x| {
-                    x.pointer("/resource/target/averageUtilization").and_then(Value::as_i64)
-                })
-        });
-        if let Some(c) = cpu {
-            spec.insert("targetCPUUtilizationPercentage".into(), json!(c));
-        }
-    }
-    if let Some(Value::Object(status)) = m.get_mut("status") {
-        let current = status.remove("currentMetrics");
-        status.remove("conditions");
-        let cpu = current.as_ref().and_then(Value::as_array).and_then(|ms| {
-            ms.iter()
-                .find(|x| x.pointer("/resource/name").and_then(Value::as_str) == Some("cpu"))
-                .and_then(|x| {
-                    x.pointer("/resource/current/averageUtilization").and_then(Value::as_i64)
-                })
-        });
-        if let Some(c) = cpu {
-            status.insert("currentCPUUtilizationPercentage".into(), json!(c));
-        }
-        if !status.contains_key("currentReplicas") {
-            status.insert("currentReplicas".into(), json!(0));
-        }
-    }
-    Value::Object(m)
 }
 
 #[cfg(test)]
