@@ -1,10 +1,15 @@
 //! HorizontalPodAutoscalers across autoscaling/v1 and autoscaling/v2: a v2 object with several
 //! metrics, behavior, current metrics and conditions read through v1 and written back unchanged
 //! keeps all of it (carried in upstream's autoscaling.alpha.kubernetes.io annotations, which v2
-//! never shows).
+//! never shows). And `kubectl get hpa` (1.33) showing TARGETS for AverageValue metrics as
+//! upstream prints them ("cpu: 250m/500m").
+
+use std::path::Path;
 
 use serde_json::{json, Value};
-use skiff::testing::skiff_server::{request, InProcessServer, RawResponse};
+use skiff::testing::skiff_server::{request, run_kubectl, InProcessServer, RawResponse};
+
+const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 
 const V1: &str = "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers";
 const V2: &str = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers";
@@ -150,4 +155,50 @@ async fn v1_writes_keep_their_target_and_default_it() {
     assert_eq!(v2["spec"]["metrics"], cpu80);
     let v1 = send(c, "GET", &format!("{V1}/plain"), None).await.json();
     assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 80);
+}
+
+#[tokio::test]
+async fn kubectl_get_hpa_prints_average_value_targets() {
+    let server = api_only().await;
+    let c = &server.client;
+    let hpa = json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "avg"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "avg"},
+                 "maxReplicas": 5, "metrics": [
+            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "AverageValue", "averageValue": "500m"}}},
+            {"type": "Pods", "pods": {"metric": {"name": "packets-per-second"}, "target": {"type": "AverageValue", "averageValue": "1k"}}},
+            {"type": "External", "external": {"metric": {"name": "queue-length"}, "target": {"type": "Value", "value": "30"}}},
+        ]},
+    });
+    let mut created = send(c, "POST", V2, Some(&hpa)).await.json();
+    created["status"] = json!({"currentReplicas": 1, "desiredReplicas": 1, "currentMetrics": [
+        {"type": "Resource", "resource": {"name": "cpu", "current": {"averageValue": "250m"}}},
+        {"type": "Pods", "pods": {"metric": {"name": "packets-per-second"}, "current": {"averageValue": "250"}}},
+    ]});
+    send(c, "PUT", &format!("{V2}/avg/status"), Some(&created)).await;
+
+    // The Table the server renders (what every kubectl prints).
+    let table = send_table(c, &format!("{V2}/avg")).await;
+    assert_eq!(table["rows"][0]["cells"][2], "cpu: 250m/500m, 250/1k + 1 more...", "{table}");
+
+    if !Path::new(KUBECTL).exists() {
+        eprintln!("{KUBECTL} not installed; skipping the kubectl part");
+        return;
+    }
+    let out = run_kubectl(Path::new(KUBECTL), &server.kubeconfig, &["get", "hpa", "avg"])
+        .await
+        .expect("kubectl runs");
+    assert!(out.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("cpu: 250m/500m, 250/1k + 1 more..."), "{}", out.stdout);
+    assert!(!out.stdout.contains("<unknown>"), "{}", out.stdout);
+}
+
+async fn send_table(client: &kube::Client, path: &str) -> Value {
+    let accept = "application/json;as=Table;v=v1;g=meta.k8s.io";
+    let r = request(client, "GET", path, &[("accept", accept)], Vec::new())
+        .await
+        .expect("request is answered");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
 }

@@ -12,6 +12,7 @@ use crate::registry::strategy::{Column, Strategy};
 use crate::registry::validation as v;
 
 mod conversion;
+mod printer;
 
 pub use conversion::{cpu_metric, v1_to_v2, v2_to_v1, DEFAULT_CPU_UTILIZATION};
 
@@ -81,7 +82,7 @@ impl Strategy for HpaStrategy {
                     object::str_at(o, "spec.scaleTargetRef.name").unwrap_or("")
                 ))
             }),
-            Column::new("Targets", "string", 0, |o| json!(targets(&v2_view(o)))),
+            Column::new("Targets", "string", 0, |o| json!(printer::targets(&v2_view(o)))),
             Column::new("MinPods", "string", 0, |o| {
                 json!(object::path(o, "spec.minReplicas")
                     .and_then(Value::as_i64)
@@ -106,38 +107,6 @@ fn v2_view(o: &Value) -> Value {
         v1_to_v2(o.clone())
     } else {
         o.clone()
-    }
-}
-
-fn targets(o: &Value) -> String {
-    let metrics =
-        object::path(o, "spec.metrics").and_then(Value::as_array).cloned().unwrap_or_default();
-    let current = object::path(o, "status.currentMetrics")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let cells: Vec<String> = metrics
-        .iter()
-        .map(|m| {
-            let name = m.pointer("/resource/name").and_then(Value::as_str).unwrap_or("");
-            let target = m.pointer("/resource/target/averageUtilization").and_then(Value::as_i64);
-            let now = current
-                .iter()
-                .find(|c| c.pointer("/resource/name").and_then(Value::as_str) == Some(name))
-                .and_then(|c| {
-                    c.pointer("/resource/current/averageUtilization").and_then(Value::as_i64)
-                });
-            let now = now.map_or("<unknown>".to_string(), |n| format!("{n}%"));
-            match target {
-                Some(t) => format!("{name}: {now}/{t}%"),
-                None => format!("{name}: <unknown>"),
-            }
-        })
-        .collect();
-    if cells.is_empty() {
-        "<none>".into()
-    } else {
-        cells.join(", ")
     }
 }
 
