@@ -158,7 +158,11 @@ async fn main() {
     let replicas = arg("--replicas", 100);
     let timeout = Duration::from_secs(arg("--timeout-secs", 3600));
     let total = count * replicas;
-    let binary = Path::new(env!("CARGO_BIN_EXE_skiff"));
+    // SKIFF_BENCH_BINARY runs another program as the server (a wrapper that profiles it).
+    let binary = std::env::var_os("SKIFF_BENCH_BINARY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_BIN_EXE_skiff")).to_owned());
+    let binary = binary.as_path();
     println!(
         "skiff scale benchmark: {nodes} simulated nodes, {count} Deployments × {replicas} \
          replicas = {total} pods (release skiff server in its own process, SQLite, HTTPS)"
