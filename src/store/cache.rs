@@ -357,9 +357,13 @@ impl CacheState {
     }
 
     fn apply(&mut self, batch: Vec<Event>, window_cap: usize) {
-        for ev in batch {
+        for mut ev in batch {
             if ev.revision() <= self.revision {
                 continue;
+            }
+            if let Some(cached) = self.items.get(&ev.kv.key) {
+                let (revision, value) = (cached.mod_revision, cached.value.clone());
+                share_previous(&mut ev, revision, &value);
             }
             match ev.kind {
                 EventKind::Delete => {
@@ -399,6 +403,19 @@ impl CacheState {
             w.end(StoreError::CacheReset);
         }
         *self = CacheState::new(items, revision);
+    }
+}
+
+/// Points the event's previous value (and a delete's last value) at the bytes the cache already
+/// holds for that version: the backend read its own copy, and the window would keep both.
+fn share_previous(ev: &mut Event, revision: Revision, value: &Bytes) {
+    if let Some(prev) = ev.prev.as_mut() {
+        if prev.mod_revision == revision && prev.value == value {
+            prev.value = value.clone();
+        }
+    }
+    if ev.kind == EventKind::Delete && ev.kv.value == value {
+        ev.kv.value = value.clone();
     }
 }
 
@@ -461,6 +478,30 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_share_the_cached_bytes_of_the_previous_version() {
+        let cached = kv("/a", "one", 1, 1);
+        let mut update = Event {
+            kind: EventKind::Update,
+            kv: kv("/a", "two", 1, 2),
+            prev: Some(kv("/a", "one", 1, 1)),
+        };
+        share_previous(&mut update, cached.mod_revision, &cached.value);
+        let prev = update.prev.as_ref().unwrap();
+        assert_eq!(prev.value.as_ptr(), cached.value.as_ptr());
+        let mut delete = Event { kind: EventKind::Delete, kv: kv("/a", "one", 1, 3), prev: None };
+        share_previous(&mut delete, cached.mod_revision, &cached.value);
+        assert_eq!(delete.kv.value.as_ptr(), cached.value.as_ptr());
+        // Another version keeps its own bytes.
+        let mut other = Event {
+            kind: EventKind::Update,
+            kv: kv("/a", "three", 1, 4),
+            prev: Some(kv("/a", "two", 1, 2)),
+        };
+        share_previous(&mut other, cached.mod_revision, &cached.value);
+        assert_ne!(other.prev.as_ref().unwrap().value.as_ptr(), cached.value.as_ptr());
+    }
 
     fn kv(key: &str, value: &str, create: Revision, rev: Revision) -> KeyValue {
         KeyValue {
