@@ -14,7 +14,9 @@ pub mod adoption;
 mod backoff;
 pub mod failurepolicy;
 pub mod indexes;
+mod plan;
 mod pods;
+mod status;
 
 use super::events::record as record_event;
 
@@ -24,10 +26,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
+use k8s_openapi::api::batch::v1::{Job, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::PostParams;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
@@ -42,8 +42,11 @@ use super::worker::{run_workers, Action};
 pub use backoff::backoff_delay;
 use backoff::{remaining_backoff, BackoffRecord};
 use failurepolicy::Verdict;
+use plan::{index_failure_counts, index_failures, success_policy_met, Plan};
 pub use pods::pod_from_template;
 use pods::{create_pods, delete_pods, remove_finalizer};
+pub use status::is_finished;
+use status::{condition_true, set_condition, to_time, write_status};
 
 /// The finalizer that keeps a job's pod until the job has counted it.
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -222,46 +225,6 @@ fn finish_time(pod: &Pod, now: DateTime<Utc>) -> DateTime<Utc> {
         podutil::time_of(t) - chrono::Duration::seconds(grace)
     });
     latest.or(deleted).unwrap_or(now).min(now)
-}
-
-fn to_time(t: DateTime<Utc>) -> Time {
-    Time(k8s_openapi::jiff::Timestamp::from_second(t.timestamp()).unwrap_or_default())
-}
-
-fn condition_true<'a>(status: &'a JobStatus, kind: &str) -> Option<&'a JobCondition> {
-    status.conditions.as_ref()?.iter().find(|c| c.type_ == kind && c.status == "True")
-}
-
-/// Whether the job has finished (Complete or Failed is True).
-pub fn is_finished(job: &Job) -> bool {
-    job.status.as_ref().is_some_and(|s| {
-        condition_true(s, "Complete").is_some() || condition_true(s, "Failed").is_some()
-    })
-}
-
-/// Sets a condition, keeping its transition time when its status does not change.
-fn set_condition(status: &mut JobStatus, kind: &str, value: bool, reason: &str, message: &str) {
-    let now = to_time(Utc::now());
-    let v = if value { "True" } else { "False" };
-    let conds = status.conditions.get_or_insert_with(Vec::new);
-    if let Some(c) = conds.iter_mut().find(|c| c.type_ == kind) {
-        if c.status != v {
-            c.last_transition_time = Some(now.clone());
-        }
-        c.status = v.into();
-        c.reason = Some(reason.into());
-        c.message = Some(message.into());
-        c.last_probe_time = Some(now);
-        return;
-    }
-    conds.push(JobCondition {
-        type_: kind.into(),
-        status: v.into(),
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        last_probe_time: Some(now.clone()),
-        last_transition_time: Some(now),
-    });
 }
 
 /// The reason for ending a job that is on its way to finishing.
@@ -774,160 +737,4 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
         Some(d) => Action::RequeueAfter(d),
         None => Action::Done,
     })
-}
-
-/// The index of the first success policy rule the completed indexes satisfy.
-fn success_policy_met(
-    spec: &k8s_openapi::api::batch::v1::JobSpec,
-    completed: &BTreeSet<i32>,
-) -> Option<usize> {
-    let policy = spec.success_policy.as_ref()?;
-    if spec.completion_mode.as_deref() != Some("Indexed") {
-        return None;
-    }
-    let limit = spec.completions.unwrap_or(0);
-    policy.rules.iter().position(|rule| {
-        let wanted = rule.succeeded_indexes.as_deref().map(|s| indexes::parse(s, limit));
-        let done = match &wanted {
-            Some(w) => w.intersection(completed).count() as i32,
-            None => completed.len() as i32,
-        };
-        match (rule.succeeded_count, &wanted) {
-            (Some(n), _) => done >= n,
-            (None, Some(w)) => done == w.len() as i32 && !w.is_empty(),
-            (None, None) => false,
-        }
-    })
-}
-
-/// Per completion index, how many counted failures its pods had (backoffLimitPerIndex): one
-/// more than the count on its latest failed pod; ignored failures do not count.
-fn index_failure_counts(job: &Job, pods: &[Arc<Pod>]) -> HashMap<i32, i32> {
-    let mut out: HashMap<i32, i32> = HashMap::new();
-    if job.spec.as_ref().and_then(|s| s.backoff_limit_per_index).is_none() {
-        return out;
-    }
-    let policy = job.spec.as_ref().and_then(|s| s.pod_failure_policy.as_ref());
-    for p in pods.iter().filter(|p| is_failed(p, job)) {
-        let Some(i) = indexes::of_pod(p) else { continue };
-        let ignored = policy.is_some_and(|pol| failurepolicy::evaluate(pol, p) == Verdict::Ignore);
-        let n = index_failures(p) + i32::from(!ignored);
-        let e = out.entry(i).or_insert(0);
-        *e = (*e).max(n);
-    }
-    out
-}
-
-fn index_failures(pod: &Pod) -> i32 {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(INDEX_FAILURE_COUNT))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// What pods to run: how many (and, for Indexed jobs, which indexes) to create, and which
-/// active pods are surplus.
-struct Plan<'a> {
-    indexed: bool,
-    completions: Option<i32>,
-    parallelism: i32,
-    succeeded: i32,
-    completed: &'a BTreeSet<i32>,
-    failed_indexes: &'a BTreeSet<i32>,
-    terminating: i32,
-}
-
-impl Plan<'_> {
-    /// (indexes to create — None for NonIndexed pods — , pods to delete).
-    fn diff(&self, active: &[Arc<Pod>]) -> (Vec<Option<i32>>, Vec<Arc<Pod>>) {
-        if !self.indexed {
-            let want = match self.completions {
-                Some(c) => (c - self.succeeded).clamp(0, self.parallelism),
-                None if self.succeeded > 0 => 0,
-                None => self.parallelism,
-            };
-            let have = active.len() as i32;
-            if have > want {
-                // Newest first.
-                let surplus = active.iter().rev().take((have - want) as usize).cloned().collect();
-                return (vec![], surplus);
-            }
-            let n = (want - have - self.terminating).max(0) as usize;
-            return (vec![None; n.min(BURST)], vec![]);
-        }
-        let limit = self.completions.unwrap_or(0);
-        let mut seen: BTreeSet<i32> = BTreeSet::new();
-        let mut surplus = vec![];
-        let mut keep = vec![];
-        for p in active {
-            match indexes::of_pod(p) {
-                Some(i)
-                    if i < limit
-                        && !self.completed.contains(&i)
-                        && !self.failed_indexes.contains(&i)
-                        && seen.insert(i) =>
-                {
-                    keep.push(p.clone())
-                }
-                _ => surplus.push(p.clone()),
-            }
-        }
-        if keep.len() as i32 > self.parallelism {
-            let extra = keep.len() - self.parallelism as usize;
-            surplus.extend(keep.iter().rev().take(extra).cloned());
-            return (vec![], surplus);
-        }
-        let room = (self.parallelism - keep.len() as i32 - self.terminating).max(0) as usize;
-        let pending: Vec<Option<i32>> = (0..limit)
-            .filter(|i| {
-                !seen.contains(i) && !self.completed.contains(i) && !self.failed_indexes.contains(i)
-            })
-            .take(room.min(BURST))
-            .map(Some)
-            .collect();
-        (pending, surplus)
-    }
-}
-
-/// Replaces the job's status (compare-and-swap on its resourceVersion); None if it is gone.
-async fn write_status(api: &Api<Job>, job: &Job) -> Result<Option<Job>, kube::Error> {
-    let pp = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
-    match api.replace_status(&job.name_any(), &pp, job).await {
-        Ok(j) => Ok(Some(j)),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plans_fill_parallelism_and_pending_indexes() {
-        let none = BTreeSet::new();
-        let plan = Plan {
-            indexed: false,
-            completions: Some(3),
-            parallelism: 2,
-            succeeded: 2,
-            completed: &none,
-            failed_indexes: &none,
-            terminating: 0,
-        };
-        assert_eq!(plan.diff(&[]).0.len(), 1);
-        let completed: BTreeSet<i32> = [0, 2].into_iter().collect();
-        let plan = Plan {
-            indexed: true,
-            completions: Some(5),
-            parallelism: 2,
-            completed: &completed,
-            ..plan
-        };
-        assert_eq!(plan.diff(&[]).0, vec![Some(1), Some(3)]);
-        let work_queue = Plan { indexed: false, completions: None, succeeded: 1, ..plan };
-        assert!(work_queue.diff(&[]).0.is_empty());
-    }
 }

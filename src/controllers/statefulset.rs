@@ -11,6 +11,11 @@
 //! availableReplicas, currentRevision, updateRevision, collisionCount, observedGeneration) is
 //! what `kubectl rollout status` reads.
 
+mod claims;
+mod status;
+
+use claims::ensure_claims;
+use status::write_status;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +24,7 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetSpe
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -186,16 +191,6 @@ fn revision_of(pod: &Pod) -> &str {
 /// The name of claim template `template`'s claim for `ordinal`.
 pub fn claim_name(template: &str, set: &str, ordinal: i32) -> String {
     format!("{template}-{set}-{ordinal}")
-}
-
-/// whenDeleted and whenScaled of the retention policy (Retain when unset).
-fn retention(spec: &StatefulSetSpec) -> (bool, bool) {
-    let p = spec.persistent_volume_claim_retention_policy.as_ref();
-    let delete = |v: Option<&String>| v.map(String::as_str) == Some("Delete");
-    (
-        delete(p.and_then(|p| p.when_deleted.as_ref())),
-        delete(p.and_then(|p| p.when_scaled.as_ref())),
-    )
 }
 
 /// A pod of `set` at `ordinal` from `template`, labelled with `revision`.
@@ -581,196 +576,6 @@ fn api_message(e: &kube::Error) -> String {
         kube::Error::Api(ae) => ae.message.clone(),
         other => other.to_string(),
     }
-}
-
-/// An owner reference to a pod marking it as controller.
-fn pod_ref(pod: &Pod) -> OwnerReference {
-    OwnerReference {
-        api_version: "v1".into(),
-        kind: "Pod".into(),
-        name: pod.name_any(),
-        uid: pod.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
-/// Creates the claims of `ordinal` that do not exist; with `pod` (and whether its ordinal is in
-/// range), makes their owner references follow the retention policy: whenDeleted=Delete makes
-/// the set their controller, whenScaled=Delete makes a scaled-down pod their controller.
-async fn ensure_claims(
-    view: &View<'_>,
-    ordinal: i32,
-    pod: Option<(&Pod, bool)>,
-) -> Result<(), StatefulSetError> {
-    let spec = view.spec();
-    let templates = spec.volume_claim_templates.as_deref().unwrap_or(&[]);
-    if templates.is_empty() {
-        return Ok(());
-    }
-    let set = view.set.as_ref();
-    let ns = set.namespace().unwrap_or_default();
-    let (when_deleted, when_scaled) = retention(spec);
-    let set_uid = set.uid().unwrap_or_default();
-    for t in templates {
-        let name = claim_name(t.metadata.name.as_deref().unwrap_or(""), &set.name_any(), ordinal);
-        let Some(existing) = view.ctx.claims.get(&ObjectRef::new(&name).within(&ns)) else {
-            let mut labels = t.metadata.labels.clone().unwrap_or_default();
-            for (k, v) in spec.selector.match_labels.iter().flatten() {
-                labels.insert(k.clone(), v.clone());
-            }
-            let claim = PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: Some(ns.clone()),
-                    labels: Some(labels),
-                    annotations: t.metadata.annotations.clone(),
-                    owner_references: when_deleted.then(|| vec![podutil::controller_ref(set)]),
-                    ..Default::default()
-                },
-                spec: t.spec.clone(),
-                status: None,
-            };
-            match view.claims_api.create(&PostParams::default(), &claim).await {
-                Ok(_) => {
-                    tracing::debug!(statefulset = %view.key, claim = %name, "created claim");
-                    let message = format!(
-                        "create Claim {name} Pod {}-{ordinal} in StatefulSet {} success",
-                        set.name_any(),
-                        set.name_any()
-                    );
-                    record(&view.ctx.client, MANAGER, set, false, "SuccessfulCreate", message);
-                }
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(e) => {
-                    // The claim's failure, and for a pod about to be made, the pod's.
-                    let (set_name, why) = (set.name_any(), api_message(&e));
-                    let pod_in_set = format!("Pod {set_name}-{ordinal} in StatefulSet {set_name}");
-                    let message =
-                        format!("create Claim {name} for {pod_in_set} failed error: {why}");
-                    record(&view.ctx.client, MANAGER, set, true, "FailedCreate", message);
-                    if pod.is_none() {
-                        let why = format!("failed to create PVC {name}: {why}");
-                        let message = format!("create {pod_in_set} failed error: {why}");
-                        record(&view.ctx.client, MANAGER, set, true, "FailedCreate", message);
-                    }
-                    return Err(view.err("create a persistent volume claim")(e));
-                }
-            }
-            continue;
-        };
-        let Some((pod, in_range)) = pod else { continue };
-        if existing.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let refs = existing.metadata.owner_references.clone().unwrap_or_default();
-        let ours = |r: &OwnerReference| {
-            r.uid == set_uid
-                || r.uid == pod.uid().unwrap_or_default()
-                || (r.kind == "StatefulSet" && r.name == set.name_any())
-                || (r.kind == "Pod" && r.name == pod.name_any())
-        };
-        let mut want: Vec<OwnerReference> = refs.iter().filter(|r| !ours(r)).cloned().collect();
-        let foreign_controller = want.iter().any(|r| r.controller == Some(true));
-        if !foreign_controller {
-            if !in_range && when_scaled {
-                want.push(pod_ref(pod));
-            } else if when_deleted {
-                want.push(podutil::controller_ref(set));
-            }
-        }
-        if want != refs {
-            let patch = json!({"metadata": {
-                "ownerReferences": want,
-                "resourceVersion": existing.metadata.resource_version,
-            }});
-            let pp = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
-            match view.claims_api.patch(&name, &pp, &Patch::Merge(patch)).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(view.err("update a claim's owners")(e)),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Counts pods into status and writes it if it changed; returns when availability may change.
-async fn write_status(
-    view: &View<'_>,
-    pods: &[Arc<Pod>],
-    collision: i32,
-) -> Result<Option<Duration>, StatefulSetError> {
-    let set = &view.set;
-    let spec = view.spec();
-    let now = Utc::now();
-    let (mut replicas, mut ready, mut available, mut current, mut updated) = (0, 0, 0, 0, 0);
-    let mut requeue = None;
-    for p in pods {
-        if phase(p).is_empty() {
-            continue;
-        }
-        replicas += 1;
-        if running_and_ready(p) {
-            ready += 1;
-            if podutil::is_available(p, view.min_ready, now) {
-                available += 1;
-            } else {
-                requeue = Some(Duration::from_secs(view.min_ready.max(1) as u64));
-            }
-        }
-        if !terminating(p) {
-            if revision_of(p) == view.current_name {
-                current += 1;
-            }
-            if revision_of(p) == view.update_name {
-                updated += 1;
-            }
-        }
-    }
-    let mut current_name = view.current_name.clone();
-    let rolling =
-        spec.update_strategy.as_ref().and_then(|s| s.type_.as_deref()) != Some("OnDelete");
-    // A finished rolling update makes the update revision current. (Every wanted pod must
-    // exist: a pod deleted for the update and not yet recreated is missing, not finished.)
-    let wanted = spec.replicas.unwrap_or(1).max(0);
-    if rolling && updated == replicas && ready == replicas && replicas >= wanted {
-        current = updated;
-        current_name = view.update_name.clone();
-    }
-    let old = set.status.clone().unwrap_or_default();
-    let nz = |n: i32| (n > 0).then_some(n);
-    let changed = old.replicas != replicas
-        || old.ready_replicas.unwrap_or(0) != ready
-        || old.available_replicas.unwrap_or(0) != available
-        || old.current_replicas.unwrap_or(0) != current
-        || old.updated_replicas.unwrap_or(0) != updated
-        || old.current_revision.as_deref() != Some(current_name.as_str())
-        || old.update_revision.as_deref() != Some(view.update_name.as_str())
-        || old.observed_generation != set.metadata.generation
-        || old.collision_count.unwrap_or(0) != collision;
-    if changed {
-        let api: Api<StatefulSet> =
-            Api::namespaced(view.ctx.client.clone(), &set.namespace().unwrap_or_default());
-        let patch = json!({"status": {
-            "observedGeneration": set.metadata.generation,
-            "replicas": replicas,
-            "readyReplicas": nz(ready),
-            "availableReplicas": available,
-            "currentReplicas": nz(current),
-            "updatedReplicas": nz(updated),
-            "currentRevision": current_name,
-            "updateRevision": view.update_name,
-            "collisionCount": collision,
-        }});
-        let pp = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
-        match api.patch_status(&set.name_any(), &pp, &Patch::Merge(&patch)).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(view.err("update status")(e)),
-        }
-    }
-    Ok(requeue)
 }
 
 #[cfg(test)]
