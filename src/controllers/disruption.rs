@@ -30,6 +30,7 @@ use parking_lot::Mutex;
 use super::events::record;
 use super::informer::Change;
 use super::informers::{Informers, StoreReady};
+use super::podindex::{lookup, PodIndex};
 use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -75,6 +76,7 @@ struct Ctx {
     client: Client,
     budgets: Store<PodDisruptionBudget>,
     pods: Store<Pod>,
+    pod_index: PodIndex,
     replica_sets: Store<ReplicaSet>,
     deployments: Store<Deployment>,
     stateful_sets: Store<StatefulSet>,
@@ -100,18 +102,24 @@ pub async fn run(
         },
     );
     let (q, sq, index) = (queue.clone(), stale_queue.clone(), PodBudgets::new(budgets.clone()));
+    let pod_index = PodIndex::default();
+    let idx = pod_index.clone();
     let (pods, pods_task) = informers.spawn(
         "disruption-pod-informer",
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
         move |c| match c {
             Change::Applied(p) => {
+                idx.observe(&c);
                 index.changed(p, false).into_iter().for_each(|k| q.add(k));
                 if let Some(wait) = stale_disruption_wait(p, Utc::now()) {
                     sq.add_after(key_of(p), wait);
                 }
             }
-            Change::Deleted(p) => index.changed(p, true).into_iter().for_each(|k| q.add(k)),
+            Change::Deleted(p) => {
+                idx.observe(&c);
+                index.changed(p, true).into_iter().for_each(|k| q.add(k))
+            }
             Change::Synced => {}
         },
     );
@@ -144,6 +152,7 @@ pub async fn run(
         client,
         budgets,
         pods,
+        pod_index,
         replica_sets,
         deployments,
         stateful_sets,
@@ -343,7 +352,7 @@ fn pods_of(
     ns: &str,
 ) -> Result<Vec<Arc<Pod>>, DisruptionError> {
     let mut out = vec![];
-    for pod in ctx.pods.state() {
+    for pod in lookup(&ctx.pods, &ctx.pod_index.in_namespace(ns)) {
         if pod.namespace().as_deref() == Some(ns) && selects(pdb, &pod.metadata)? {
             out.push(pod);
         }

@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 
 use super::informer::Change;
 use super::informers::{Informers, StoreReady};
+use super::podindex::{lookup, PodIndex};
 use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -56,6 +57,7 @@ struct Ctx {
     client: Client,
     services: Store<Service>,
     pods: Store<Pod>,
+    pod_index: PodIndex,
     endpoints: Store<Endpoints>,
     triggers: TriggerTimeTracker,
 }
@@ -78,13 +80,21 @@ pub async fn run(
         },
     );
     let (q, index) = (queue.clone(), PodServices::new(services.clone()));
+    let pod_index = PodIndex::default();
+    let idx = pod_index.clone();
     let (pods, pods_task) = informers.spawn(
         "endpoints-pod-informer",
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
         move |c| match c {
-            Change::Applied(p) => index.changed(p, false).into_iter().for_each(|k| q.add(k)),
-            Change::Deleted(p) => index.changed(p, true).into_iter().for_each(|k| q.add(k)),
+            Change::Applied(p) => {
+                idx.observe(&c);
+                index.changed(p, false).into_iter().for_each(|k| q.add(k))
+            }
+            Change::Deleted(p) => {
+                idx.observe(&c);
+                index.changed(p, true).into_iter().for_each(|k| q.add(k))
+            }
             Change::Synced => {}
         },
     );
@@ -119,6 +129,7 @@ pub async fn run(
         client,
         services,
         pods,
+        pod_index,
         endpoints,
         triggers: TriggerTimeTracker::default(),
     });
@@ -156,7 +167,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, EndpointsError> {
         return Ok(Action::Done);
     }
     let Some(selector) = service_selector(&svc) else { return Ok(Action::Done) };
-    let pods = selected_pods(&ctx.pods, ns, selector);
+    let pods = selected_pods(&ctx.pods, &ctx.pod_index, ns, selector);
     let (trigger, seen) = ctx.triggers.compute(key, &svc, &pods);
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
     let ports = spec.ports.as_deref().unwrap_or(&[]);
@@ -275,11 +286,11 @@ pub fn service_ip_set(svc: &Service) -> bool {
 /// The pods of `ns` whose labels carry every pair of `selector`, by name.
 pub fn selected_pods(
     pods: &Store<Pod>,
+    index: &PodIndex,
     ns: &str,
     selector: &BTreeMap<String, String>,
 ) -> Vec<Arc<Pod>> {
-    let mut out: Vec<Arc<Pod>> = pods
-        .state()
+    let mut out: Vec<Arc<Pod>> = lookup(pods, &index.in_namespace(ns))
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns))
         .filter(|p| {

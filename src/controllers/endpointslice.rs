@@ -29,6 +29,7 @@ use super::endpoints::{
 };
 use super::informer::Change;
 use super::informers::{Informers, StoreReady};
+use super::podindex::PodIndex;
 use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -64,6 +65,7 @@ struct Ctx {
     client: Client,
     services: Store<Service>,
     pods: Store<Pod>,
+    pod_index: PodIndex,
     slices: Store<EndpointSlice>,
     nodes: Store<Node>,
     triggers: TriggerTimeTracker,
@@ -88,13 +90,21 @@ pub async fn run(
         },
     );
     let (q, index) = (queue.clone(), PodServices::new(services.clone()));
+    let pod_index = PodIndex::default();
+    let idx = pod_index.clone();
     let (pods, pods_task) = informers.spawn(
         "endpointslice-pod-informer",
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
         move |c| match c {
-            Change::Applied(p) => index.changed(p, false).into_iter().for_each(|k| q.add(k)),
-            Change::Deleted(p) => index.changed(p, true).into_iter().for_each(|k| q.add(k)),
+            Change::Applied(p) => {
+                idx.observe(&c);
+                index.changed(p, false).into_iter().for_each(|k| q.add(k))
+            }
+            Change::Deleted(p) => {
+                idx.observe(&c);
+                index.changed(p, true).into_iter().for_each(|k| q.add(k))
+            }
             Change::Synced => {}
         },
     );
@@ -133,6 +143,7 @@ pub async fn run(
         client,
         services,
         pods,
+        pod_index,
         slices,
         nodes,
         triggers: TriggerTimeTracker::default(),
@@ -201,7 +212,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, EndpointSliceError> {
     if !ctx.written.caught_up(key, &ctx.slices, ns) {
         return Ok(Action::RequeueAfter(STALE_CACHE_RETRY));
     }
-    let pods = selected_pods(&ctx.pods, ns, selector);
+    let pods = selected_pods(&ctx.pods, &ctx.pod_index, ns, selector);
     let (trigger, seen) = ctx.triggers.compute(key, &svc, &pods);
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
 

@@ -36,6 +36,7 @@ use parking_lot::Mutex;
 use super::expectations::Expectations;
 use super::informer::Change;
 use super::informers::{Informers, StoreReady};
+use super::podindex::{lookup, PodIndex};
 use super::podutil::{self, controller_of, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -98,6 +99,7 @@ struct Ctx {
     client: Client,
     jobs: Store<Job>,
     pods: Store<Pod>,
+    index: PodIndex,
     expectations: Expectations,
     /// Per job: uids of pods whose finalizer this controller removed, until the cache agrees.
     unfinalized: Mutex<HashMap<String, HashSet<String>>>,
@@ -122,6 +124,8 @@ pub async fn run(client: Client, informers: Informers, opts: JobOptions) -> Resu
         },
     );
     let (q, for_pods) = (queue.clone(), jobs.clone());
+    let index = PodIndex::default();
+    let idx = index.clone();
     let (pods, pods_task) = informers.spawn(
         "job-pod-informer",
         Api::<Pod>::all(client.clone()),
@@ -129,6 +133,7 @@ pub async fn run(client: Client, informers: Informers, opts: JobOptions) -> Resu
         move |c| match c {
             // Its job, or for an orphan every job whose selector matches it (to adopt it).
             Change::Applied(pod) | Change::Deleted(pod) => {
+                idx.observe(&c);
                 for key in podutil::owners_of(
                     &for_pods,
                     |j: &Job| j.spec.as_ref().and_then(|s| s.selector.as_ref()),
@@ -150,6 +155,7 @@ pub async fn run(client: Client, informers: Informers, opts: JobOptions) -> Resu
         client,
         jobs,
         pods,
+        index,
         expectations: Expectations::default(),
         unfinalized: Mutex::new(HashMap::new()),
         backoff: Mutex::new(HashMap::new()),
@@ -246,9 +252,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
     let uid = job.as_ref().and_then(|j| j.uid()).unwrap_or_default();
 
     // Pods of an earlier job of this name (or of one that is gone) lose the finalizer.
-    let strays: Vec<Arc<Pod>> = ctx
-        .pods
-        .state()
+    let strays: Vec<Arc<Pod>> = lookup(&ctx.pods, &ctx.index.in_namespace(ns))
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns) && has_finalizer(p))
         .filter(|p| {
@@ -278,9 +282,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
             return Ok(Action::RequeueAfter(Duration::from_millis(100)));
         }
     }
-    let mut pods: Vec<Arc<Pod>> = ctx
-        .pods
-        .state()
+    let mut pods: Vec<Arc<Pod>> = lookup(&ctx.pods, &ctx.index.owned_by(&uid))
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns))
         .filter(|p| controller_of(&p.metadata).is_some_and(|o| o.uid == uid))
@@ -306,7 +308,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
     }
     // Matching orphans are adopted, pods that stopped matching released.
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    let mut pods = adoption::claim_pods(&pods_api, &jobs_api, &ctx.pods, &job)
+    let mut pods = adoption::claim_pods(&pods_api, &jobs_api, &ctx.pods, &ctx.index, &job)
         .await
         .map_err(err("claim pods"))?;
     pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(podutil::time_of));

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use parking_lot::RwLock;
 
 use super::informer::Change;
-use super::podutil::{controller_of, key_of};
+use super::podutil::{controller_of, key_of, split_key};
 
 /// Pod keys (`namespace/name`) by controller uid, and orphans by namespace. Cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -24,6 +24,8 @@ struct State {
     buckets: HashMap<Bucket, HashSet<String>>,
     /// Pod key -> its bucket.
     of_pod: HashMap<String, Bucket>,
+    /// Namespace -> keys of all its pods.
+    namespaces: HashMap<String, HashSet<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -51,6 +53,8 @@ impl PodIndex {
                     return;
                 }
                 st.remove(&key);
+                let ns = pod.metadata.namespace.clone().unwrap_or_default();
+                st.namespaces.entry(ns).or_default().insert(key.clone());
                 st.buckets.entry(bucket.clone()).or_default().insert(key.clone());
                 st.of_pod.insert(key, bucket);
             }
@@ -66,11 +70,50 @@ impl PodIndex {
         let orphans = st.buckets.get(&Bucket::Orphan(namespace.to_string()));
         owned.into_iter().chain(orphans).flatten().cloned().collect()
     }
+
+    /// Keys of the pods controlled by `owner_uid`.
+    pub fn owned_by(&self, owner_uid: &str) -> Vec<String> {
+        let st = self.inner.read();
+        st.buckets
+            .get(&Bucket::Owner(owner_uid.to_string()))
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Keys of every pod in `namespace`.
+    pub fn in_namespace(&self, namespace: &str) -> Vec<String> {
+        let st = self.inner.read();
+        st.namespaces.get(namespace).into_iter().flatten().cloned().collect()
+    }
+}
+
+/// The cached pods behind index keys (keys whose pod has left the cache are skipped).
+pub fn lookup(pods: &kube::runtime::reflector::Store<Pod>, keys: &[String]) -> Vec<Arc<Pod>> {
+    keys.iter()
+        .filter_map(|k| {
+            let (ns, name) = split_key(k);
+            let r = kube::runtime::reflector::ObjectRef::new(name);
+            pods.get(&match ns {
+                Some(ns) => r.within(ns),
+                None => r,
+            })
+        })
+        .collect()
 }
 
 impl State {
     fn remove(&mut self, key: &str) {
         let Some(old) = self.of_pod.remove(key) else { return };
+        let (ns, _) = split_key(key);
+        let ns = ns.unwrap_or_default();
+        if let Some(keys) = self.namespaces.get_mut(ns) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.namespaces.remove(ns);
+            }
+        }
         if let Some(keys) = self.buckets.get_mut(&old) {
             keys.remove(key);
             if keys.is_empty() {
@@ -117,5 +160,9 @@ mod tests {
         index.observe(&Change::Deleted(&pod("a", "p1", None)));
         assert_eq!(sorted(index.claimable("a", "u2")), ["a/p4"]);
         assert_eq!(sorted(index.claimable("b", "u9")), ["b/p3"]);
+        assert_eq!(sorted(index.owned_by("u2")), ["a/p4"]);
+        assert_eq!(sorted(index.in_namespace("a")), ["a/p2", "a/p4"]);
+        index.observe(&Change::Deleted(&pod("b", "p3", None)));
+        assert!(index.in_namespace("b").is_empty());
     }
 }

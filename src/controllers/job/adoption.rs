@@ -14,6 +14,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::TRACKING_FINALIZER;
+use crate::controllers::podindex::{lookup, PodIndex};
 use crate::controllers::podutil::{self, controller_of, selector_matches};
 
 /// The job's pods after adopting matching orphans and releasing pods that no longer match.
@@ -21,6 +22,7 @@ pub async fn claim_pods(
     pods_api: &Api<Pod>,
     jobs_api: &Api<Job>,
     cache: &Store<Pod>,
+    index: &PodIndex,
     job: &Job,
 ) -> Result<Vec<Arc<Pod>>, kube::Error> {
     let uid = job.uid().unwrap_or_default();
@@ -34,7 +36,10 @@ pub async fn claim_pods(
         .filter(|s| !podutil::selector_is_empty(s));
     let mut may_adopt: Option<bool> = None;
     let mut out = vec![];
-    for pod in cache.state() {
+    // Its own pods and the orphans of its namespace: pods of other controllers are never
+    // claimed, so they need not be read.
+    let claimable = index.claimable(ns.as_deref().unwrap_or_default(), &uid);
+    for pod in lookup(cache, &claimable) {
         if pod.namespace() != ns {
             continue;
         }
