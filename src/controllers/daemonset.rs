@@ -31,6 +31,7 @@ use super::history::{self, CONTROLLER_REVISION_HASH_LABEL};
 use super::informer::Change;
 use super::informers::{Informers, StoreReady};
 use super::podutil::{self, key_of, split_key};
+use super::podutil::{api_message, namespace_terminating};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
 use super::AbortOnDrop;
@@ -504,19 +505,6 @@ async fn sync_nodes(
         batch *= 2;
     }
     Ok(())
-}
-
-/// What an API error says (its Status message), as upstream's event messages quote it.
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(ae) => ae.message.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Whether a create was refused because the namespace is terminating.
-fn namespace_terminating(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
 }
 
 /// Counts nodes and pods into status and writes it if it changed.

@@ -158,6 +158,19 @@ where
         .collect()
 }
 
+/// What an API error says (its Status message), as upstream's event messages quote it.
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(ae) => ae.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether a create was refused because the namespace is terminating.
+pub fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,7 @@ use super::informer::Change;
 use super::informers::{Informers, StoreReady};
 use super::podindex::PodIndex;
 use super::podutil::{self, controller_of, is_active, key_of, selector_matches, split_key};
+use super::podutil::{api_message, namespace_terminating};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
 
@@ -360,19 +361,6 @@ async fn manage_replicas<K: Replicated>(
         tracing::debug!(replicaset = %key, deleted = have - want, "deleted pods");
     }
     Ok(())
-}
-
-/// What an API error says (its Status message), as upstream's event messages quote it.
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(ae) => ae.message.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Whether a create was refused because the namespace is terminating.
-fn namespace_terminating(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
 }
 
 /// The order pods are deleted in when scaling down: lower sorts first.

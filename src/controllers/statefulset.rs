@@ -35,6 +35,7 @@ use super::events::record;
 use super::history::{self, CONTROLLER_REVISION_HASH_LABEL};
 use super::informer::Change;
 use super::informers::{Informers, StoreReady};
+use super::podutil::api_message;
 use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
@@ -567,14 +568,6 @@ async fn delete_pod(view: &View<'_>, pod: &Pod) -> Result<(), StatefulSetError> 
             view.pod_event("Delete", pod, Some(&e));
             Err(view.err("delete a pod")(e))
         }
-    }
-}
-
-/// What an API error says (its Status message), as upstream's event messages quote it.
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(ae) => ae.message.clone(),
-        other => other.to_string(),
     }
 }
 

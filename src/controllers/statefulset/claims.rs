@@ -9,8 +9,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 use serde_json::json;
 
-use super::{api_message, claim_name, record, StatefulSetError, View, MANAGER};
+use super::{claim_name, record, StatefulSetError, View, MANAGER};
 use crate::controllers::podutil;
+use crate::controllers::podutil::api_message;
 
 /// whenDeleted and whenScaled of the retention policy (Retain when unset).
 pub(super) fn retention(spec: &StatefulSetSpec) -> (bool, bool) {
