@@ -7,14 +7,14 @@
 //! trim them); an update sent without managedFields keeps the live object's.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use kube::runtime::reflector::store::WriterDropped;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource};
@@ -227,26 +227,40 @@ where
     let url = key.url.clone();
     let task = spawn_named(&format!("informer {url}"), async move {
         let mut stream = std::pin::pin!(stream);
+        // The cache as it was when a relist began (after the first list).
+        let mut before_relist: Option<Vec<Arc<K>>> = None;
         while let Some(item) = stream.next().await {
             let mut subs = s.subscribers.lock();
             match item {
-                // Until the first list is complete the cache is empty; subscribers get the
-                // whole list from it at InitDone.
-                Ok(Event::InitApply(_)) if !subs.synced => {}
-                Ok(Event::Apply(o)) | Ok(Event::InitApply(o)) => {
-                    subs.each(|h| h(Change::Applied(&o)))
-                }
+                // A (re)list fills a buffer the cache takes over only at InitDone: subscribers
+                // get the listed objects from the cache then, so that a handler never reads
+                // the cache older than the change it was told about.
+                Ok(Event::InitApply(_)) => {}
+                Ok(Event::Apply(o)) => subs.each(|h| h(Change::Applied(&o))),
                 Ok(Event::Delete(o)) => subs.each(|h| h(Change::Deleted(&o))),
+                Ok(Event::Init) => {
+                    if subs.synced {
+                        before_relist = Some(s.store.state());
+                    }
+                }
                 Ok(Event::InitDone) => {
-                    if !subs.synced {
-                        subs.synced = true;
-                        for obj in s.store.state() {
-                            subs.each(|h| h(Change::Applied(&obj)));
+                    subs.synced = true;
+                    let now = s.store.state();
+                    // As upstream's Replace: what the new list lacks was deleted meanwhile.
+                    if let Some(before) = before_relist.take() {
+                        let listed: HashSet<ObjectRef<K>> =
+                            now.iter().map(|o| ObjectRef::from_obj(&**o)).collect();
+                        for gone in
+                            before.iter().filter(|o| !listed.contains(&ObjectRef::from_obj(&***o)))
+                        {
+                            subs.each(|h| h(Change::Deleted(gone)));
                         }
+                    }
+                    for obj in &now {
+                        subs.each(|h| h(Change::Applied(obj)));
                     }
                     subs.each(|h| h(Change::Synced));
                 }
-                Ok(Event::Init) => {}
                 Err(e) => tracing::debug!(informer = %url, error = %e, "watch failed; retrying"),
             }
         }
@@ -382,5 +396,109 @@ mod tests {
         assert!(!Arc::ptr_eq(&old, &running(&informers)), "a new informer");
         let later = store.get(&reflector::ObjectRef::new("later").within("default"));
         assert!(later.is_some(), "the new informer lists what the old one never saw");
+    }
+}
+
+#[cfg(test)]
+mod relist_tests {
+    use super::*;
+    use crate::controllers::informer::Change;
+    use crate::store::sqlite::{SqliteBackend, SqliteOptions};
+    use crate::store::CacheOptions;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{DeleteParams, PostParams};
+    use kube::ResourceExt;
+    use std::sync::OnceLock;
+
+    fn cm(name: &str, data: &str) -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}, "data": {"v": data},
+        }))
+        .unwrap()
+    }
+
+    /// A watch cut behind a one-event window must list again. Subscribers then hear of every
+    /// listed object only once the cache holds it, and of the objects the new list lacks as
+    /// deleted (as upstream's Replace).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_relist_reports_deletions_and_never_runs_ahead_of_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts =
+            SqliteOptions { compaction_interval: std::time::Duration::ZERO, ..Default::default() };
+        let backend = SqliteBackend::open(&SqliteBackend::db_path(dir.path()), opts).unwrap();
+        let cache = CacheOptions { window_events: 1, watcher_buffer: 1 };
+        let store = crate::store::Store::open(Arc::new(backend), cache).await.unwrap();
+        crate::registry::bootstrap::ensure_defaults(&store).await.unwrap();
+        let client = crate::controllers::client::in_process_client(store);
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        for i in 0..20 {
+            api.create(&PostParams::default(), &cm(&format!("cm-{i}"), "0")).await.unwrap();
+        }
+
+        let informers = Informers::new();
+        let cell: Arc<OnceLock<Store<ConfigMap>>> = Arc::default();
+        #[derive(Default)]
+        struct Seen {
+            stale: Vec<String>,
+            deleted: Vec<String>,
+            lists: usize,
+        }
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (c, s) = (cell.clone(), seen.clone());
+        let (cache, _task) = informers.spawn(
+            "relist",
+            Api::<ConfigMap>::namespaced(client.clone(), "default"),
+            Default::default(),
+            move |change| match change {
+                Change::Applied(o) => {
+                    let cached = c.get().and_then(|st| st.get(&ObjectRef::from_obj(o)));
+                    if cached.is_some_and(|x| x.resource_version() != o.resource_version()) {
+                        s.lock().stale.push(o.name_any());
+                    }
+                }
+                Change::Deleted(o) => s.lock().deleted.push(o.name_any()),
+                Change::Synced => s.lock().lists += 1,
+            },
+        );
+        let _ = cell.set(cache.clone());
+        cache.ready().await.unwrap();
+
+        // One burst: the writes commit together and overflow the watcher's one-event buffer.
+        let writes = (0..20).map(|i| {
+            let api = api.clone();
+            async move {
+                if i == 0 {
+                    api.delete("cm-0", &DeleteParams::default()).await.map(|_| ())
+                } else {
+                    let p = serde_json::json!({"data": {"v": "1"}});
+                    let pp = kube::api::PatchParams::default();
+                    api.patch(&format!("cm-{i}"), &pp, &kube::api::Patch::Merge(&p))
+                        .await
+                        .map(|_| ())
+                }
+            }
+        });
+        for r in futures::future::join_all(writes).await {
+            r.unwrap();
+        }
+        let settled = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                let fresh = cache.state().len() == 19
+                    && cache.state().iter().all(|o| o.data.as_ref().unwrap()["v"] == "1");
+                if fresh && seen.lock().lists >= 2 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let seen = seen.lock();
+        assert!(settled.is_ok(), "no relist seen ({} lists)", seen.lists);
+        assert!(
+            seen.stale.is_empty(),
+            "told of objects the cache did not hold yet: {:?}",
+            seen.stale
+        );
+        assert_eq!(seen.deleted, vec!["cm-0".to_string()]);
     }
 }
