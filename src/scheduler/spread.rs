@@ -9,6 +9,8 @@
 //! pod select ([`SelectingObjects::default_selector`]); a pod selected by none gets none.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
@@ -18,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client};
+use parking_lot::Mutex;
 
 use super::cache::{NodeInfo, PodInfo};
 use super::filters::{matches_node_selector_and_affinity, untolerated_taint};
@@ -32,8 +35,6 @@ const ZONE: &str = "topology.kubernetes.io/zone";
 const DEFAULT_HOSTNAME_SKEW: i64 = 3;
 const DEFAULT_ZONE_SKEW: i64 = 5;
 const MAX_SCORE: i64 = 100;
-
-type Pair = (String, String);
 
 /// One constraint made ready to count pods.
 #[derive(Clone, Debug)]
@@ -145,7 +146,33 @@ pub struct SelectingObjects {
     rcs: Store<ReplicationController>,
     rss: Store<ReplicaSet>,
     sss: Store<StatefulSet>,
+    /// Counts changes to the four kinds: a remembered selector is good while it stands still.
+    generation: Arc<AtomicU64>,
+    /// Default selectors by namespace and pod labels, for one generation: the pods of one
+    /// controller share their labels, so one look through every Service and controller of the
+    /// namespace serves them all (at 1,000 ReplicaSets, that look cost each pod more than all
+    /// its filters).
+    memo: Arc<Mutex<SelectorMemo>>,
 }
+
+#[derive(Default)]
+struct SelectorMemo {
+    generation: u64,
+    selectors: HashMap<(String, BTreeMap<String, String>), Option<LabelSelector>>,
+}
+
+/// A handler that counts every change of an informer into `generation`.
+fn bump<K>(
+    generation: &Arc<AtomicU64>,
+) -> impl for<'a> FnMut(crate::controllers::informer::Change<'a, K>) + Send + 'static {
+    let generation = generation.clone();
+    move |_| {
+        generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Remembered selectors at most; past it the memo starts again.
+const MEMO_LIMIT: usize = 4096;
 
 impl SelectingObjects {
     /// Subscribes to the shared informers of the four kinds.
@@ -154,31 +181,34 @@ impl SelectingObjects {
         client: &Client,
     ) -> (SelectingObjects, Vec<tokio::task::JoinHandle<()>>) {
         let cfg = watcher::Config::default;
+        let generation = Arc::new(AtomicU64::new(0));
         let (services, t1) = informers.spawn(
             "scheduler-service-informer",
             Api::<Service>::all(client.clone()),
             cfg(),
-            |_| {},
+            bump(&generation),
         );
         let (rcs, t2) = informers.spawn(
             "scheduler-replicationcontroller-informer",
             Api::<ReplicationController>::all(client.clone()),
             cfg(),
-            |_| {},
+            bump(&generation),
         );
         let (rss, t3) = informers.spawn(
             "scheduler-replicaset-informer",
             Api::<ReplicaSet>::all(client.clone()),
             cfg(),
-            |_| {},
+            bump(&generation),
         );
         let (sss, t4) = informers.spawn(
             "scheduler-statefulset-informer",
             Api::<StatefulSet>::all(client.clone()),
             cfg(),
-            |_| {},
+            bump(&generation),
         );
-        (SelectingObjects { services, rcs, rss, sss }, vec![t1, t2, t3, t4])
+        let objects =
+            SelectingObjects { services, rcs, rss, sss, generation, memo: Arc::default() };
+        (objects, vec![t1, t2, t3, t4])
     }
 
     /// Waits until the four caches are filled.
@@ -195,8 +225,33 @@ impl SelectingObjects {
     /// those in the pod's namespace selecting the pod. None when nothing selects it.
     pub fn default_selector(&self, pod: &Pod) -> Option<LabelSelector> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let empty = BTreeMap::new();
-        let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        // Read before the stores: a change while computing makes the result stale at once.
+        let generation = self.generation.load(Ordering::Acquire);
+        let key = (ns.to_string(), labels);
+        {
+            let mut memo = self.memo.lock();
+            if memo.generation != generation || memo.selectors.len() >= MEMO_LIMIT {
+                memo.selectors.clear();
+                memo.generation = generation;
+            }
+            if let Some(found) = memo.selectors.get(&key) {
+                return found.clone();
+            }
+        }
+        let found = self.compute_default_selector(ns, &key.1);
+        let mut memo = self.memo.lock();
+        if memo.generation == generation {
+            memo.selectors.insert(key, found.clone());
+        }
+        found
+    }
+
+    fn compute_default_selector(
+        &self,
+        ns: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Option<LabelSelector> {
         let map_selects =
             |m: Option<&BTreeMap<String, String>>| -> Option<BTreeMap<String, String>> {
                 let m = m.filter(|m| !m.is_empty())?;
@@ -397,7 +452,8 @@ pub fn score(
     let has_all_keys = |n: &NodeInfo, cs: &[Constraint]| !require_all || has_all_keys(n, cs);
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut ignored: HashSet<usize> = HashSet::new();
-    let mut counts: HashMap<Pair, i64> = HashMap::new();
+    // Borrowed keys: this runs for every feasible node of every pod.
+    let mut counts: HashMap<(&str, &str), i64> = HashMap::new();
     let mut sizes = vec![0usize; cs.len()];
     for (j, n) in feasible.iter().enumerate() {
         if !has_all_keys(n, &cs) {
@@ -409,7 +465,7 @@ pub fn score(
                 continue;
             }
             let pair =
-                (c.topology_key.clone(), n.label(&c.topology_key).cloned().unwrap_or_default());
+                (c.topology_key.as_str(), n.label(&c.topology_key).map_or("", String::as_str));
             if !counts.contains_key(&pair) {
                 counts.insert(pair, 0);
                 sizes[i] += 1;
@@ -434,7 +490,7 @@ pub fn score(
                 continue;
             }
             let pair =
-                (c.topology_key.clone(), n.label(&c.topology_key).cloned().unwrap_or_default());
+                (c.topology_key.as_str(), n.label(&c.topology_key).map_or("", String::as_str));
             if let Some(count) = counts.get_mut(&pair) {
                 *count += match owner {
                     Some(o) => n.owned_by(o) as i64,
@@ -459,7 +515,7 @@ pub fn score(
                         None => c.count_on(&ns, &n.pods),
                     }
                 } else {
-                    counts.get(&(c.topology_key.clone(), value.clone())).copied().unwrap_or(0)
+                    counts.get(&(c.topology_key.as_str(), value.as_str())).copied().unwrap_or(0)
                 };
                 s += count as f64 * weights[i] + (c.max_skew - 1) as f64;
             }
@@ -513,6 +569,41 @@ mod tests {
             info.add_pod(&Arc::new(PodInfo::new(Arc::new(p))));
         }
         info
+    }
+
+    #[test]
+    fn default_selectors_are_remembered_until_a_selecting_object_changes() {
+        use kube::runtime::reflector::store::Writer;
+        use kube::runtime::watcher::Event;
+        let mut rss = Writer::<ReplicaSet>::default();
+        let objects = SelectingObjects {
+            services: Writer::<Service>::default().as_reader(),
+            rcs: Writer::<ReplicationController>::default().as_reader(),
+            rss: rss.as_reader(),
+            sss: Writer::<StatefulSet>::default().as_reader(),
+            generation: Arc::default(),
+            memo: Arc::default(),
+        };
+        let p = pod("p", json!([]));
+        assert_eq!(objects.default_selector(&p), None);
+        let rs: ReplicaSet = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}},
+        }))
+        .unwrap();
+        rss.apply_watcher_event(&Event::Apply(rs));
+        // The answer stands until an informer reports a change...
+        assert_eq!(objects.default_selector(&p), None);
+        objects.generation.fetch_add(1, Ordering::AcqRel);
+        // ...then it is worked out again.
+        let selector = objects.default_selector(&p).expect("the ReplicaSet selects the pod");
+        let reqs = selector.match_expressions.unwrap();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!((reqs[0].key.as_str(), reqs[0].operator.as_str()), ("app", "In"));
+        // Another namespace's pod with the same labels has its own answer.
+        let mut other = pod("q", json!([]));
+        other.metadata.namespace = Some("other".into());
+        assert_eq!(objects.default_selector(&other), None);
     }
 
     fn zone_constraint(max_skew: i32, when: &str, min_domains: Option<i32>) -> serde_json::Value {
