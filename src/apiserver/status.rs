@@ -202,7 +202,7 @@ impl ApiError {
             StoreError::FutureRevision { .. } => Self::new(504, "Timeout", format!("Too large resource version: {err}"))
                 .with_details(StatusDetails { retry_after_seconds: Some(1), ..Default::default() }),
             StoreError::Invalid(msg) => Self::bad_request(msg),
-            StoreError::Unavailable(_) | StoreError::WatcherTooSlow | StoreError::CacheReset => {
+            StoreError::Unavailable(_) | StoreError::CacheReset => {
                 Self::service_unavailable(err.to_string())
             }
             StoreError::WriteFailed(_) | StoreError::Corrupt(_) => Self::internal(err.to_string()),

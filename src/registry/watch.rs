@@ -174,13 +174,7 @@ impl WatchTask {
             return;
         }
         let prefix = Registry::prefix(res, namespace.as_deref());
-        let mut watcher = match registry.store.watch(&prefix, start) {
-            Ok(w) => w,
-            Err(e) => {
-                send(EventType::Error, error_status(e, start).into()).await;
-                return;
-            }
-        };
+        let mut watcher = registry.store.watch(&prefix, start);
         let timeout = p.timeout.unwrap_or(DEFAULT_WATCH_TIMEOUT);
         let started = tokio::time::Instant::now();
         let deadline = tokio::time::sleep_until(started + timeout);
@@ -192,7 +186,7 @@ impl WatchTask {
         // Delivers one store event (or the end of the store watch); false when the watch is over.
         let deliver = |next: Option<Result<Event, StoreError>>, last: &mut Revision| {
             let step = match next {
-                None | Some(Err(StoreError::WatcherTooSlow)) => Err(None),
+                None => Err(None),
                 Some(Err(e)) => Err(Some(error_status(e, *last))),
                 Some(Ok(ev)) => {
                     *last = (*last).max(ev.revision());
@@ -217,18 +211,21 @@ impl WatchTask {
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
                 _ = &mut next_mark, if p.allow_bookmarks => {
-                    // The cache hands every event up to its revision to its watchers before it
-                    // publishes that revision: once this watcher's buffer is drained, nothing at
-                    // or below `progress` is left for it, so the bookmark can carry `progress`
-                    // even when other resources made it (clients then resume from a recent
-                    // revision instead of one that compaction may have removed).
+                    // The cache hands every event up to its revision to its current watchers
+                    // before it publishes that revision: once this watcher's buffer is
+                    // drained, nothing at or below `progress` is left for it, so the bookmark
+                    // can carry `progress` even when other resources made it (clients then
+                    // resume from a recent revision instead of one that compaction may have
+                    // removed). A watcher still catching up only vouches for what it sent.
                     let progress = registry.store.revision();
                     while let Some(next) = watcher.next().now_or_never() {
                         if !deliver(next, &mut last).await {
                             return;
                         }
                     }
-                    last = last.max(progress);
+                    if watcher.is_current() {
+                        last = last.max(progress);
+                    }
                     if !send(EventType::Bookmark, bookmark(res, last, false).into()).await {
                         return;
                     }

@@ -2,30 +2,33 @@
 //!
 //! The cache holds the latest value of every key and a bounded window of recent events. One feed
 //! task applies the backend's events in revision order; reads at the latest revision and watches
-//! are served from memory. Each watcher has a bounded buffer: one that falls too far behind is
-//! ended with [`StoreError::WatcherTooSlow`] instead of slowing writers or other watchers.
+//! are served from memory. Each watcher has a bounded buffer; one that falls behind never slows
+//! writers or other watchers: it catches up by itself from the window and the backend's history
+//! ([`watcher`]).
+
+mod watcher;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use parking_lot::{Mutex, RwLock};
+use futures::StreamExt;
+use parking_lot::RwLock;
 use tokio::sync::{mpsc, watch};
 
 use super::{Backend, Event, EventKind, KeyValue, ListPage, Result, Revision, StoreError};
+pub use watcher::Watcher;
+use watcher::{End, WatcherSlot};
 
 /// Sizes of the watch cache.
 #[derive(Clone, Debug)]
 pub struct CacheOptions {
     /// How many recent events are kept for watches that start in the past.
     pub window_events: usize,
-    /// How many undelivered events one watcher may have before it is ended as too slow.
+    /// How many undelivered events one watcher may have before it must catch up by itself.
     pub watcher_buffer: usize,
 }
 
@@ -33,8 +36,8 @@ impl Default for CacheOptions {
     fn default() -> Self {
         // A watcher's buffer holds shared events (the values are reference-counted bytes), so a
         // deep one is cheap; it lets a consumer ride out a busy second (an informer whose
-        // handlers wait on a scheduling cycle) instead of being cut and re-listing. The window
-        // is deeper still, so a watcher that is cut resumes from it rather than getting 410.
+        // handlers wait on a scheduling cycle) on the fast path. A watcher that overflows it
+        // catches up from the window, which is deeper still, or from the backend's history.
         CacheOptions { window_events: 20_000, watcher_buffer: 10_000 }
     }
 }
@@ -198,25 +201,10 @@ impl Store {
     }
 
     /// Every event under `prefix` with a revision above `after`, in order, then every later
-    /// one. Fails with `TooOld` when `after` is older than the cache's window.
-    pub fn watch(&self, prefix: &str, after: Revision) -> Result<Watcher> {
-        let inner = &self.inner;
-        let mut st = inner.state.write();
-        if after < st.oldest {
-            return Err(StoreError::TooOld { requested: after, oldest: st.oldest });
-        }
-        let backlog: VecDeque<Event> = st
-            .window
-            .iter()
-            .filter(|e| e.revision() > after && e.kv.key.starts_with(prefix))
-            .cloned()
-            .collect();
-        let (tx, rx) = mpsc::channel(inner.opts.watcher_buffer.max(1));
-        let ended = Arc::new(Mutex::new(None));
-        let id = inner.next_watcher.fetch_add(1, Ordering::Relaxed);
-        st.watchers
-            .insert(id, WatcherSlot { prefix: prefix.to_string(), tx, ended: ended.clone() });
-        Ok(Watcher { backlog, rx, ended, after, id, inner: Arc::downgrade(inner), done: false })
+    /// one. What the window no longer holds is read from the backend's history; the stream
+    /// fails with `TooOld` when the backend has compacted `after` away.
+    pub fn watch(&self, prefix: &str, after: Revision) -> Watcher {
+        Watcher::start(&self.inner, prefix, after)
     }
 
     /// Drops the backend's history at and below `revision`.
@@ -251,70 +239,12 @@ impl Store {
     }
 }
 
-/// A stream of events for one watch. After a failure (too slow, cache rebuilt) it yields that
-/// error once and ends.
-pub struct Watcher {
-    backlog: VecDeque<Event>,
-    rx: mpsc::Receiver<Event>,
-    ended: Arc<Mutex<Option<StoreError>>>,
-    after: Revision,
-    id: u64,
-    inner: Weak<Inner>,
-    done: bool,
-}
-
-impl Stream for Watcher {
-    type Item = Result<Event>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        if let Some(ev) = self.backlog.pop_front() {
-            return Poll::Ready(Some(Ok(ev)));
-        }
-        loop {
-            match self.rx.poll_recv(cx) {
-                // A watch that starts ahead of the cache skips what it has already seen.
-                Poll::Ready(Some(ev)) if ev.revision() <= self.after => continue,
-                Poll::Ready(Some(ev)) => return Poll::Ready(Some(Ok(ev))),
-                Poll::Ready(None) => {
-                    self.done = true;
-                    let err = self.ended.lock().take();
-                    return Poll::Ready(err.map(Err));
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        if let Some(inner) = self.inner.upgrade() {
-            inner.state.write().watchers.remove(&self.id);
-        }
-    }
-}
-
 struct Inner {
     backend: Arc<dyn Backend>,
     opts: CacheOptions,
     state: RwLock<CacheState>,
     revision_tx: watch::Sender<Revision>,
     next_watcher: AtomicU64,
-}
-
-struct WatcherSlot {
-    prefix: String,
-    tx: mpsc::Sender<Event>,
-    ended: Arc<Mutex<Option<StoreError>>>,
-}
-
-impl WatcherSlot {
-    fn end(&self, err: StoreError) {
-        *self.ended.lock() = Some(err);
-    }
 }
 
 struct CacheState {
@@ -381,8 +311,7 @@ impl CacheState {
                 match w.tx.try_send(ev.clone()) {
                     Ok(()) => true,
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::info!(prefix = %w.prefix, revision = self.revision, "watcher too slow: ended");
-                        w.end(StoreError::WatcherTooSlow);
+                        w.end(End::Behind);
                         false
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -400,7 +329,7 @@ impl CacheState {
     /// Replaces everything with a fresh load; every watcher must list again.
     fn reset(&mut self, items: Vec<KeyValue>, revision: Revision) {
         for (_, w) in self.watchers.drain() {
-            w.end(StoreError::CacheReset);
+            w.end(End::Failed(StoreError::CacheReset));
         }
         *self = CacheState::new(items, revision);
     }
@@ -550,14 +479,14 @@ mod tests {
     }
 
     #[test]
-    fn slow_watcher_is_ended_without_blocking() {
+    fn a_full_watcher_is_left_to_catch_up_without_blocking() {
         let mut st = CacheState::new(vec![], 0);
         let (tx, mut rx) = mpsc::channel(2);
-        let ended = Arc::new(Mutex::new(None));
+        let ended = Arc::new(parking_lot::Mutex::new(None));
         st.watchers.insert(1, WatcherSlot { prefix: "/".into(), tx, ended: ended.clone() });
         st.apply((1..=5).map(|i| put(&format!("/k{i}"), i)).collect(), 100);
         assert!(st.watchers.is_empty());
-        assert_eq!(*ended.lock(), Some(StoreError::WatcherTooSlow));
+        assert_eq!(*ended.lock(), Some(End::Behind));
         assert!(rx.try_recv().is_ok());
         assert!(rx.try_recv().is_ok());
         assert!(rx.try_recv().is_err());

@@ -82,8 +82,6 @@ pub enum StoreError {
     TooOld { requested: Revision, oldest: Revision },
     #[error("revision {requested} is newer than the current revision {current}")]
     FutureRevision { requested: Revision, current: Revision },
-    #[error("watcher fell too far behind and was ended")]
-    WatcherTooSlow,
     #[error("the watch cache was rebuilt; watchers must list again")]
     CacheReset,
     #[error("storage unavailable: {0}")]
@@ -114,6 +112,21 @@ pub trait Backend: Send + Sync + 'static {
     /// Every event with a revision above `after`, in order, none missed or repeated, then every
     /// later one as it is committed. Fails with `TooOld` if `after` has been compacted away.
     async fn events(&self, after: Revision) -> Result<EventStream>;
+
+    /// At most `limit` events under `prefix` with a revision in (`after`, `upto`], in order,
+    /// with previous values: what a watcher that fell behind the watch cache's window still has
+    /// to see. Fewer than `limit` means none remain up to `upto`. Fails with `TooOld` if
+    /// `after` has been compacted away; a backend that keeps no readable history always does.
+    async fn history(
+        &self,
+        prefix: &str,
+        after: Revision,
+        upto: Revision,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let _ = (prefix, limit);
+        Err(StoreError::TooOld { requested: after, oldest: upto })
+    }
 
     /// A key at a past (or the current) revision.
     async fn get_at(&self, key: &str, revision: Revision) -> Result<Option<KeyValue>>;

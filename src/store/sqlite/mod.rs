@@ -28,7 +28,7 @@ use rusqlite::Connection;
 use tokio::sync::{oneshot, Semaphore};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::{Backend, EventStream, KeyValue, ListPage, Result, Revision, StoreError};
+use super::{Backend, Event, EventStream, KeyValue, ListPage, Result, Revision, StoreError};
 use reader::ReadError;
 use writer::{Op, Request};
 
@@ -341,6 +341,24 @@ impl Backend for SqliteBackend {
         let live = UnboundedReceiverStream::new(sub.live)
             .map(|batch| Ok(Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone())));
         Ok(Box::pin(futures::stream::iter(head).chain(live)))
+    }
+
+    async fn history(
+        &self,
+        prefix: &str,
+        after: Revision,
+        upto: Revision,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let prefix = prefix.to_owned();
+        self.read(move |conn, _, current| {
+            let compacted = schema::meta(conn, "compacted")?;
+            if after < compacted {
+                return Err(StoreError::TooOld { requested: after, oldest: compacted }.into());
+            }
+            Ok(reader::history_under(conn, &prefix, after, upto.min(current), limit)?)
+        })
+        .await
     }
 
     async fn get_at(&self, key: &str, revision: Revision) -> Result<Option<KeyValue>> {

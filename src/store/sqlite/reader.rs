@@ -129,15 +129,42 @@ pub fn list_at(
     Ok((items, more))
 }
 
+/// The columns an event is rebuilt from: the row, and the row of the key's previous version.
+const EVENT_ROWS: &str = "SELECT l.revision, l.key, l.value, l.create_revision, l.prev_revision, \
+        l.deleted, p.value, p.create_revision \
+     FROM log AS l LEFT JOIN log AS p ON l.prev_revision > 0 AND p.revision = l.prev_revision";
+
 /// Every event with a revision in (`after`, `upto`], in order, with previous values.
 pub fn history(conn: &Connection, after: Revision, upto: Revision) -> rusqlite::Result<Vec<Event>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT l.revision, l.key, l.value, l.create_revision, l.prev_revision, l.deleted, \
-                p.value, p.create_revision \
-         FROM log AS l LEFT JOIN log AS p ON l.prev_revision > 0 AND p.revision = l.prev_revision \
-         WHERE l.revision > ?1 AND l.revision <= ?2 ORDER BY l.revision",
-    )?;
-    let mut rows = stmt.query([after, upto])?;
+    let sql =
+        format!("{EVENT_ROWS} WHERE l.revision > ?1 AND l.revision <= ?2 ORDER BY l.revision");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query(rusqlite::params![after, upto])?;
+    events(rows)
+}
+
+/// At most `limit` events under `prefix` with a revision in (`after`, `upto`], in order, with
+/// previous values (a watcher catching up on what the watch cache no longer holds).
+pub fn history_under(
+    conn: &Connection,
+    prefix: &str,
+    after: Revision,
+    upto: Revision,
+    limit: usize,
+) -> rusqlite::Result<Vec<Event>> {
+    let sql = format!(
+        "{EVENT_ROWS} WHERE l.revision > ?1 AND l.revision <= ?2 AND l.key >= ?3 \
+         AND (?4 IS NULL OR l.key < ?4) ORDER BY l.revision LIMIT ?5"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let end = crate::store::prefix_end(prefix.as_bytes());
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query(rusqlite::params![after, upto, prefix.as_bytes(), end, limit])?;
+    events(rows)
+}
+
+/// Rebuilds the events of rows selected as [`EVENT_ROWS`].
+fn events(mut rows: rusqlite::Rows<'_>) -> rusqlite::Result<Vec<Event>> {
     let mut events = Vec::new();
     while let Some(row) = rows.next()? {
         let revision: Revision = row.get(0)?;
