@@ -118,7 +118,7 @@ async fn fan_out(store: &Store) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut tasks = Vec::new();
         for _ in 0..watchers {
-            let mut w = store.watch("/fan/", from).expect("watch");
+            let mut w = store.watch("/fan/", from);
             let tx = tx.clone();
             tasks.push(tokio::spawn(async move {
                 if let Some(Ok(_)) = w.next().await {

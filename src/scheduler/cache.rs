@@ -359,7 +359,9 @@ impl Cache {
 
     /// Records what the informer says about a pod: a bound, non-terminal pod is placed on its
     /// node; anything else is removed.
-    pub fn update_pod(&mut self, pod: &Pod) {
+    /// Records an assigned pod's new version. The cache keeps the `Arc` it is given, so callers
+    /// pass the informer cache's own copy rather than a clone of it.
+    pub fn update_pod(&mut self, pod: &Arc<Pod>) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
@@ -370,18 +372,15 @@ impl Cache {
             return;
         }
         self.nominated.remove(&uid);
-        let same = self.pods.get(&uid).is_some_and(|p| {
-            p.node == node
-                && p.info.pod.metadata.labels == pod.metadata.labels
-                && p.info.pod.metadata.deletion_timestamp == pod.metadata.deletion_timestamp
-        });
-        if same {
-            if let Some(p) = self.pods.get_mut(&uid) {
+        if let Some(p) = self.pods.get_mut(&uid) {
+            if Arc::ptr_eq(&p.info.pod, pod) {
                 p.assumed = false;
+                return;
             }
-            return;
         }
-        self.place(Arc::new(pod.clone()), &node, false);
+        // Placed again even when nothing the scheduler uses changed: the old version must not
+        // stay alive here after the informer has let it go.
+        self.place(pod.clone(), &node, false);
     }
 
     pub fn remove_pod(&mut self, uid: &str) {
@@ -474,5 +473,33 @@ mod tests {
         info.remove_pod("c");
         assert_eq!((info.owned_by("rs1"), info.owned_by("rs2")), (1, 0));
         assert_eq!(info.owned.len(), 1, "empty tallies are dropped");
+    }
+
+    #[test]
+    fn placed_pods_keep_the_informers_copy_of_their_latest_version() {
+        let mut cache = Cache::default();
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n"}})).expect("node");
+        cache.set_node(Arc::new(node));
+        let version = |rv: &str, phase: &str| -> Arc<Pod> {
+            Arc::new(
+                serde_json::from_value(json!({
+                    "metadata": {"name": "p", "namespace": "d", "uid": "u", "resourceVersion": rv},
+                    "spec": {"nodeName": "n", "containers": []},
+                    "status": {"phase": phase},
+                }))
+                .expect("pod"),
+            )
+        };
+        let first = version("1", "Pending");
+        cache.update_pod(&first);
+        // A status-only update (nothing the scheduler uses changed) still lets the old go.
+        let second = version("2", "Running");
+        cache.update_pod(&second);
+        assert_eq!(Arc::strong_count(&first), 1, "the cache let the first version go");
+        let held = &cache.node("n").expect("node").pods;
+        assert_eq!(held.len(), 1);
+        assert!(Arc::ptr_eq(&held[0].pod, &second), "the cache holds the copy it was given");
+        cache.update_pod(&second);
+        assert_eq!(cache.node("n").expect("node").pods.len(), 1);
     }
 }

@@ -94,13 +94,15 @@ struct Shared {
     /// held the cache; applied, in order, before the next use of the cache. The handlers run on
     /// the shared informers' tasks, so they must never wait for a scheduling cycle.
     deferred: Mutex<Vec<Deferred>>,
+    /// The shared pod informer's cache: placed pods share its copies (set once it exists).
+    pod_store: std::sync::OnceLock<Store<Pod>>,
 }
 
 /// A cache change waiting for the cache lock.
 enum Deferred {
     Node(Node),
     NodeGone(String),
-    Pod(Pod),
+    Pod(Arc<Pod>),
     PodGone(String),
 }
 
@@ -114,6 +116,18 @@ struct FollowUp {
 }
 
 impl Shared {
+    fn new() -> Shared {
+        Shared {
+            cache: Mutex::new(Cache::default()),
+            queue: queue::SchedulingQueue::new(),
+            unschedulable: Mutex::new(HashMap::new()),
+            recorded: Recorded::default(),
+            any_nominated: std::sync::atomic::AtomicBool::new(false),
+            deferred: Mutex::new(Vec::new()),
+            pod_store: std::sync::OnceLock::new(),
+        }
+    }
+
     /// Runs `change` on the cache now if no scheduling cycle holds it (after any deferred
     /// changes), else defers what `defer` makes.
     fn change_cache(
@@ -145,6 +159,16 @@ impl Shared {
         }
     }
 
+    /// The informer cache's copy of this version of the pod (a pod the cache keeps then costs
+    /// no second copy), or a new one when the cache no longer holds that version.
+    fn shared_copy(&self, pod: &Pod) -> Arc<Pod> {
+        self.pod_store
+            .get()
+            .and_then(|store| store.get(&ObjectRef::from_obj(pod)))
+            .filter(|cached| cached.metadata.resource_version == pod.metadata.resource_version)
+            .unwrap_or_else(|| Arc::new(pod.clone()))
+    }
+
     /// Applies deferred changes if there are any (the periodic drain, for when no cycle runs).
     fn drain_deferred(&self) {
         if self.deferred.lock().is_empty() {
@@ -164,7 +188,7 @@ impl Shared {
     }
 
     /// A pod's change as the cache sees it: placement of assigned pods, nominations of others.
-    fn apply_pod(&self, cache: &mut Cache, pod: &Pod, follow: &mut FollowUp) {
+    fn apply_pod(&self, cache: &mut Cache, pod: &Arc<Pod>, follow: &mut FollowUp) {
         if is_assigned(pod) {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let before = cache.is_placed(&uid);
@@ -220,14 +244,7 @@ struct Scheduler {
 
 /// Runs the scheduler until an informer stops.
 pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), SchedulerError> {
-    let shared = Arc::new(Shared {
-        cache: Mutex::new(Cache::default()),
-        queue: queue::SchedulingQueue::new(),
-        unschedulable: Mutex::new(HashMap::new()),
-        recorded: Recorded::default(),
-        any_nominated: std::sync::atomic::AtomicBool::new(false),
-        deferred: Mutex::new(Vec::new()),
-    });
+    let shared = Arc::new(Shared::new());
     let s = shared.clone();
     let (nodes, nodes_task) = opts.informers.spawn(
         "scheduler-node-informer",
@@ -266,6 +283,7 @@ pub async fn run(client: Client, opts: SchedulerOptions) -> Result<(), Scheduler
             Change::Synced => {}
         },
     );
+    let _ = shared.pod_store.set(pods.clone());
     let (namespaces, ns_task) = opts.informers.spawn(
         "scheduler-namespace-informer",
         Api::<Namespace>::all(client.clone()),
@@ -368,8 +386,9 @@ fn on_pod(s: &Shared, pod: &Pod) {
     let nominated = pod.status.as_ref().and_then(|st| st.nominated_node_name.as_deref());
     let nominated = nominated.is_some_and(|n| !n.is_empty());
     if is_assigned(pod) || nominated || s.any_nominated.load(Ordering::Relaxed) {
+        let pod = s.shared_copy(pod);
         s.change_cache(
-            |s, cache, follow| s.apply_pod(cache, pod, follow),
+            |s, cache, follow| s.apply_pod(cache, &pod, follow),
             || Deferred::Pod(pod.clone()),
         );
     }
@@ -813,14 +832,7 @@ mod tests {
 
     #[test]
     fn handler_changes_wait_for_a_busy_cache_and_apply_in_order() {
-        let shared = Shared {
-            cache: Mutex::new(Cache::default()),
-            queue: queue::SchedulingQueue::new(),
-            unschedulable: Mutex::new(HashMap::new()),
-            recorded: Recorded::default(),
-            any_nominated: std::sync::atomic::AtomicBool::new(false),
-            deferred: Mutex::new(Vec::new()),
-        };
+        let shared = Shared::new();
         let add = |name: &str| {
             let n = node(name);
             shared.change_cache(
