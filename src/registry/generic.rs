@@ -224,6 +224,8 @@ impl Registry {
     }
 
     /// Serializes an object for storage: served form to stored form, resourceVersion dropped.
+    /// The bytes are exactly as long as the encoding: they stay in the watch cache for the
+    /// object's life, and the serializer's buffer grows by doubling (up to half of it unused).
     pub(crate) fn encode(res: &ResourceInfo, obj: &Value) -> Result<Bytes, ApiError> {
         let converted;
         let stored = match &res.conversion {
@@ -234,7 +236,7 @@ impl Registry {
             None => obj,
         };
         serde_json::to_vec(&Stored(stored))
-            .map(Bytes::from)
+            .map(|v| Bytes::from(v.into_boxed_slice()))
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 }
@@ -400,5 +402,17 @@ mod tests {
         );
         let back = decode_bytes(res, &bytes, 12).unwrap();
         assert_eq!(back["metadata"]["resourceVersion"], "12");
+    }
+
+    #[test]
+    fn stored_bytes_hold_no_spare_capacity() {
+        let res = catalog().find("", "v1", "configmaps").unwrap();
+        let data: serde_json::Map<String, Value> =
+            (0..100).map(|i| (format!("key{i}"), Value::from("x".repeat(i)))).collect();
+        let obj = serde_json::json!({"metadata": {"name": "a"}, "data": data});
+        let bytes = Registry::encode(res, &obj).unwrap();
+        let len = bytes.len();
+        let buffer = bytes.try_into_mut().expect("the only handle");
+        assert_eq!(buffer.capacity(), len, "no unused tail is kept alive with the value");
     }
 }
