@@ -37,8 +37,18 @@ impl Default for CacheOptions {
         // A watcher's buffer holds shared events (the values are reference-counted bytes), so a
         // deep one is cheap; it lets a consumer ride out a busy second (an informer whose
         // handlers wait on a scheduling cycle) on the fast path. A watcher that overflows it
-        // catches up from the window, which is deeper still, or from the backend's history.
-        CacheOptions { window_events: 20_000, watcher_buffer: 10_000 }
+        // catches up from the window or from the backend's history. The window keeps values
+        // that are no longer current (about 3.5 KB a pod version), so it stays modest now that
+        // a watcher behind it reads history instead of re-listing.
+        CacheOptions { window_events: 8_000, watcher_buffer: 10_000 }
+    }
+}
+
+impl CacheOptions {
+    /// For a backend whose history a watcher cannot catch up from ([`Backend::history`] fails):
+    /// a deeper window, so that fewer watchers fall behind it and must list again.
+    pub fn without_readable_history() -> Self {
+        CacheOptions { window_events: 20_000, ..CacheOptions::default() }
     }
 }
 

@@ -53,8 +53,13 @@ pub(super) async fn open_storage(
             )
         }
     };
-    let store =
-        Store::open(backend, CacheOptions::default()).await.map_err(ServerError::Storage)?;
+    let cache = match &config.datastore {
+        Datastore::Sqlite => CacheOptions::default(),
+        // etcd's history is not read back, so a watcher behind the window re-lists there: it
+        // keeps the deeper window.
+        Datastore::Etcd { .. } => CacheOptions::without_readable_history(),
+    };
+    let store = Store::open(backend, cache).await.map_err(ServerError::Storage)?;
     health.set_store_open();
     let probe = crate::apiserver::health::probe_datastore(health.clone(), store.backend().clone());
     tokio::spawn(probe.instrument(tracing::info_span!("task", name = "datastore-probe")));
