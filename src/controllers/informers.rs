@@ -417,9 +417,9 @@ mod relist_tests {
         .unwrap()
     }
 
-    /// A watch cut behind a one-event window must list again. Subscribers then hear of every
-    /// listed object only once the cache holds it, and of the objects the new list lacks as
-    /// deleted (as upstream's Replace).
+    /// A watch that fell behind while its history was compacted away gets 410 and must list
+    /// again. Subscribers then hear of every listed object only once the cache holds it, and of
+    /// the objects the new list lacks as deleted (as upstream's Replace).
     #[tokio::test(flavor = "multi_thread")]
     async fn a_relist_reports_deletions_and_never_runs_ahead_of_the_cache() {
         let dir = tempfile::tempdir().unwrap();
@@ -429,7 +429,7 @@ mod relist_tests {
         let cache = CacheOptions { window_events: 1, watcher_buffer: 1 };
         let store = crate::store::Store::open(Arc::new(backend), cache).await.unwrap();
         crate::registry::bootstrap::ensure_defaults(&store).await.unwrap();
-        let client = crate::controllers::client::in_process_client(store);
+        let client = crate::controllers::client::in_process_client(store.clone());
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
         for i in 0..20 {
             api.create(&PostParams::default(), &cm(&format!("cm-{i}"), "0")).await.unwrap();
@@ -444,13 +444,16 @@ mod relist_tests {
             lists: usize,
         }
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let (c, s) = (cell.clone(), seen.clone());
+        // Held by the test, it stops the informer in its handler, so the watch falls behind.
+        let gate = Arc::new(std::sync::Mutex::new(()));
+        let (c, s, g) = (cell.clone(), seen.clone(), gate.clone());
         let (cache, _task) = informers.spawn(
             "relist",
             Api::<ConfigMap>::namespaced(client.clone(), "default"),
             Default::default(),
             move |change| match change {
                 Change::Applied(o) => {
+                    drop(g.lock());
                     let cached = c.get().and_then(|st| st.get(&ObjectRef::from_obj(o)));
                     if cached.is_some_and(|x| x.resource_version() != o.resource_version()) {
                         s.lock().stale.push(o.name_any());
@@ -463,24 +466,31 @@ mod relist_tests {
         let _ = cell.set(cache.clone());
         cache.ready().await.unwrap();
 
-        // One burst: the writes commit together and overflow the watcher's one-event buffer.
-        let writes = (0..20).map(|i| {
+        // More writes than the watch's buffers hold (256 in the response stream, one in the
+        // store watcher) while the informer is stopped, then their history compacted away.
+        let hold = gate.lock().unwrap();
+        let patch = |name: String, v: &'static str| {
             let api = api.clone();
             async move {
-                if i == 0 {
-                    api.delete("cm-0", &DeleteParams::default()).await.map(|_| ())
-                } else {
-                    let p = serde_json::json!({"data": {"v": "1"}});
-                    let pp = kube::api::PatchParams::default();
-                    api.patch(&format!("cm-{i}"), &pp, &kube::api::Patch::Merge(&p))
-                        .await
-                        .map(|_| ())
-                }
+                let p = serde_json::json!({"data": {"v": v}});
+                let pp = kube::api::PatchParams::default();
+                api.patch(&name, &pp, &kube::api::Patch::Merge(&p)).await.map(|_| ())
             }
-        });
+        };
+        for round in 0..16 {
+            let v = if round % 2 == 0 { "2" } else { "3" };
+            let writes = (1..20).map(|i| patch(format!("cm-{i}"), v));
+            for r in futures::future::join_all(writes).await {
+                r.unwrap();
+            }
+        }
+        api.delete("cm-0", &DeleteParams::default()).await.unwrap();
+        let writes = (1..20).map(|i| patch(format!("cm-{i}"), "1"));
         for r in futures::future::join_all(writes).await {
             r.unwrap();
         }
+        store.compact(store.revision()).await.unwrap();
+        drop(hold);
         let settled = tokio::time::timeout(std::time::Duration::from_secs(30), async {
             loop {
                 let fresh = cache.state().len() == 19

@@ -42,9 +42,9 @@ pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub struct SqliteOptions {
     /// How often background compaction runs (zero: never automatically).
     pub compaction_interval: Duration,
-    /// How many recent revisions compaction keeps. Older history only serves lists continued
-    /// at an old revision and exact-revision reads (watches come from the in-memory window), so
-    /// the default is small: a key rewritten for hours keeps the file near its live size.
+    /// How many recent revisions compaction keeps. Older history serves lists continued at an
+    /// old revision, exact-revision reads and watchers catching up behind the in-memory window,
+    /// so the default is small: a key rewritten for hours keeps the file near its live size.
     pub retain_revisions: i64,
     /// How long compaction keeps a revision, whatever `retain_revisions` says: a paged list
     /// continues at the revision of its first page, so its continue token stays good for this
