@@ -9,7 +9,7 @@
 //!
 //! An owner missing from the graph is looked up through the API before anything is deleted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
@@ -25,6 +25,9 @@ use super::informer::{self, Change};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};
 use super::AbortOnDrop;
+
+mod graph;
+use graph::{Graph, Node, Seen};
 
 pub const ORPHAN_FINALIZER: &str = "orphan";
 pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
@@ -64,71 +67,6 @@ fn watched() -> Vec<ApiResource> {
     ]
 }
 
-/// One object of the graph.
-#[derive(Clone, Debug)]
-struct Node {
-    uid: String,
-    kind: usize,
-    namespace: Option<String>,
-    name: String,
-    owners: Vec<OwnerReference>,
-    deleting: bool,
-    finalizers: Vec<String>,
-}
-
-#[derive(Default)]
-struct Graph {
-    nodes: HashMap<String, Node>,
-    /// Owner uid -> dependent uids (owners may be absent from `nodes`).
-    dependents: HashMap<String, HashSet<String>>,
-}
-
-impl Graph {
-    /// Records an object; returns the uids to look at.
-    fn upsert(&mut self, uid: String, node: Node) -> Vec<String> {
-        let mut dirty = vec![];
-        if let Some(old) = self.nodes.get(&uid) {
-            for o in &old.owners {
-                if let Some(d) = self.dependents.get_mut(&o.uid) {
-                    d.remove(&uid);
-                }
-            }
-        }
-        for o in &node.owners {
-            self.dependents.entry(o.uid.clone()).or_default().insert(uid.clone());
-        }
-        let has_work = !node.owners.is_empty()
-            || (node.deleting
-                && node
-                    .finalizers
-                    .iter()
-                    .any(|f| f == ORPHAN_FINALIZER || f == FOREGROUND_FINALIZER));
-        if has_work {
-            dirty.push(uid.clone());
-        }
-        self.nodes.insert(uid, node);
-        dirty
-    }
-
-    /// Forgets an object; returns its dependents and owners (they may have work now).
-    fn remove(&mut self, uid: &str) -> Vec<String> {
-        let mut dirty: Vec<String> =
-            self.dependents.get(uid).map(|d| d.iter().cloned().collect()).unwrap_or_default();
-        if let Some(old) = self.nodes.remove(uid) {
-            for o in &old.owners {
-                if let Some(d) = self.dependents.get_mut(&o.uid) {
-                    d.remove(uid);
-                    if d.is_empty() {
-                        self.dependents.remove(&o.uid);
-                    }
-                }
-                dirty.push(o.uid.clone());
-            }
-        }
-        dirty
-    }
-}
-
 struct Ctx {
     client: Client,
     kinds: Vec<ApiResource>,
@@ -152,26 +90,25 @@ pub async fn run(client: Client, workers: usize) -> Result<(), GarbageCollectorE
             move |c| {
                 let dirty = match c {
                     Change::Applied(o) => {
-                        let Some(uid) = o.uid() else { return };
-                        let node = Node {
-                            uid: uid.clone(),
-                            kind: i,
-                            namespace: o.namespace(),
-                            name: o.name_any(),
-                            owners: o.owner_references().to_vec(),
+                        let Some(uid) = o.metadata.uid.as_deref() else { return };
+                        let seen = Seen {
+                            kind: i as u16,
+                            namespace: o.metadata.namespace.as_deref(),
+                            name: o.metadata.name.as_deref().unwrap_or_default(),
+                            owners: o.owner_references(),
                             deleting: o.metadata.deletion_timestamp.is_some(),
-                            finalizers: o.finalizers().to_vec(),
+                            finalizers: o.finalizers(),
                         };
-                        g.lock().upsert(uid, node)
+                        g.lock().upsert(uid, seen)
                     }
-                    Change::Deleted(o) => match o.uid() {
-                        Some(uid) => g.lock().remove(&uid),
+                    Change::Deleted(o) => match o.metadata.uid.as_deref() {
+                        Some(uid) => g.lock().remove(uid),
                         None => vec![],
                     },
                     Change::Synced => vec![],
                 };
                 for uid in dirty {
-                    q.add(uid);
+                    q.add(uid.to_string());
                 }
             },
         );
@@ -202,7 +139,7 @@ async fn owner_exists(
     ns: Option<&str>,
     owner: &OwnerReference,
 ) -> Result<bool, GarbageCollectorError> {
-    if ctx.graph.lock().nodes.contains_key(&owner.uid) {
+    if ctx.graph.lock().contains(&owner.uid) {
         return Ok(true);
     }
     let group = owner.api_version.split_once('/').map(|(g, _)| g).unwrap_or("");
@@ -227,7 +164,7 @@ async fn owner_exists(
 }
 
 fn api_for(ctx: &Ctx, node: &Node) -> Api<DynamicObject> {
-    let ar = &ctx.kinds[node.kind];
+    let ar = &ctx.kinds[usize::from(node.kind)];
     match node.namespace.as_deref() {
         Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, ar),
         None => Api::all_with(ctx.client.clone(), ar),
@@ -235,35 +172,27 @@ fn api_for(ctx: &Ctx, node: &Node) -> Api<DynamicObject> {
 }
 
 async fn sync(ctx: &Ctx, uid: &str) -> Result<Action, GarbageCollectorError> {
-    let Some(node) = ctx.graph.lock().nodes.get(uid).cloned() else { return Ok(Action::Done) };
+    let Some(node) = ctx.graph.lock().get(uid) else { return Ok(Action::Done) };
     let api = api_for(ctx, &node);
     let err = |action: &'static str, n: &Node| {
-        let (kind, name) = (ctx.kinds[n.kind].kind.clone(), n.name.clone());
+        let (kind, name) = (ctx.kinds[usize::from(n.kind)].kind.clone(), n.name.to_string());
         move |source| GarbageCollectorError::Api { action, kind, name, source }
     };
-    if node.deleting && node.finalizers.iter().any(|f| f == ORPHAN_FINALIZER) {
+    if node.deleting && node.orphan {
         orphan_dependents(ctx, uid).await?;
         return remove_finalizer(&api, &node, ORPHAN_FINALIZER)
             .await
             .map_err(err("remove a finalizer of", &node));
     }
-    if node.deleting && node.finalizers.iter().any(|f| f == FOREGROUND_FINALIZER) {
-        let dependents: Vec<Node> = {
-            let g = ctx.graph.lock();
-            g.dependents
-                .get(uid)
-                .into_iter()
-                .flatten()
-                .filter_map(|d| g.nodes.get(d).cloned())
-                .collect()
-        };
+    if node.deleting && node.foreground {
+        let dependents = ctx.graph.lock().dependents_of(uid);
         if dependents.is_empty() {
             return remove_finalizer(&api, &node, FOREGROUND_FINALIZER)
                 .await
                 .map_err(err("remove a finalizer of", &node));
         }
-        for d in dependents.iter().filter(|d| !d.deleting) {
-            delete(&api_for(ctx, d), d, DeleteParams::foreground())
+        for (d_uid, d) in dependents.iter().filter(|(_, d)| !d.deleting) {
+            delete(&api_for(ctx, d), d_uid, d, DeleteParams::foreground())
                 .await
                 .map_err(err("delete", d))?;
         }
@@ -299,12 +228,12 @@ async fn sync(ctx: &Ctx, uid: &str) -> Result<Action, GarbageCollectorError> {
     }
     if solid == 0 {
         if !node.deleting {
-            tracing::debug!(kind = %ctx.kinds[node.kind].kind, name = %node.name, "deleting an object whose owners are gone");
+            tracing::debug!(kind = %ctx.kinds[usize::from(node.kind)].kind, name = %node.name, "deleting an object whose owners are gone");
             // Precondition on the version read above: if the object changed since (409), look
             // again rather than act on what may be stale.
             let mut dp = DeleteParams::background();
             dp.preconditions = Some(Preconditions {
-                uid: Some(node.uid.clone()),
+                uid: Some(uid.to_string()),
                 resource_version: live.resource_version(),
             });
             match api.delete(&node.name, &dp).await {
@@ -330,11 +259,12 @@ async fn sync(ctx: &Ctx, uid: &str) -> Result<Action, GarbageCollectorError> {
 
 async fn delete(
     api: &Api<DynamicObject>,
+    uid: &str,
     node: &Node,
     mut dp: DeleteParams,
 ) -> Result<(), kube::Error> {
     // The uid precondition makes sure a recreated namesake is left alone.
-    dp.preconditions = Some(Preconditions { uid: Some(node.uid.clone()), resource_version: None });
+    dp.preconditions = Some(Preconditions { uid: Some(uid.to_string()), resource_version: None });
     match api.delete(&node.name, &dp).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
@@ -344,16 +274,8 @@ async fn delete(
 
 /// Removes references to `owner_uid` from each of its dependents.
 async fn orphan_dependents(ctx: &Ctx, owner_uid: &str) -> Result<(), GarbageCollectorError> {
-    let dependents: Vec<Node> = {
-        let g = ctx.graph.lock();
-        g.dependents
-            .get(owner_uid)
-            .into_iter()
-            .flatten()
-            .filter_map(|d| g.nodes.get(d).cloned())
-            .collect()
-    };
-    for d in dependents {
+    let dependents = ctx.graph.lock().dependents_of(owner_uid);
+    for (_, d) in dependents {
         let patch =
             json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": owner_uid}]}});
         match api_for(ctx, &d)
@@ -365,8 +287,8 @@ async fn orphan_dependents(ctx: &Ctx, owner_uid: &str) -> Result<(), GarbageColl
             Err(source) => {
                 return Err(GarbageCollectorError::Api {
                     action: "orphan",
-                    kind: ctx.kinds[d.kind].kind.clone(),
-                    name: d.name.clone(),
+                    kind: ctx.kinds[usize::from(d.kind)].kind.clone(),
+                    name: d.name.to_string(),
                     source,
                 })
             }
