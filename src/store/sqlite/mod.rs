@@ -13,6 +13,8 @@ mod schema;
 mod writer;
 
 #[cfg(test)]
+mod compaction_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
