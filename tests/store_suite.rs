@@ -311,21 +311,14 @@ async fn too_old(f: Fixture) {
     }
     s.create("/x/other", val("x")).await.unwrap();
     let mut old = s.watch("/o/", first.mod_revision);
-    if matches!(f, Fixture::Sqlite(_)) {
-        // Behind the window, the backend's history serves the watch, then the window and feed.
-        let evs = take(&mut old, 39).await;
-        let values: Vec<_> = evs.iter().map(|e| e.kv.value.clone()).collect();
-        assert_eq!(values, (1..40).map(|i| val(format!("{i}"))).collect::<Vec<_>>());
-        assert!(evs.iter().all(|e| e.prev.is_some()), "history carries previous values");
-        let late = s.update("/o/a", val("late"), None).await.unwrap();
-        assert_eq!(take(&mut old, 1).await[0].kv, late);
-        quiet(&mut old).await;
-    } else {
-        // etcd's history is not read back: a watch behind the window is too old.
-        let (requested, _) = too_old_error(&mut old).await;
-        assert_eq!(requested, first.mod_revision);
-        assert!(old.next().await.is_none(), "the watch ends after its error");
-    }
+    // Behind the window, the backend's history serves the watch, then the window and feed.
+    let evs = take(&mut old, 39).await;
+    let values: Vec<_> = evs.iter().map(|e| e.kv.value.clone()).collect();
+    assert_eq!(values, (1..40).map(|i| val(format!("{i}"))).collect::<Vec<_>>());
+    assert!(evs.iter().all(|e| e.prev.is_some()), "history carries previous values");
+    let late = s.update("/o/a", val("late"), None).await.unwrap();
+    assert_eq!(take(&mut old, 1).await[0].kv, late);
+    quiet(&mut old).await;
     let head = s.revision();
     let mut recent = s.watch("/o/", head - 9);
     take(&mut recent, 8).await;
@@ -339,8 +332,7 @@ async fn too_old(f: Fixture) {
     ));
     let opts = ListOptions { revision: Some(head - 10), ..Default::default() };
     assert!(matches!(s.list("/o/", &opts).await, Err(StoreError::TooOld { .. })));
-    let latest = if matches!(f, Fixture::Sqlite(_)) { "late" } else { "39" };
-    assert_eq!(s.get("/o/a", None).await.unwrap().unwrap().value, val(latest));
+    assert_eq!(s.get("/o/a", None).await.unwrap().unwrap().value, val("late"));
 }
 
 async fn compaction(f: Fixture) {
@@ -397,7 +389,7 @@ async fn take_slowly(w: &mut Watcher, n: usize) -> Vec<Event> {
 
 async fn slow_watcher_catches_up(f: Fixture) {
     // A window of 30 events and buffers of 8: a watcher that reads slowly overflows its buffer
-    // and must catch up from the window, and (SQLite) from the backend's history.
+    // and must catch up from the window and from the backend's history.
     let s = f.store_with(CacheOptions { watcher_buffer: 8, window_events: 30 }).await;
     let start = s.revision();
     let mut slow = s.watch("/s/", start);
@@ -409,28 +401,12 @@ async fn slow_watcher_catches_up(f: Fixture) {
         s.create(&format!("/n/{i:03}"), val("other prefix")).await.unwrap();
     }
     assert_eq!(reader.await.unwrap(), 100, "a reading watcher gets everything");
-    if matches!(f, Fixture::Sqlite(_)) {
-        let got = take_slowly(&mut slow, 100).await;
-        let revisions: Vec<_> = got.iter().map(Event::revision).collect();
-        assert_eq!(revisions, written, "every event once, in order, none from other prefixes");
-        let late = s.create("/s/late", val("l")).await.unwrap();
-        assert_eq!(take(&mut slow, 1).await[0].kv, late, "and it rejoins the live feed");
-        quiet(&mut slow).await;
-    } else {
-        let mut seen = 0;
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), slow.next()).await.unwrap() {
-                Some(Ok(ev)) => {
-                    assert_eq!(ev.revision(), written[seen], "in order, none skipped");
-                    seen += 1;
-                }
-                Some(Err(StoreError::TooOld { .. })) => break,
-                other => panic!("expected the watcher to end as too old, got {other:?}"),
-            }
-        }
-        assert!(seen < 100, "without readable history it ends once behind the window");
-        assert!(slow.next().await.is_none());
-    }
+    let got = take_slowly(&mut slow, 100).await;
+    let revisions: Vec<_> = got.iter().map(Event::revision).collect();
+    assert_eq!(revisions, written, "every event once, in order, none from other prefixes");
+    let late = s.create("/s/late", val("l")).await.unwrap();
+    assert_eq!(take(&mut slow, 1).await[0].kv, late, "and it rejoins the live feed");
+    quiet(&mut slow).await;
     // Behind its buffer but within the window, any backend catches up from the window.
     let start = s.revision();
     let mut slow = s.watch("/w/", start);

@@ -45,9 +45,9 @@ impl Default for CacheOptions {
 }
 
 impl CacheOptions {
-    /// For a backend whose history a watcher cannot catch up from ([`Backend::history`] fails):
-    /// a deeper window, so that fewer watchers fall behind it and must list again.
-    pub fn without_readable_history() -> Self {
+    /// For a backend whose history reads are costly (etcd replays its whole key space through a
+    /// watch for [`Backend::history`]): a deeper window, so that fewer watchers fall behind it.
+    pub fn deep_window() -> Self {
         CacheOptions { window_events: 20_000, ..CacheOptions::default() }
     }
 }

@@ -116,7 +116,8 @@ pub trait Backend: Send + Sync + 'static {
     /// At most `limit` events under `prefix` with a revision in (`after`, `upto`], in order,
     /// with previous values: what a watcher that fell behind the watch cache's window still has
     /// to see. Fewer than `limit` means none remain up to `upto`. Fails with `TooOld` if
-    /// `after` has been compacted away; a backend that keeps no readable history always does.
+    /// `after` has been compacted away; a backend that keeps no readable history (the default
+    /// implementation) always does.
     async fn history(
         &self,
         prefix: &str,

@@ -55,9 +55,9 @@ pub(super) async fn open_storage(
     };
     let cache = match &config.datastore {
         Datastore::Sqlite => CacheOptions::default(),
-        // etcd's history is not read back, so a watcher behind the window re-lists there: it
-        // keeps the deeper window.
-        Datastore::Etcd { .. } => CacheOptions::without_readable_history(),
+        // etcd's history is read by replaying a watch over the whole key space, so it keeps the
+        // deeper window and fewer watchers need that read.
+        Datastore::Etcd { .. } => CacheOptions::deep_window(),
     };
     let store = Store::open(backend, cache).await.map_err(ServerError::Storage)?;
     health.set_store_open();

@@ -12,7 +12,7 @@ use etcd_client::{
 
 use super::keys::range_end;
 use super::{header_revision, watch, EtcdBackend, Fail, LOAD_ATTEMPTS};
-use crate::store::{Backend, EventStream, KeyValue, ListPage, Result, Revision, StoreError};
+use crate::store::{Backend, Event, EventStream, KeyValue, ListPage, Result, Revision, StoreError};
 
 fn check_revision(revision: Revision) -> Result<()> {
     if revision < 0 {
@@ -77,6 +77,47 @@ impl Backend for EtcdBackend {
             })?;
         tracing::debug!(after, "etcd watch started");
         Ok(watch::event_stream(stream, self.keys.clone(), after, self.compacted.clone()))
+    }
+
+    async fn history(
+        &self,
+        prefix: &str,
+        after: Revision,
+        upto: Revision,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        check_revision(after)?;
+        if upto <= after || limit == 0 {
+            return Ok(vec![]);
+        }
+        // A watch from `after + 1` replays etcd's history of the prefix; etcd serves it from the
+        // compacted revision itself, so `after` is checked first, as for `events`.
+        if after > 0 && !self.readable(after).await? {
+            let oldest = self.compacted_revision().await?;
+            return Err(StoreError::TooOld { requested: after, oldest });
+        }
+        let opts = WatchOptions::new()
+            .with_range(range_end(self.keys.prefix()))
+            .with_prev_key()
+            .with_start_revision(after + 1);
+        let mut client = self.watch.clone();
+        let stream = self
+            .rpc("watch", false, client.watch(self.keys.prefix().to_vec(), Some(opts)))
+            .await
+            .map_err(|fail| match fail {
+                Fail::Store(e) => e,
+                Fail::Compacted | Fail::Future => {
+                    StoreError::Unavailable("etcd refused the watch".into())
+                }
+            })?;
+        let (keys, compacted) = (self.keys.clone(), self.compacted.clone());
+        let read = watch::history(stream, keys, prefix, (after, upto), limit, compacted);
+        match tokio::time::timeout(self.opts.request_timeout, read).await {
+            Ok(result) => result,
+            Err(_) => {
+                Err(StoreError::Unavailable("etcd did not replay the history in time".into()))
+            }
+        }
     }
 
     async fn get_at(&self, key: &str, revision: Revision) -> Result<Option<KeyValue>> {

@@ -16,6 +16,11 @@ use crate::store::{Event, EventKind, EventStream, KeyValue, Revision, StoreError
 
 struct State {
     stream: WatchStream,
+    dec: Decoder,
+}
+
+/// Turns watch responses into skiff events, never repeating a revision.
+struct Decoder {
     keys: Keys,
     /// The revision the stream was asked to start after.
     after: Revision,
@@ -31,7 +36,7 @@ pub fn event_stream(
     after: Revision,
     compacted: Arc<AtomicI64>,
 ) -> EventStream {
-    let state = State { stream, keys, after, delivered: after, compacted };
+    let state = State { stream, dec: Decoder { keys, after, delivered: after, compacted } };
     Box::pin(futures::stream::unfold(Some(state), |state| async move {
         let mut state = state?;
         match state.next_batch().await {
@@ -48,12 +53,12 @@ impl State {
             let resp = match self.stream.message().await {
                 Ok(Some(resp)) => resp,
                 Ok(None) => {
-                    tracing::warn!(delivered = self.delivered, "etcd closed the watch stream");
+                    tracing::warn!(delivered = self.dec.delivered, "etcd closed the watch stream");
                     return Err(StoreError::Unavailable("etcd closed the watch stream".into()));
                 }
                 Err(e) => {
                     let err = errors::map(e, false);
-                    tracing::warn!(delivered = self.delivered, error = %err, "etcd watch failed");
+                    tracing::warn!(delivered = self.dec.delivered, error = %err, "etcd watch failed");
                     return Err(match err {
                         StoreError::Unavailable(_) => err,
                         other => StoreError::Unavailable(other.to_string()),
@@ -61,15 +66,17 @@ impl State {
                 }
             };
             if resp.canceled() {
-                return Err(self.cancelled(&resp));
+                return Err(self.dec.cancelled(&resp));
             }
-            let batch = self.convert(&resp);
+            let batch = self.dec.convert(&resp);
             if !batch.is_empty() {
                 return Ok(batch);
             }
         }
     }
+}
 
+impl Decoder {
     fn cancelled(&self, resp: &WatchResponse) -> StoreError {
         let oldest = resp.compact_revision();
         if oldest > 0 {
@@ -131,5 +138,50 @@ impl State {
             self.delivered = last.revision();
         }
         batch
+    }
+}
+
+/// Reads a created watch on the whole key space (started at `after + 1`) until it reaches
+/// `upto` or has read `limit` events under `prefix`: the history of
+/// [`crate::store::Backend::history`]. `upto` is the oldest revision of the watch cache's window,
+/// a revision it saw an event at, so an event at or past it comes. (etcd's progress
+/// notifications cannot mark the end: before v3.5 they may run ahead of a watch still
+/// replaying.) The exception is a cache just loaded from an etcd whose latest revision is
+/// another program's write: the read then ends at skiff's next write, or fails as unavailable
+/// after the request timeout if none comes. The caller drops the watch afterwards.
+pub async fn history(
+    mut stream: WatchStream,
+    keys: Keys,
+    prefix: &str,
+    (after, upto): (Revision, Revision),
+    limit: usize,
+    compacted: Arc<AtomicI64>,
+) -> Result<Vec<Event>, StoreError> {
+    let mut dec = Decoder { keys, after, delivered: after, compacted };
+    let mut out = Vec::new();
+    loop {
+        let resp = match stream.message().await {
+            Ok(Some(resp)) => resp,
+            Ok(None) => return Err(StoreError::Unavailable("etcd closed the watch stream".into())),
+            Err(e) => return Err(errors::map(e, false)),
+        };
+        if resp.canceled() {
+            return Err(dec.cancelled(&resp));
+        }
+        for event in dec.convert(&resp) {
+            let revision = event.revision();
+            if revision > upto {
+                return Ok(out);
+            }
+            if event.kv.key.starts_with(prefix) {
+                out.push(event);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            if revision == upto {
+                return Ok(out);
+            }
+        }
     }
 }
