@@ -54,27 +54,7 @@ impl Backend for EtcdBackend {
     }
 
     async fn events(&self, after: Revision) -> Result<EventStream> {
-        check_revision(after)?;
-        // etcd serves watches from the compacted revision itself, but skiff's contract drops
-        // the events at it, so check that `after` is still readable first.
-        if after > 0 && !self.readable(after).await? {
-            let oldest = self.compacted_revision().await?;
-            return Err(StoreError::TooOld { requested: after, oldest });
-        }
-        let opts = WatchOptions::new()
-            .with_range(range_end(self.keys.prefix()))
-            .with_prev_key()
-            .with_start_revision(after + 1);
-        let mut client = self.watch.clone();
-        let stream = self
-            .rpc("watch", false, client.watch(self.keys.prefix().to_vec(), Some(opts)))
-            .await
-            .map_err(|fail| match fail {
-                Fail::Store(e) => e,
-                Fail::Compacted | Fail::Future => {
-                    StoreError::Unavailable("etcd refused the watch".into())
-                }
-            })?;
+        let stream = self.watch_after(after).await?;
         tracing::debug!(after, "etcd watch started");
         Ok(watch::event_stream(stream, self.keys.clone(), after, self.compacted.clone()))
     }
@@ -90,26 +70,7 @@ impl Backend for EtcdBackend {
         if upto <= after || limit == 0 {
             return Ok(vec![]);
         }
-        // A watch from `after + 1` replays etcd's history of the prefix; etcd serves it from the
-        // compacted revision itself, so `after` is checked first, as for `events`.
-        if after > 0 && !self.readable(after).await? {
-            let oldest = self.compacted_revision().await?;
-            return Err(StoreError::TooOld { requested: after, oldest });
-        }
-        let opts = WatchOptions::new()
-            .with_range(range_end(self.keys.prefix()))
-            .with_prev_key()
-            .with_start_revision(after + 1);
-        let mut client = self.watch.clone();
-        let stream = self
-            .rpc("watch", false, client.watch(self.keys.prefix().to_vec(), Some(opts)))
-            .await
-            .map_err(|fail| match fail {
-                Fail::Store(e) => e,
-                Fail::Compacted | Fail::Future => {
-                    StoreError::Unavailable("etcd refused the watch".into())
-                }
-            })?;
+        let stream = self.watch_after(after).await?;
         let (keys, compacted) = (self.keys.clone(), self.compacted.clone());
         let read = watch::history(stream, keys, prefix, (after, upto), limit, compacted);
         match tokio::time::timeout(self.opts.request_timeout, read).await {
@@ -269,5 +230,32 @@ impl Backend for EtcdBackend {
         let found = if low <= 1 { known } else { low };
         self.note_compacted(found);
         Ok(found)
+    }
+}
+
+impl EtcdBackend {
+    /// A watch over skiff's whole key space from `after + 1` (with previous values), or
+    /// `TooOld` once `after` is compacted.
+    async fn watch_after(&self, after: Revision) -> Result<etcd_client::WatchStream> {
+        check_revision(after)?;
+        // etcd serves watches from the compacted revision itself, but skiff's contract drops
+        // the events at it, so check that `after` is still readable first.
+        if after > 0 && !self.readable(after).await? {
+            let oldest = self.compacted_revision().await?;
+            return Err(StoreError::TooOld { requested: after, oldest });
+        }
+        let opts = WatchOptions::new()
+            .with_range(range_end(self.keys.prefix()))
+            .with_prev_key()
+            .with_start_revision(after + 1);
+        let mut client = self.watch.clone();
+        self.rpc("watch", false, client.watch(self.keys.prefix().to_vec(), Some(opts)))
+            .await
+            .map_err(|fail| match fail {
+                Fail::Store(e) => e,
+                Fail::Compacted | Fail::Future => {
+                    StoreError::Unavailable("etcd refused the watch".into())
+                }
+            })
     }
 }
