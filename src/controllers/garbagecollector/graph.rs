@@ -42,8 +42,7 @@ impl Node {
         self.deleting == new.deleting
             && self.orphan == new.orphan
             && self.foreground == new.foreground
-            && self.owners.len() == new.owners.len()
-            && self.owners.iter().zip(new.owners.iter()).all(|(a, b)| a == b)
+            && self.owners == new.owners
     }
 }
 

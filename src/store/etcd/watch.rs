@@ -16,11 +16,6 @@ use crate::store::{Event, EventKind, EventStream, KeyValue, Revision, StoreError
 
 struct State {
     stream: WatchStream,
-    dec: Decoder,
-}
-
-/// Turns watch responses into skiff events, never repeating a revision.
-struct Decoder {
     keys: Keys,
     /// The revision the stream was asked to start after.
     after: Revision,
@@ -36,7 +31,7 @@ pub fn event_stream(
     after: Revision,
     compacted: Arc<AtomicI64>,
 ) -> EventStream {
-    let state = State { stream, dec: Decoder { keys, after, delivered: after, compacted } };
+    let state = State { stream, keys, after, delivered: after, compacted };
     Box::pin(futures::stream::unfold(Some(state), |state| async move {
         let mut state = state?;
         match state.next_batch().await {
@@ -53,12 +48,12 @@ impl State {
             let resp = match self.stream.message().await {
                 Ok(Some(resp)) => resp,
                 Ok(None) => {
-                    tracing::warn!(delivered = self.dec.delivered, "etcd closed the watch stream");
+                    tracing::warn!(delivered = self.delivered, "etcd closed the watch stream");
                     return Err(StoreError::Unavailable("etcd closed the watch stream".into()));
                 }
                 Err(e) => {
                     let err = errors::map(e, false);
-                    tracing::warn!(delivered = self.dec.delivered, error = %err, "etcd watch failed");
+                    tracing::warn!(delivered = self.delivered, error = %err, "etcd watch failed");
                     return Err(match err {
                         StoreError::Unavailable(_) => err,
                         other => StoreError::Unavailable(other.to_string()),
@@ -66,17 +61,15 @@ impl State {
                 }
             };
             if resp.canceled() {
-                return Err(self.dec.cancelled(&resp));
+                return Err(self.cancelled(&resp));
             }
-            let batch = self.dec.convert(&resp);
+            let batch = self.convert(&resp);
             if !batch.is_empty() {
                 return Ok(batch);
             }
         }
     }
-}
 
-impl Decoder {
     fn cancelled(&self, resp: &WatchResponse) -> StoreError {
         let oldest = resp.compact_revision();
         if oldest > 0 {
@@ -150,25 +143,17 @@ impl Decoder {
 /// another program's write: the read then ends at skiff's next write, or fails as unavailable
 /// after the request timeout if none comes. The caller drops the watch afterwards.
 pub async fn history(
-    mut stream: WatchStream,
+    stream: WatchStream,
     keys: Keys,
     prefix: &str,
     (after, upto): (Revision, Revision),
     limit: usize,
     compacted: Arc<AtomicI64>,
 ) -> Result<Vec<Event>, StoreError> {
-    let mut dec = Decoder { keys, after, delivered: after, compacted };
+    let mut state = State { stream, keys, after, delivered: after, compacted };
     let mut out = Vec::new();
     loop {
-        let resp = match stream.message().await {
-            Ok(Some(resp)) => resp,
-            Ok(None) => return Err(StoreError::Unavailable("etcd closed the watch stream".into())),
-            Err(e) => return Err(errors::map(e, false)),
-        };
-        if resp.canceled() {
-            return Err(dec.cancelled(&resp));
-        }
-        for event in dec.convert(&resp) {
+        for event in state.next_batch().await? {
             let revision = event.revision();
             if revision > upto {
                 return Ok(out);
