@@ -14,7 +14,7 @@ use super::generic::{check_field_selector, matches, parse_rv, ListParams, Regist
 use super::selector::{FieldSelector, LabelSelector};
 use super::watch_objects::{RecentObjects, WatchObject};
 use crate::apiserver::status::ApiError;
-use crate::store::{Event, EventKind, Revision, StoreError};
+use crate::store::{Event, EventKind, KeyValue, Revision, StoreError};
 
 /// The annotation on the bookmark that ends the initial events of a watch-list.
 pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
@@ -276,14 +276,14 @@ impl BookmarkSchedule {
 /// The watch event (if any) a store event means for a watcher with these selectors. Objects
 /// come from `recent`, so watchers of one event share its decoding (and encoding).
 fn translate(
-    res: &ResourceInfo,
+    res: &'static ResourceInfo,
     ev: &Event,
     p: &WatchParams,
     recent: &RecentObjects,
 ) -> Option<(EventType, WatchObject)> {
     let cur = recent.decode(res, &ev.kv).ok()?;
     let unfiltered = p.labels.is_empty() && p.fields.is_empty();
-    let cur_matches = unfiltered || matches(res, cur.value(), &p.labels, &p.fields);
+    let cur_matches = unfiltered || selects(res, p, &ev.kv, recent);
     match ev.kind {
         EventKind::Create => cur_matches.then_some((EventType::Added, cur)),
         EventKind::Delete => cur_matches.then_some((EventType::Deleted, cur)),
@@ -291,15 +291,7 @@ fn translate(
             // Without selectors the earlier version matched too; nothing to decode.
             let prev_matches = match &ev.prev {
                 Some(_) if unfiltered => true,
-                // A label selector reads only the labels: no need to build the whole object.
-                Some(kv) if p.fields.is_empty() => labels_of(&kv.value).is_some_and(|l| {
-                    p.labels.matches(
-                        &l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>(),
-                    )
-                }),
-                Some(kv) => recent
-                    .decode(res, kv)
-                    .is_ok_and(|prev| matches(res, prev.value(), &p.labels, &p.fields)),
+                Some(kv) => selects(res, p, kv, recent),
                 None => false,
             };
             match (prev_matches, cur_matches) {
@@ -310,6 +302,22 @@ fn translate(
             }
         }
     }
+}
+
+/// Whether the watcher's selectors select this version of the object. A label selector reads
+/// only the labels: the object is built only for a field selector.
+fn selects(
+    res: &'static ResourceInfo,
+    p: &WatchParams,
+    kv: &KeyValue,
+    recent: &RecentObjects,
+) -> bool {
+    if p.fields.is_empty() {
+        return labels_of(&kv.value).is_some_and(|l| {
+            p.labels.matches(&l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>())
+        });
+    }
+    recent.decode(res, kv).is_ok_and(|o| matches(res, o.value(), &p.labels, &p.fields))
 }
 
 /// The labels of a stored object, read without decoding the rest of it (conversions between

@@ -94,13 +94,18 @@ pub struct NodeInfo {
     /// Pods that are not terminating, by the uid of their first owner (the system default
     /// spread counts a pod's siblings with it, as upstream's PodsWithOwnerRef).
     pub owned: std::collections::HashMap<String, usize>,
+    /// What the filters read of the node object, kept here so that a pod without node
+    /// constraints is checked and scored without touching the node: spec.unschedulable, and
+    /// whether the node has taints at all.
+    pub unschedulable: bool,
+    pub tainted: bool,
 }
 
 impl NodeInfo {
     pub fn new(node: Arc<Node>) -> NodeInfo {
-        NodeInfo {
-            allocatable: node_allocatable(&node),
-            node,
+        let mut info = NodeInfo {
+            allocatable: Resources::default(),
+            node: node.clone(),
             requested: Resources::default(),
             non_zero_requested: Resources::default(),
             used_ports: vec![],
@@ -109,7 +114,20 @@ impl NodeInfo {
             pods_with_required_anti_affinity: 0,
             pods_with_non_host_anti_affinity: 0,
             owned: Default::default(),
-        }
+            unschedulable: false,
+            tainted: false,
+        };
+        info.set_node(node);
+        info
+    }
+
+    /// Replaces the node object (its pods and their totals stay).
+    pub fn set_node(&mut self, node: Arc<Node>) {
+        self.allocatable = node_allocatable(&node);
+        let spec = node.spec.as_ref();
+        self.unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+        self.tainted = spec.and_then(|s| s.taints.as_ref()).is_some_and(|ts| !ts.is_empty());
+        self.node = node;
     }
 
     pub fn name(&self) -> &str {
@@ -309,9 +327,7 @@ impl Cache {
             Some(i) => {
                 let old = self.nodes[i].node.clone();
                 self.count_hostname(&old, false);
-                let info = &mut self.nodes[i];
-                info.allocatable = node_allocatable(&node);
-                info.node = node;
+                self.nodes[i].set_node(node);
             }
             None => {
                 self.index.insert(name.clone(), self.nodes.len());

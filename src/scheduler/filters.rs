@@ -41,15 +41,17 @@ pub struct CycleState {
 
 /// Whether the pod fits the node: None, or the reasons it does not.
 pub fn check(facts: &PodFacts<'_>, info: &NodeInfo, state: &CycleState) -> Option<Vec<String>> {
-    let node = &info.node;
+    // The node object is read only when the node or the pod asks for it: with thousands of
+    // nodes, reading each one's object costs more than the checks themselves.
     let one = |r: &str| Some(vec![r.to_string()]);
-    if node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
+    let tolerations = facts.spec.tolerations.as_deref().unwrap_or(&[]);
+    if info.unschedulable {
         let cordon = Taint {
             key: UNSCHEDULABLE_TAINT.into(),
             effect: "NoSchedule".into(),
             ..Default::default()
         };
-        if !tolerated(&cordon, facts.spec.tolerations.as_deref().unwrap_or(&[])) {
+        if !tolerated(&cordon, tolerations) {
             return one(REASON_UNSCHEDULABLE);
         }
     }
@@ -58,20 +60,24 @@ pub fn check(facts: &PodFacts<'_>, info: &NodeInfo, state: &CycleState) -> Optio
             return one(REASON_NODE_NAME);
         }
     }
-    if let Some(t) = untolerated_taint(node, facts.spec.tolerations.as_deref().unwrap_or(&[])) {
+    let taint = if info.tainted { untolerated_taint(&info.node, tolerations) } else { None };
+    if let Some(t) = taint {
         return Some(vec![format!(
             "node(s) had untolerated taint {{{}: {}}}",
             t.key,
             t.value.as_deref().unwrap_or("")
         )]);
     }
-    if !matches_node_selector_and_affinity(facts.spec, node) {
+    let constrained = facts.spec.node_selector.is_some() || facts.spec.affinity.is_some();
+    if constrained && !matches_node_selector_and_affinity(facts.spec, &info.node) {
         return one(REASON_AFFINITY);
     }
     if facts.ports.iter().any(|p| info.used_ports.iter().any(|u| ports_conflict(p, u))) {
         return one(REASON_PORTS);
     }
-    let reasons = insufficient(&facts.requests, info, state.nominated.get(info.name()));
+    let nominated =
+        if state.nominated.is_empty() { None } else { state.nominated.get(info.name()) };
+    let reasons = insufficient(&facts.requests, info, nominated);
     if !reasons.is_empty() {
         return Some(reasons);
     }

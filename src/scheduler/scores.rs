@@ -83,6 +83,9 @@ fn preferred_affinity(spec: &PodSpec, n: &NodeInfo) -> i64 {
 }
 
 fn prefer_no_schedule_count(spec: &PodSpec, n: &NodeInfo) -> i64 {
+    if !n.tainted {
+        return 0;
+    }
     let tolerations = spec.tolerations.as_deref().unwrap_or(&[]);
     n.node
         .spec
