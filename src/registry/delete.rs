@@ -113,7 +113,7 @@ impl Registry {
     /// Deletes every object a list selects; returns what each delete returned.
     pub async fn delete_collection(
         &self,
-        res: &ResourceInfo,
+        res: &'static ResourceInfo,
         namespace: Option<&str>,
         params: &ListParams,
         opts: &DeleteOptions,
@@ -121,9 +121,10 @@ impl Registry {
         let list = self.list(res, namespace, params).await?;
         let mut out = vec![];
         for item in list.items {
-            let ns = object::namespace(&item).to_string();
+            let item = item.value();
+            let ns = object::namespace(item).to_string();
             let ns = (!ns.is_empty()).then_some(ns);
-            match self.delete(res, ns.as_deref(), object::name(&item), opts).await {
+            match self.delete(res, ns.as_deref(), object::name(item), opts).await {
                 Ok(o) => out.push(o.object),
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),

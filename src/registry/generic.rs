@@ -15,6 +15,7 @@ use super::catalog::ResourceInfo;
 use super::continue_token::{ContinueToken, LATEST};
 use super::object;
 use super::selector::{FieldSelector, LabelSelector};
+use super::watch_objects::ServedObject;
 use crate::apiserver::status::{ApiError, Target};
 use crate::store::{KeyValue, ListOptions, Revision, Store, StoreError};
 
@@ -47,7 +48,9 @@ pub struct ListParams {
 /// One page of a list.
 #[derive(Clone, Debug, Default)]
 pub struct ListResult {
-    pub items: Vec<Value>,
+    /// The objects as served: their JSON is made from the stored bytes, the objects themselves
+    /// only when asked for.
+    pub items: Vec<ServedObject>,
     pub revision: Revision,
     pub continue_token: Option<String>,
 }
@@ -116,7 +119,7 @@ impl Registry {
     /// Lists objects, honouring selectors, limit/continue and resourceVersion semantics.
     pub async fn list(
         &self,
-        res: &ResourceInfo,
+        res: &'static ResourceInfo,
         namespace: Option<&str>,
         p: &ListParams,
     ) -> Result<ListResult, ApiError> {
@@ -159,8 +162,7 @@ impl Registry {
             let n = page.items.len();
             for (i, kv) in page.items.iter().enumerate() {
                 last_key = Some(kv.key.clone());
-                let obj = decode_kv(res, kv)?;
-                if matches(res, &obj, &p.labels, &p.fields) {
+                if let Some(obj) = select_stored(res, kv, &p.labels, &p.fields)? {
                     items.push(obj);
                     if p.limit > 0 && items.len() >= p.limit {
                         more = i + 1 < n || page.more;
@@ -299,6 +301,42 @@ pub fn decode_bytes(
         m.insert("kind".into(), Value::from(res.kind));
     }
     Ok(obj)
+}
+
+/// The object as served when the selectors select it. A label selector reads only the labels:
+/// the object is built only for a field selector.
+pub(crate) fn select_stored(
+    res: &'static ResourceInfo,
+    kv: &KeyValue,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+) -> Result<Option<ServedObject>, ApiError> {
+    if fields.is_empty() {
+        if !labels.is_empty() && !labels_select(labels, &kv.value) {
+            return Ok(None);
+        }
+        return ServedObject::stored(res, &kv.value, kv.mod_revision).map(Some);
+    }
+    let obj = decode_kv(res, kv)?;
+    Ok(matches(res, &obj, labels, fields).then(|| ServedObject::new(obj)))
+}
+
+/// Whether the label selector selects stored bytes, read without decoding more than the labels
+/// (conversions between served versions never change labels).
+pub(crate) fn labels_select(labels: &LabelSelector, bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        #[serde(default)]
+        metadata: StoredMeta,
+    }
+    #[derive(Default, serde::Deserialize)]
+    struct StoredMeta {
+        #[serde(default)]
+        labels: Option<std::collections::BTreeMap<String, String>>,
+    }
+    let Ok(stored) = serde_json::from_slice::<Stored>(bytes) else { return false };
+    let all = stored.metadata.labels.unwrap_or_default();
+    labels.matches(&all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>())
 }
 
 /// Whether an object satisfies the label and field selectors.

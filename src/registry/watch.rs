@@ -10,9 +10,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::catalog::ResourceInfo;
-use super::generic::{check_field_selector, matches, parse_rv, ListParams, Registry};
+use super::generic::{
+    check_field_selector, labels_select, matches, parse_rv, ListParams, Registry,
+};
 use super::selector::{FieldSelector, LabelSelector};
-use super::watch_objects::{RecentObjects, WatchObject};
+use super::watch_objects::{RecentObjects, ServedObject};
 use crate::apiserver::status::ApiError;
 use crate::store::{Event, EventKind, KeyValue, Revision, StoreError};
 
@@ -53,7 +55,7 @@ impl EventType {
 #[derive(Clone, Debug, PartialEq)]
 pub struct WatchEvent {
     pub kind: EventType,
-    pub object: WatchObject,
+    pub object: ServedObject,
 }
 
 /// What a watch selects and from where it starts.
@@ -151,19 +153,19 @@ struct WatchTask {
     namespace: Option<String>,
     p: WatchParams,
     start: Revision,
-    initial: Vec<Value>,
+    initial: Vec<ServedObject>,
     tx: mpsc::Sender<WatchEvent>,
 }
 
 impl WatchTask {
     async fn run(self, registry: Registry) {
         let WatchTask { res, namespace, p, start, initial, tx } = self;
-        let send = |kind: EventType, object: WatchObject| {
+        let send = |kind: EventType, object: ServedObject| {
             let tx = tx.clone();
             async move { tx.send(WatchEvent { kind, object }).await.is_ok() }
         };
         for obj in initial {
-            if !send(EventType::Added, obj.into()).await {
+            if !send(EventType::Added, obj).await {
                 return;
             }
         }
@@ -280,7 +282,7 @@ fn translate(
     ev: &Event,
     p: &WatchParams,
     recent: &RecentObjects,
-) -> Option<(EventType, WatchObject)> {
+) -> Option<(EventType, ServedObject)> {
     let cur = recent.decode(res, &ev.kv).ok()?;
     let unfiltered = p.labels.is_empty() && p.fields.is_empty();
     let cur_matches = unfiltered || selects(res, p, &ev.kv, recent);
@@ -313,28 +315,9 @@ fn selects(
     recent: &RecentObjects,
 ) -> bool {
     if p.fields.is_empty() {
-        return labels_of(&kv.value).is_some_and(|l| {
-            p.labels.matches(&l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>())
-        });
+        return labels_select(&p.labels, &kv.value);
     }
     recent.decode(res, kv).is_ok_and(|o| matches(res, o.value(), &p.labels, &p.fields))
-}
-
-/// The labels of a stored object, read without decoding the rest of it (conversions between
-/// served versions never change labels).
-fn labels_of(bytes: &[u8]) -> Option<Vec<(String, String)>> {
-    #[derive(serde::Deserialize)]
-    struct Stored {
-        #[serde(default)]
-        metadata: StoredMeta,
-    }
-    #[derive(Default, serde::Deserialize)]
-    struct StoredMeta {
-        #[serde(default)]
-        labels: Option<std::collections::BTreeMap<String, String>>,
-    }
-    let stored: Stored = serde_json::from_slice(bytes).ok()?;
-    Some(stored.metadata.labels.unwrap_or_default().into_iter().collect())
 }
 
 fn error_status(e: StoreError, at: Revision) -> Value {

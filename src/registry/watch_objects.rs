@@ -1,4 +1,4 @@
-//! The objects of watch events, made once for all watchers.
+//! Objects as served (watch events and list items), made from the stored bytes.
 //!
 //! Every watcher of a resource turns the same store event into the same object: the stored
 //! bytes as the served version, with resourceVersion, apiVersion and kind set. Recent events
@@ -26,10 +26,10 @@ use crate::store::{KeyValue, Revision};
 /// Slots of the ring: watchers further behind than this many revisions decode on their own.
 const SLOTS: usize = 1024;
 
-/// An object a watch sends: shared by every watcher that sends the same event, encoded to JSON
-/// at most once, and decoded only when a watcher needs the object itself.
+/// An object as served: shared by every watcher that sends the same event, encoded to JSON at
+/// most once, and decoded only when a watcher or a list needs the object itself.
 #[derive(Clone, Debug)]
-pub struct WatchObject(Arc<Inner>);
+pub struct ServedObject(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
@@ -46,9 +46,9 @@ struct StoredObject {
     revision: Revision,
 }
 
-impl WatchObject {
+impl ServedObject {
     pub fn new(value: Value) -> Self {
-        WatchObject(Arc::new(Inner {
+        ServedObject(Arc::new(Inner {
             value: OnceLock::from(value),
             json: OnceLock::new(),
             stored: None,
@@ -68,9 +68,9 @@ impl WatchObject {
             Some(_) => None,
         };
         let Some(json) = json else {
-            return Ok(WatchObject::new(decode_bytes(res, bytes, revision)?));
+            return Ok(ServedObject::new(decode_bytes(res, bytes, revision)?));
         };
-        Ok(WatchObject(Arc::new(Inner {
+        Ok(ServedObject(Arc::new(Inner {
             value: OnceLock::new(),
             json: OnceLock::from(Bytes::from(json)),
             stored: Some(StoredObject { res, bytes: bytes.clone(), revision }),
@@ -86,6 +86,18 @@ impl WatchObject {
         })
     }
 
+    /// The object, taken out when no one else holds it (a list item), else copied.
+    pub fn into_value(self) -> Value {
+        match Arc::try_unwrap(self.0) {
+            Ok(Inner { value, stored, .. }) => match (value.into_inner(), stored) {
+                (Some(v), _) => v,
+                (None, Some(s)) => decode_bytes(s.res, &s.bytes, s.revision).unwrap_or(Value::Null),
+                (None, None) => Value::Null,
+            },
+            Err(shared) => ServedObject(shared).value().clone(),
+        }
+    }
+
     /// The object's JSON encoding (made by the first caller, then shared).
     pub fn json(&self) -> Bytes {
         self.0
@@ -95,15 +107,15 @@ impl WatchObject {
     }
 }
 
-impl PartialEq for WatchObject {
+impl PartialEq for ServedObject {
     fn eq(&self, other: &Self) -> bool {
         self.value() == other.value()
     }
 }
 
-impl From<Value> for WatchObject {
+impl From<Value> for ServedObject {
     fn from(value: Value) -> Self {
-        WatchObject::new(value)
+        ServedObject::new(value)
     }
 }
 
@@ -197,7 +209,7 @@ struct Slot {
     /// The stored bytes: a revision names one value of a key, but a store replaced under a
     /// running server (a restored snapshot) could reuse revisions.
     bytes: bytes::Bytes,
-    object: WatchObject,
+    object: ServedObject,
 }
 
 /// Recently decoded event objects, shared by the watchers of a registry.
@@ -218,7 +230,7 @@ impl RecentObjects {
         &self,
         res: &'static ResourceInfo,
         kv: &KeyValue,
-    ) -> Result<WatchObject, ApiError> {
+    ) -> Result<ServedObject, ApiError> {
         let resource = res as *const ResourceInfo as usize;
         let slot = &self.slots[(kv.mod_revision as usize) % SLOTS];
         {
@@ -232,7 +244,7 @@ impl RecentObjects {
                 return Ok(s.object.clone());
             }
         }
-        let object = WatchObject::stored(res, &kv.value, kv.mod_revision)?;
+        let object = ServedObject::stored(res, &kv.value, kv.mod_revision)?;
         *slot.lock() = Some(Slot {
             revision: kv.mod_revision,
             resource,

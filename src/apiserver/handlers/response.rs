@@ -9,6 +9,7 @@ use super::table::{self, IncludeObject};
 use crate::apiserver::request::Output;
 use crate::apiserver::status::ApiError;
 use crate::registry::catalog::ResourceInfo;
+use crate::registry::watch_objects::ServedObject;
 
 /// How to shape the response of one request.
 #[derive(Clone, Debug)]
@@ -38,7 +39,7 @@ impl Shape {
     pub fn list(
         &self,
         res: &ResourceInfo,
-        items: Vec<Value>,
+        items: Vec<ServedObject>,
         resource_version: String,
         cont: Option<String>,
     ) -> Response {
@@ -47,21 +48,54 @@ impl Shape {
             meta["continue"] = json!(c);
         }
         let body = match &self.output {
-            Output::Table { version } => table::table(res, &items, meta, version, self.include),
+            Output::Table { version } => {
+                let items: Vec<Value> = items.into_iter().map(ServedObject::into_value).collect();
+                table::table(res, &items, meta, version, self.include)
+            }
             Output::Metadata { version } => json!({
                 "kind": "PartialObjectMetadataList",
                 "apiVersion": format!("meta.k8s.io/{version}"),
                 "metadata": meta,
-                "items": items.iter().map(|o| table::partial_metadata(o, version)).collect::<Vec<_>>(),
+                "items": items.iter().map(|o| table::partial_metadata(o.value(), version)).collect::<Vec<_>>(),
             }),
-            _ => json!({
-                "kind": res.list_kind,
-                "apiVersion": res.api_version(),
-                "metadata": meta,
-                "items": items,
-            }),
+            Output::Yaml => {
+                let items = items.into_iter().map(ServedObject::into_value).collect();
+                let mut list = serde_json::Map::new();
+                list.insert("kind".into(), json!(res.list_kind));
+                list.insert("apiVersion".into(), json!(res.api_version()));
+                list.insert("metadata".into(), meta);
+                list.insert("items".into(), Value::Array(items));
+                Value::Object(list)
+            }
+            // JSON: the items' own encodings, which are made from the stored bytes.
+            Output::Json => return self.json_list(res, &items, &meta),
         };
         self.encode(StatusCode::OK, &body)
+    }
+
+    /// A JSON list of the items' encodings: `{"kind", "apiVersion", "metadata", "items"}`, the
+    /// same bytes as encoding the list object.
+    fn json_list(&self, res: &ResourceInfo, items: &[ServedObject], meta: &Value) -> Response {
+        let encoded: Vec<bytes::Bytes> = items.iter().map(ServedObject::json).collect();
+        let size = encoded.iter().map(|b| b.len() + 1).sum::<usize>() + 256;
+        let mut out = Vec::with_capacity(size);
+        let head =
+            json!({"kind": res.list_kind, "apiVersion": res.api_version(), "metadata": meta});
+        let _ = serde_json::to_writer(&mut out, &head);
+        // Reopen the head object to append the items.
+        out.pop();
+        out.extend_from_slice(b",\"items\":[");
+        for (i, item) in encoded.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(item);
+        }
+        out.extend_from_slice(b"]}");
+        let mut resp =
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], out).into_response();
+        add_warnings(&mut resp, &self.warnings);
+        resp
     }
 
     /// Any value, JSON or YAML as negotiated.
@@ -104,4 +138,51 @@ pub fn success_status(res: &ResourceInfo, obj: &Value) -> Value {
 
 fn is_resource_object(res: &ResourceInfo, obj: &Value) -> bool {
     obj.get("kind").and_then(Value::as_str) == Some(res.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::catalog::catalog;
+    use crate::registry::generic::decode_bytes;
+
+    #[tokio::test]
+    async fn a_json_list_is_the_encoding_of_the_list_object() {
+        let res = catalog().find("", "v1", "configmaps").unwrap();
+        let stored = [
+            json!({"metadata": {"name": "a", "namespace": "d"}, "data": {"k": "v"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}}),
+        ];
+        let items: Vec<ServedObject> = stored
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let bytes = bytes::Bytes::from(serde_json::to_vec(o).unwrap());
+                ServedObject::stored(res, &bytes, 10 + i as i64).unwrap()
+            })
+            .collect();
+        let decoded: Vec<Value> = stored
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                decode_bytes(res, &serde_json::to_vec(o).unwrap(), 10 + i as i64).unwrap()
+            })
+            .collect();
+        let shape =
+            Shape { output: Output::Json, include: IncludeObject::Metadata, warnings: vec![] };
+        for cont in [None, Some("token".to_string())] {
+            let resp = shape.list(res, items.clone(), "12".into(), cont.clone());
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+            let mut meta = json!({"resourceVersion": "12"});
+            if let Some(c) = cont {
+                meta["continue"] = json!(c);
+            }
+            let want = json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": meta,
+                              "items": decoded});
+            assert_eq!(
+                String::from_utf8(body.to_vec()).unwrap(),
+                serde_json::to_string(&want).unwrap()
+            );
+        }
+    }
 }

@@ -15,6 +15,7 @@ use crate::apiserver::status::{ApiError, StatusCause, StatusDetails, Target};
 use crate::registry::catalog::{catalog, ResourceInfo};
 use crate::registry::generic::not_found;
 use crate::registry::selector::LabelSelector;
+use crate::registry::watch_objects::ServedObject;
 use crate::registry::{
     object, validation, DeleteOptions, ListParams, Registry, UpdatePart, WriteOptions,
 };
@@ -370,6 +371,7 @@ async fn budgets_of(reg: &Registry, r: &Req, pod: &Value) -> Result<Vec<Value>, 
     Ok(list
         .items
         .into_iter()
+        .map(ServedObject::into_value)
         .filter(|pdb| {
             LabelSelector::from_metav1(object::path(pdb, "spec.selector"))
                 .is_ok_and(|s| s.matches_object(pod))
