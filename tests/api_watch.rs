@@ -250,12 +250,24 @@ async fn bindings_and_evictions() {
                      "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
     let (code, _) = call(&env, "POST", "/api/v1/namespaces/default/pods", pod, "").await;
     assert_eq!(code, StatusCode::CREATED);
-    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}});
-    let (code, v) =
-        call(&env, "POST", "/api/v1/namespaces/default/pods/p/binding", binding.clone(), "").await;
+    let binding = json!({"apiVersion": "v1", "kind": "Binding",
+                         "metadata": {"name": "p", "annotations": {"bound-by": "test"}},
+                         "target": {"kind": "Node", "name": "n1"}});
+    // A dry run answers as the binding would and binds nothing; a missing pod is not found.
+    let uri = "/api/v1/namespaces/default/pods/p/binding";
+    let (code, v) = call(&env, "POST", &format!("{uri}?dryRun=All"), binding.clone(), "").await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    let (_, p) = call(&env, "GET", "/api/v1/namespaces/default/pods/p", Value::Null, "").await;
+    assert_eq!(p["spec"].get("nodeName"), None, "{p}");
+    let missing = "/api/v1/namespaces/default/pods/none/binding";
+    let (code, v) = call(&env, "POST", missing, binding.clone(), "").await;
+    assert_eq!((code, v["reason"].as_str()), (StatusCode::NOT_FOUND, Some("NotFound")), "{v}");
+    let (code, v) = call(&env, "POST", uri, binding.clone(), "").await;
     assert_eq!(code, StatusCode::CREATED, "{v}");
     let (_, p) = call(&env, "GET", "/api/v1/namespaces/default/pods/p", Value::Null, "").await;
     assert_eq!(p["spec"]["nodeName"], "n1");
+    assert_eq!(p["metadata"]["annotations"]["bound-by"], "test", "{p}");
+    assert_eq!(p["metadata"]["labels"]["app"], "x", "{p}");
     assert_eq!(p["status"]["conditions"][0]["type"], "PodScheduled");
     // As upstream, a binding writes no managedFields entry; the create's is all there is.
     let managers = p["metadata"]["managedFields"].as_array().map(Vec::len);

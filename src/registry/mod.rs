@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod continue_token;
 pub mod create;
 pub mod delete;
+pub mod edit;
 pub mod fieldpath;
 pub mod generic;
 pub mod managed_fields;

@@ -24,7 +24,7 @@ pub const CONFLICT_MODIFIED: &str =
 /// without a resourceVersion retry (one with a resourceVersion fails at the first re-read that
 /// sees another), and upstream's guaranteed update retries those without limit: a patch must not
 /// fail because many clients patch one object at once. The bound only guards against a loop.
-const MAX_ATTEMPTS: usize = 10_000;
+pub(super) const MAX_ATTEMPTS: usize = 10_000;
 
 impl Registry {
     /// Updates one object; returns it and whether it was created.
