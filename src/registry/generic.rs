@@ -15,7 +15,7 @@ use super::catalog::ResourceInfo;
 use super::continue_token::{ContinueToken, LATEST};
 use super::object;
 use super::selector::{FieldSelector, LabelSelector};
-use super::watch_objects::ServedObject;
+use super::served::ServedObject;
 use crate::apiserver::status::{ApiError, Target};
 use crate::store::{KeyValue, ListOptions, Revision, Store, StoreError};
 
@@ -30,7 +30,7 @@ were created, modified, or deleted between the time the first chunk was returned
 pub struct Registry {
     pub(crate) store: Store,
     /// Objects of recent watch events, decoded once for all watchers.
-    pub(crate) recent: std::sync::Arc<super::watch_objects::RecentObjects>,
+    pub(crate) recent: std::sync::Arc<super::served::RecentObjects>,
 }
 
 /// What a list (or the initial state of a watch) selects.

@@ -21,11 +21,11 @@ pub mod object;
 pub mod options;
 pub mod resources;
 pub mod selector;
+pub mod served;
 pub mod strategy;
 pub mod update;
 pub mod validation;
 pub mod watch;
-pub mod watch_objects;
 
 pub use catalog::{catalog, ResourceInfo};
 pub use generic::{ListParams, ListResult, Registry};

@@ -14,7 +14,7 @@ use super::generic::{
     check_field_selector, labels_select, matches, parse_rv, ListParams, Registry,
 };
 use super::selector::{FieldSelector, LabelSelector};
-use super::watch_objects::{RecentObjects, ServedObject};
+use super::served::{RecentObjects, ServedObject};
 use crate::apiserver::status::ApiError;
 use crate::store::{Event, EventKind, KeyValue, Revision, StoreError};
 

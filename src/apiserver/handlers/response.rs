@@ -9,7 +9,7 @@ use super::table::{self, IncludeObject};
 use crate::apiserver::request::Output;
 use crate::apiserver::status::ApiError;
 use crate::registry::catalog::ResourceInfo;
-use crate::registry::watch_objects::ServedObject;
+use crate::registry::served::ServedObject;
 
 /// How to shape the response of one request.
 #[derive(Clone, Debug)]

@@ -15,7 +15,7 @@ use crate::apiserver::status::{ApiError, StatusCause, StatusDetails, Target};
 use crate::registry::catalog::{catalog, ResourceInfo};
 use crate::registry::generic::not_found;
 use crate::registry::selector::LabelSelector;
-use crate::registry::watch_objects::ServedObject;
+use crate::registry::served::ServedObject;
 use crate::registry::{
     object, validation, DeleteOptions, ListParams, Registry, UpdatePart, WriteOptions,
 };
