@@ -99,6 +99,19 @@ pub struct NodeInfo {
     /// whether the node has taints at all.
     pub unschedulable: bool,
     pub tainted: bool,
+    /// How many of the pods carry each label pair, by [`label_pair`]: lets a pod affinity
+    /// term whose selector needs a pair no pod here has skip the node's pods.
+    pub label_pairs: HashMap<u64, u32>,
+}
+
+/// A label pair's key in [`NodeInfo::label_pairs`]: a hash of key and value (a collision only
+/// costs a scan of the node's pods).
+pub fn label_pair(key: &str, value: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same pair gives the same hash everywhere in the process.
+    let mut h = std::hash::DefaultHasher::new();
+    (key, value).hash(&mut h);
+    h.finish()
 }
 
 impl NodeInfo {
@@ -116,6 +129,7 @@ impl NodeInfo {
             owned: Default::default(),
             unschedulable: false,
             tainted: false,
+            label_pairs: HashMap::new(),
         };
         info.set_node(node);
         info
@@ -150,6 +164,9 @@ impl NodeInfo {
         if let Some(owner) = counted_owner(p) {
             *self.owned.entry(owner.to_string()).or_insert(0) += 1;
         }
+        for (k, v) in p.pod.metadata.labels.iter().flatten() {
+            *self.label_pairs.entry(label_pair(k, v)).or_insert(0) += 1;
+        }
         self.pods.push(p.clone());
     }
 
@@ -172,6 +189,15 @@ impl NodeInfo {
                 *n -= 1;
                 if *n == 0 {
                     self.owned.remove(owner);
+                }
+            }
+        }
+        for (k, v) in p.pod.metadata.labels.iter().flatten() {
+            let pair = label_pair(k, v);
+            if let Some(n) = self.label_pairs.get_mut(&pair) {
+                *n -= 1;
+                if *n == 0 {
+                    self.label_pairs.remove(&pair);
                 }
             }
         }

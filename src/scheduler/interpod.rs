@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodAffinityTerm, WeightedPodAffinityTerm};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
-use super::cache::{NodeInfo, PodInfo};
+use super::cache::{label_pair, NodeInfo, PodInfo};
 use crate::controllers::podutil::selector_matches;
 
 pub const REASON_AFFINITY: &str = "node(s) didn't match pod affinity rules";
@@ -34,6 +34,9 @@ pub struct AffinityTerm {
     namespaces: HashSet<String>,
     namespace_selector: Option<LabelSelector>,
     pub topology_key: String,
+    /// The label pairs a matching pod must have: per requirement of the selector that names
+    /// values (matchLabels, In), the pairs of which one is needed, by [`label_pair`].
+    needed_pairs: Vec<Vec<u64>>,
 }
 
 impl AffinityTerm {
@@ -62,7 +65,9 @@ impl AffinityTerm {
         if namespaces.is_empty() && t.namespace_selector.is_none() {
             namespaces.insert(owner.metadata.namespace.clone().unwrap_or_default());
         }
+        let needed_pairs = selector.as_ref().map(needed_pairs).unwrap_or_default();
         AffinityTerm {
+            needed_pairs,
             selector,
             namespaces,
             namespace_selector: t.namespace_selector.clone(),
@@ -82,6 +87,16 @@ impl AffinityTerm {
         }
     }
 
+    /// Whether some pod on the node may match: false when the selector matches nothing or
+    /// needs a label pair none of the node's pods has.
+    pub fn may_match_on(&self, node: &NodeInfo) -> bool {
+        self.selector.is_some()
+            && self
+                .needed_pairs
+                .iter()
+                .all(|any_of| any_of.iter().any(|p| node.label_pairs.contains_key(p)))
+    }
+
     /// Whether `pod` is in the term's namespaces and matches its selector (`ns_labels`: the
     /// labels of the pod's namespace, for an unresolved namespace selector).
     pub fn matches(&self, pod: &Pod, ns_labels: Option<&BTreeMap<String, String>>) -> bool {
@@ -97,6 +112,19 @@ impl AffinityTerm {
                 selector_matches(s, pod.metadata.labels.as_ref().unwrap_or(&empty))
             })
     }
+}
+
+/// The label pairs a pod must have to match `sel`: one list of alternatives per matchLabels
+/// entry and per In requirement (the other operators name no pair a pod must have).
+fn needed_pairs(sel: &LabelSelector) -> Vec<Vec<u64>> {
+    let labels = sel.match_labels.iter().flatten().map(|(k, v)| vec![label_pair(k, v)]);
+    let ins = sel
+        .match_expressions
+        .iter()
+        .flatten()
+        .filter(|r| r.operator == "In")
+        .map(|r| r.values.iter().flatten().map(|v| label_pair(&r.key, v)).collect::<Vec<_>>());
+    labels.chain(ins).collect()
 }
 
 /// The incoming pod's terms, each list possibly empty.
@@ -282,7 +310,8 @@ impl FilterState {
         let host = self.host_local && node.label(HOSTNAME).is_some();
         for t in &self.terms.anti_affinity {
             if self.is_host_local(t) {
-                if host && node.pods.iter().any(|p| t.matches(&p.pod, None)) {
+                if host && t.may_match_on(node) && node.pods.iter().any(|p| t.matches(&p.pod, None))
+                {
                     return Some(REASON_ANTI_AFFINITY);
                 }
             } else if let Some(v) = node.label(&t.topology_key) {
@@ -527,6 +556,54 @@ mod tests {
             check_all(&both, &nodes),
             vec![Some(REASON_ANTI_AFFINITY), Some(REASON_ANTI_AFFINITY), None]
         );
+    }
+
+    #[test]
+    fn hostname_terms_skip_nodes_by_label_pairs_without_changing_verdicts() {
+        let on_host = |sel: serde_json::Value| {
+            pod(
+                "x",
+                json!({"app": "web"}),
+                json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": sel, "topologyKey": HOSTNAME}]}}),
+            )
+        };
+        let mut nodes = vec![
+            node("a", "z1", vec![pod("w", json!({"app": "web", "tier": "1"}), json!(null))]),
+            node("b", "z1", vec![pod("d", json!({"app": "db"}), json!(null))]),
+            node("c", "z2", vec![]),
+        ];
+        // The pairs count the pods carrying them, and go with the last of those pods.
+        let web = label_pair("app", "web");
+        assert_eq!(nodes[0].label_pairs.get(&web), Some(&1));
+        assert_eq!(nodes[1].label_pairs.get(&web), None);
+        let cases = [
+            (json!({"matchLabels": {"app": "web"}}), [true, false, false]),
+            (json!({"matchLabels": {"app": "web", "tier": "2"}}), [false, false, false]),
+            (
+                json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["db", "x"]}]}),
+                [false, true, false],
+            ),
+            (
+                json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["db"]}]}),
+                [true, false, false],
+            ),
+            (
+                json!({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}),
+                [true, false, false],
+            ),
+            (json!({}), [true, true, false]),
+        ];
+        for (sel, excluded) in &cases {
+            let want: Vec<_> = excluded.iter().map(|e| e.then_some(REASON_ANTI_AFFINITY)).collect();
+            assert_eq!(check_all(&on_host(sel.clone()), &nodes), want, "{sel}");
+        }
+        let terms = PodTerms::of(&on_host(json!({"matchLabels": {"app": "web"}})), &[]);
+        let term = &terms.anti_affinity[0];
+        assert!(term.may_match_on(&nodes[0]) && !term.may_match_on(&nodes[1]));
+        nodes[0].remove_pod("w");
+        assert!(nodes[0].label_pairs.is_empty());
+        assert!(!term.may_match_on(&nodes[0]));
     }
 
     #[test]
