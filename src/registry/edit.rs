@@ -61,21 +61,14 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use serde_json::json;
 
     use super::*;
     use crate::registry::catalog::catalog;
-    use crate::store::cache::Store;
-    use crate::store::sqlite::{SqliteBackend, SqliteOptions};
     use crate::testing::skiff_server::TempDir;
 
     async fn registry(dir: &TempDir) -> Registry {
-        let path = SqliteBackend::db_path(dir.path());
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let backend = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
-        Registry::new(Store::open(Arc::new(backend), Default::default()).await.unwrap())
+        Registry::new(crate::testing::sqlite_store(dir.path()).await)
     }
 
     fn count(obj: &Value) -> usize {

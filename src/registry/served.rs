@@ -257,19 +257,26 @@ impl RecentObjects {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::registry::catalog::catalog;
     use serde_json::json;
 
-    fn kv(rev: Revision, data: &str) -> KeyValue {
-        let obj = json!({"metadata": {"name": "a", "namespace": "d"}, "data": {"k": data}});
+    /// ConfigMap d/a as stored at `rev` (also the watch tests' event values).
+    pub(crate) fn configmap_kv(obj: &Value, rev: Revision) -> KeyValue {
         KeyValue {
             key: "/registry/core/configmaps/d/a".into(),
-            value: serde_json::to_vec(&obj).unwrap().into(),
+            value: serde_json::to_vec(obj).unwrap().into(),
             create_revision: 1,
             mod_revision: rev,
         }
+    }
+
+    fn kv(rev: Revision, data: &str) -> KeyValue {
+        configmap_kv(
+            &json!({"metadata": {"name": "a", "namespace": "d"}, "data": {"k": data}}),
+            rev,
+        )
     }
 
     #[test]

@@ -344,12 +344,7 @@ mod tests {
 
     fn kv(labels: Value, rev: Revision) -> KeyValue {
         let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "d", "labels": labels}});
-        KeyValue {
-            key: "/registry/core/configmaps/d/a".into(),
-            value: serde_json::to_vec(&obj).unwrap().into(),
-            create_revision: 1,
-            mod_revision: rev,
-        }
+        crate::registry::served::tests::configmap_kv(&obj, rev)
     }
 
     #[test]

@@ -203,16 +203,10 @@ async fn legacy_ports(store: &Store, svc: &Value) -> Result<Vec<i64>, ApiError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-
-    use crate::store::sqlite::{SqliteBackend, SqliteOptions};
     use crate::testing::skiff_server::TempDir;
 
     async fn store(dir: &TempDir) -> Store {
-        let path = SqliteBackend::db_path(dir.path());
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let backend = SqliteBackend::open(&path, SqliteOptions::default()).unwrap();
-        Store::open(Arc::new(backend), Default::default()).await.unwrap()
+        crate::testing::sqlite_store(dir.path()).await
     }
 
     fn svc(name: &str, node_port: Option<i64>) -> Value {
