@@ -100,8 +100,9 @@ pub struct NodeInfo {
     pub unschedulable: bool,
     pub tainted: bool,
     /// How many of the pods carry each label pair, by [`label_pair`]: lets a pod affinity
-    /// term whose selector needs a pair no pod here has skip the node's pods.
-    pub label_pairs: HashMap<u64, u32>,
+    /// term whose selector needs a pair no pod here has skip the node's pods. The keys are
+    /// hashes already, so the map does not hash them again.
+    pub label_pairs: nohash_hasher::IntMap<u64, u32>,
 }
 
 /// A label pair's key in [`NodeInfo::label_pairs`]: a hash of key and value (a collision only
@@ -129,7 +130,7 @@ impl NodeInfo {
             owned: Default::default(),
             unschedulable: false,
             tainted: false,
-            label_pairs: HashMap::new(),
+            label_pairs: Default::default(),
         };
         info.set_node(node);
         info

@@ -197,15 +197,23 @@ impl Store {
         value: Bytes,
         expected: Option<Revision>,
     ) -> Result<KeyValue> {
-        let kv = self.inner.backend.update(key, value, expected).await?;
+        let known = self.known(key);
+        let kv = self.inner.backend.update_known(key, value, expected, known).await?;
         self.wait_visible(kv.mod_revision).await;
         Ok(kv)
+    }
+
+    /// The version of `key` the cache holds, which the backend may use instead of reading
+    /// the replaced value back.
+    fn known(&self, key: &str) -> Option<KeyValue> {
+        self.inner.state.read().items.get(key).cloned()
     }
 
     /// Deletes a live key, if its mod_revision is `expected` (when given). Returns the last value
     /// with the delete's revision.
     pub async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
-        let kv = self.inner.backend.delete(key, expected).await?;
+        let known = self.known(key);
+        let kv = self.inner.backend.delete_known(key, expected, known).await?;
         self.wait_visible(kv.mod_revision).await;
         Ok(kv)
     }
@@ -348,12 +356,14 @@ impl CacheState {
 /// Points the event's previous value (and a delete's last value) at the bytes the cache already
 /// holds for that version: the backend read its own copy, and the window would keep both.
 fn share_previous(ev: &mut Event, revision: Revision, value: &Bytes) {
+    // Bytes the backend took from the cache are the same allocation: nothing to compare.
+    let same = |a: &Bytes| a.as_ptr() == value.as_ptr() && a.len() == value.len();
     if let Some(prev) = ev.prev.as_mut() {
-        if prev.mod_revision == revision && prev.value == value {
+        if prev.mod_revision == revision && !same(&prev.value) && prev.value == value {
             prev.value = value.clone();
         }
     }
-    if ev.kind == EventKind::Delete && ev.kv.value == value {
+    if ev.kind == EventKind::Delete && !same(&ev.kv.value) && ev.kv.value == value {
         ev.kv.value = value.clone();
     }
 }

@@ -154,6 +154,31 @@ pub trait Backend: Send + Sync + 'static {
     /// `mod_revision` set to the revision of the delete.
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue>;
 
+    /// `update`, given the version of the key the caller holds (the watch cache's). A backend
+    /// that reads the replaced value back for its events may take these bytes instead, when
+    /// that version is the one replaced: a revision's value never changes.
+    async fn update_known(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<Revision>,
+        known: Option<KeyValue>,
+    ) -> Result<KeyValue> {
+        let _ = known;
+        self.update(key, value, expected).await
+    }
+
+    /// `delete`, given the version of the key the caller holds (as `update_known`).
+    async fn delete_known(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+        known: Option<KeyValue>,
+    ) -> Result<KeyValue> {
+        let _ = known;
+        self.delete(key, expected).await
+    }
+
     /// Drops history at and below `revision` (the latest value of each live key stays).
     async fn compact(&self, revision: Revision) -> Result<()>;
 

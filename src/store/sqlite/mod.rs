@@ -401,13 +401,34 @@ impl Backend for SqliteBackend {
         value: Bytes,
         expected: Option<Revision>,
     ) -> Result<KeyValue> {
-        check_key(key)?;
-        self.write(Op::Update { key: key.to_owned(), value, expected }).await
+        self.update_known(key, value, expected, None).await
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
+        self.delete_known(key, expected, None).await
+    }
+
+    async fn update_known(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<Revision>,
+        known: Option<KeyValue>,
+    ) -> Result<KeyValue> {
         check_key(key)?;
-        self.write(Op::Delete { key: key.to_owned(), expected }).await
+        let known = known.filter(|k| k.key == key).map(|k| (k.mod_revision, k.value));
+        self.write(Op::Update { key: key.to_owned(), value, expected, known }).await
+    }
+
+    async fn delete_known(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+        known: Option<KeyValue>,
+    ) -> Result<KeyValue> {
+        check_key(key)?;
+        let known = known.filter(|k| k.key == key).map(|k| (k.mod_revision, k.value));
+        self.write(Op::Delete { key: key.to_owned(), expected, known }).await
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {

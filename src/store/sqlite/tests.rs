@@ -679,3 +679,31 @@ async fn version_1_databases_open_and_are_migrated() {
     let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
     assert_eq!(version, super::SCHEMA_VERSION);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn known_versions_stand_in_for_the_replaced_value_only_at_its_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), manual());
+    let one = db.create("/k", val("one")).await.unwrap(); // 1
+    let mut events = db.events(1).await.unwrap();
+    // The caller's copy of revision 1: the update's event takes those very bytes.
+    db.update_known("/k", val("two"), Some(1), Some(one.clone())).await.unwrap(); // 2
+    let e = collect(&mut events, 2).await.remove(0);
+    let prev = e.prev.expect("prev");
+    assert_eq!((prev.mod_revision, prev.value.as_ptr()), (1, one.value.as_ptr()));
+    // A copy of an older revision (or of another key) is not used: the value is read back.
+    let three = db.update_known("/k", val("three"), None, Some(one.clone())).await.unwrap(); // 3
+    let e = collect(&mut events, 3).await.remove(0);
+    assert_eq!(e.prev.expect("prev").value, val("two"));
+    let other = crate::store::KeyValue { key: "/other".into(), ..three.clone() };
+    db.update_known("/k", val("four"), None, Some(other)).await.unwrap(); // 4
+    let e = collect(&mut events, 4).await.remove(0);
+    assert_eq!(e.prev.expect("prev").value, val("three"));
+    // Deletes return the known last value, and read it back when the copy is stale.
+    let four = db.get_at("/k", 4).await.unwrap().unwrap();
+    let gone = db.delete_known("/k", None, Some(four.clone())).await.unwrap(); // 5
+    assert_eq!((gone.value.as_ptr(), gone.mod_revision), (four.value.as_ptr(), 5));
+    db.create("/k", val("again")).await.unwrap(); // 6
+    let gone = db.delete_known("/k", None, Some(four)).await.unwrap(); // 7
+    assert_eq!(gone.value, val("again"));
+}

@@ -38,9 +38,13 @@ pub type EventBatch = Arc<Vec<Event>>;
 /// One write.
 pub enum Op {
     Create { key: String, value: Bytes },
-    Update { key: String, value: Bytes, expected: Option<Revision> },
-    Delete { key: String, expected: Option<Revision> },
+    Update { key: String, value: Bytes, expected: Option<Revision>, known: Option<Known> },
+    Delete { key: String, expected: Option<Revision>, known: Option<Known> },
 }
+
+/// A version of the key the caller holds (revision and value): the value replaced or deleted,
+/// without reading it back, when its revision is the one replaced.
+pub type Known = (Revision, Bytes);
 
 /// What the writer thread is asked to do.
 pub enum Request {
@@ -104,6 +108,14 @@ struct Statements<'c> {
 }
 
 impl Statements<'_> {
+    /// The value written at `revision`: the caller's copy when it is of that revision.
+    fn value_of(&mut self, revision: Revision, known: Option<Known>) -> rusqlite::Result<Bytes> {
+        match known {
+            Some((at, value)) if at == revision => Ok(value),
+            _ => self.value_at(revision),
+        }
+    }
+
     fn value_at(&mut self, revision: Revision) -> rusqlite::Result<Bytes> {
         let value: Option<Vec<u8>> = self.value.query_row([revision], |r| r.get(0)).optional()?;
         Ok(value.map(Bytes::from).unwrap_or_else(|| {
@@ -457,13 +469,14 @@ fn apply(
             }
             Ok(Ok(kv))
         }
-        Op::Update { key, value, expected } => {
+        Op::Update { key, value, expected, known } => {
             let entry = match check(keys, &key, expected) {
                 Ok(entry) => entry,
                 Err(e) => return Ok(Err(e)),
             };
             stmts.insert(revision, &key, &value, entry.create_revision, entry.revision, false)?;
-            let prev = if want_events { Some(stmts.value_at(entry.revision)?) } else { None };
+            let prev =
+                if want_events { Some(stmts.value_of(entry.revision, known)?) } else { None };
             keys.push(&key, Version { revision, create_revision: entry.create_revision });
             let kv = KeyValue {
                 key,
@@ -477,12 +490,12 @@ fn apply(
             }
             Ok(Ok(kv))
         }
-        Op::Delete { key, expected } => {
+        Op::Delete { key, expected, known } => {
             let entry = match check(keys, &key, expected) {
                 Ok(entry) => entry,
                 Err(e) => return Ok(Err(e)),
             };
-            let last = stmts.value_at(entry.revision)?;
+            let last = stmts.value_of(entry.revision, known)?;
             stmts.insert(revision, &key, &[], entry.create_revision, entry.revision, true)?;
             keys.push(&key, Version::tombstone(revision));
             let kv = KeyValue {
