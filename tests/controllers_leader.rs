@@ -1,7 +1,8 @@
 //! Leader election between two real `skiff server` processes sharing one etcd: exactly one runs
 //! the controllers and the scheduler (a Deployment's pods are made once), and when the leader is
 //! killed the other takes the kube-system/skiff-controllers Lease over and the controllers work
-//! again; a leader stopped gracefully releases the Lease.
+//! again (seen through stock kubectl: the Lease's holder, a scale and its rollout status); a
+//! leader stopped gracefully releases the Lease.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -12,13 +13,13 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::json;
 use skiff::controllers::cluster::wait_for;
 use skiff::testing::etcd_server::EtcdServer;
-use skiff::testing::skiff_server::{SkiffProcess, SpawnOptions};
+use skiff::testing::skiff_server::{kubectl_binaries, run_kubectl, SkiffProcess, SpawnOptions};
 
 const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
 const NS: &str = "leader-test";
@@ -190,12 +191,26 @@ async fn one_server_leads_and_another_takes_over_when_it_dies() {
     .await
     .expect("leader election event");
 
-    // The controllers and the scheduler work again, in the survivor.
-    let pp = PatchParams::default();
-    deployments
-        .patch("web", &pp, &Patch::Merge(json!({"spec": {"replicas": 4}})))
-        .await
-        .expect("scale");
+    // Through stock kubectl against the survivor: it names the new holder of the Lease, and
+    // the controllers and the scheduler work again there (scale, then rollout status).
+    let kubectl = kubectl_binaries().last().expect("kubectl binaries are installed").path.clone();
+    let k = |args: &[&str]| {
+        let (bin, kc) = (kubectl.clone(), b.kubeconfig.clone());
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = run_kubectl(&bin, &kc, &args).await.expect("kubectl runs");
+            assert!(out.success(), "kubectl {args:?}: {}{}", out.stdout, out.stderr);
+            out.stdout
+        }
+    };
+    let jsonpath = "jsonpath={.spec.holderIdentity}";
+    let shown =
+        k(&["get", "lease", "skiff-controllers", "-n", "kube-system", "-o", jsonpath]).await;
+    assert_eq!(shown, leader_b);
+    k(&["scale", "deployment/web", "--replicas=4", "-n", NS]).await;
+    let status = k(&["rollout", "status", "deployment/web", "-n", NS, "--timeout=90s"]).await;
+    assert!(status.contains("successfully rolled out"), "{status}");
     wait_available(&client, 4).await;
     assert_eq!(names(&seen).len(), 4, "each pod made once: {:?}", names(&seen));
     watch.abort();
