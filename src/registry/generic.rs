@@ -116,6 +116,20 @@ impl Registry {
         }
     }
 
+    /// One object as served: its JSON made from the stored bytes, the object decoded only if
+    /// the response needs it (Table, metadata-only or YAML output).
+    pub async fn get_served(
+        &self,
+        res: &'static ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<ServedObject, ApiError> {
+        let key = Self::key(res, namespace, name);
+        let kv = self.store.get(&key, None).await.map_err(|e| store_error(e, res, name))?;
+        let kv = kv.ok_or_else(|| not_found(res, name))?;
+        ServedObject::stored(res, &kv.value, kv.mod_revision)
+    }
+
     /// Lists objects, honouring selectors, limit/continue and resourceVersion semantics.
     pub async fn list(
         &self,

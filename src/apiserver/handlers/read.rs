@@ -24,8 +24,8 @@ use crate::registry::{ListParams, Registry};
 const MAX_WATCH_SECONDS: i64 = 24 * 3600;
 
 pub(super) async fn get(reg: &Registry, r: Req) -> Result<Response, ApiError> {
-    let obj = reg.get(r.res, r.namespace(), r.name()).await?;
-    Ok(r.shape.object(StatusCode::OK, r.res, obj))
+    let obj = reg.get_served(r.res, r.namespace(), r.name()).await?;
+    Ok(r.shape.served(r.res, obj))
 }
 
 pub(super) async fn list(reg: &Registry, r: Req) -> Result<Response, ApiError> {

@@ -35,6 +35,17 @@ impl Shape {
         self.encode(code, &body)
     }
 
+    /// One object read from the store (200): JSON is its served bytes as they are.
+    pub fn served(&self, res: &ResourceInfo, obj: ServedObject) -> Response {
+        if !matches!(self.output, Output::Json) {
+            return self.object(StatusCode::OK, res, obj.into_value());
+        }
+        let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], obj.json())
+            .into_response();
+        add_warnings(&mut resp, &self.warnings);
+        resp
+    }
+
     /// A list of `res`.
     pub fn list(
         &self,
@@ -183,6 +194,33 @@ mod tests {
                 String::from_utf8(body.to_vec()).unwrap(),
                 serde_json::to_string(&want).unwrap()
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_served_object_answers_as_the_decoded_object_would() {
+        let res = catalog().find("", "v1", "configmaps").unwrap();
+        let stored = json!({"metadata": {"name": "a", "namespace": "d", "resourceVersion": "1"},
+                            "data": {"k": "v\"w"}});
+        let bytes = bytes::Bytes::from(serde_json::to_vec(&stored).unwrap());
+        let body = |resp: Response| async move {
+            let ctype = resp.headers()[header::CONTENT_TYPE].to_str().unwrap().to_string();
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+            (ctype, String::from_utf8(body.to_vec()).unwrap())
+        };
+        let outputs = [
+            Output::Json,
+            Output::Yaml,
+            Output::Table { version: "v1".into() },
+            Output::Metadata { version: "v1".into() },
+        ];
+        for output in outputs {
+            let shape = Shape { output, include: IncludeObject::Metadata, warnings: vec![] };
+            let served = ServedObject::stored(res, &bytes, 7).unwrap();
+            let got = body(shape.served(res, served)).await;
+            let decoded = decode_bytes(res, &bytes, 7).unwrap();
+            let want = body(shape.object(StatusCode::OK, res, decoded)).await;
+            assert_eq!(got, want, "{:?}", shape.output);
         }
     }
 }
