@@ -34,8 +34,9 @@ impl Registry {
     ) -> Result<Value, ApiError> {
         let key = Self::key(res, namespace, name);
         for _ in 0..MAX_ATTEMPTS {
-            let kv = self.store.get(&key, None).await.map_err(|e| store_error(e, res, name))?;
-            let Some(kv) = kv else { return Err(not_found(res, name)) };
+            let Some(kv) = self.get_kv(res, namespace, name).await? else {
+                return Err(not_found(res, name));
+            };
             let mut obj = decode_kv(res, &kv)?;
             edit(&mut obj)?;
             res.strategy.default(&mut obj);

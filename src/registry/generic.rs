@@ -101,6 +101,17 @@ impl Registry {
             .ok_or_else(|| not_found(res, name))
     }
 
+    /// Reads one object's stored bytes at the latest revision; None if absent.
+    pub(crate) async fn get_kv(
+        &self,
+        res: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<KeyValue>, ApiError> {
+        let key = Self::key(res, namespace, name);
+        self.store.get(&key, None).await.map_err(|e| store_error(e, res, name))
+    }
+
     /// Reads one object with its mod_revision; None if absent.
     pub async fn get_raw(
         &self,
@@ -108,9 +119,7 @@ impl Registry {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Option<(Value, Revision)>, ApiError> {
-        let key = Self::key(res, namespace, name);
-        let kv = self.store.get(&key, None).await.map_err(|e| store_error(e, res, name))?;
-        match kv {
+        match self.get_kv(res, namespace, name).await? {
             Some(kv) => Ok(Some((decode_kv(res, &kv)?, kv.mod_revision))),
             None => Ok(None),
         }
@@ -124,9 +133,7 @@ impl Registry {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<ServedObject, ApiError> {
-        let key = Self::key(res, namespace, name);
-        let kv = self.store.get(&key, None).await.map_err(|e| store_error(e, res, name))?;
-        let kv = kv.ok_or_else(|| not_found(res, name))?;
+        let kv = self.get_kv(res, namespace, name).await?.ok_or_else(|| not_found(res, name))?;
         ServedObject::stored(res, &kv.value, kv.mod_revision)
     }
 
