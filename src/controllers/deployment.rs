@@ -237,6 +237,18 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, DeploymentError> {
     }
 }
 
+/// Whether the deployment, read live, is still the same one and not being deleted.
+async fn still_live(view: &View<'_>, d: &Deployment) -> Result<bool, DeploymentError> {
+    let api: Api<Deployment> =
+        Api::namespaced(view.ctx.client.clone(), &d.namespace().unwrap_or_default());
+    let live = api.get_opt(&d.name_any()).await.map_err(|source| DeploymentError::Api {
+        action: "read the deployment",
+        key: view.key.to_string(),
+        source,
+    })?;
+    Ok(live.is_some_and(|l| l.uid() == d.uid() && l.metadata.deletion_timestamp.is_none()))
+}
+
 /// Sorts the deployment's ReplicaSets, adopting orphans whose labels match and releasing owned
 /// sets that no longer match, and finds the one of the current template.
 async fn claim(view: &mut View<'_>) -> Result<(), DeploymentError> {
@@ -266,6 +278,13 @@ async fn claim(view: &mut View<'_>) -> Result<(), DeploymentError> {
                 }
             }
             None if matches && d.metadata.deletion_timestamp.is_none() => {
+                // The cached deployment may lag a delete that is orphaning its sets: adopt
+                // only if the live one is still this deployment and not being deleted (as
+                // upstream's RecheckDeletionTimestamp), or the set would be adopted back and
+                // then collected with its owner.
+                if !still_live(view, &d).await? {
+                    continue;
+                }
                 let patch = json!({"metadata": {
                     "ownerReferences": [podutil::controller_ref(d.as_ref())],
                     "uid": rs.metadata.uid,
