@@ -33,6 +33,7 @@ use super::informers::{Informers, StoreReady};
 use super::podutil::{self, key_of, split_key};
 use super::podutil::{api_message, namespace_terminating};
 use super::queue::WorkQueue;
+use super::recheck::OwnerRecheck;
 use super::worker::{run_workers, Action};
 use super::AbortOnDrop;
 
@@ -245,12 +246,21 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, DaemonSetError> {
     };
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let revs_api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), ns);
-    let pods = history::claim_pods(&pods_api, &ctx.pods, ds.as_ref(), &spec.selector, |_| true)
-        .await
-        .map_err(err("claim pods"))?;
-    let revisions = history::claim(&revs_api, &ctx.revisions, ds.as_ref(), &spec.selector)
-        .await
-        .map_err(err("claim revisions"))?;
+    let mut recheck = OwnerRecheck::new(ctx.client.clone(), ds.as_ref());
+    let pods = history::claim_pods(
+        &pods_api,
+        &ctx.pods,
+        ds.as_ref(),
+        &mut recheck,
+        &spec.selector,
+        |_| true,
+    )
+    .await
+    .map_err(err("claim pods"))?;
+    let revisions =
+        history::claim(&revs_api, &ctx.revisions, ds.as_ref(), &mut recheck, &spec.selector)
+            .await
+            .map_err(err("claim revisions"))?;
 
     // The current revision: the one holding this template, numbered last.
     let mut collision = ds.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0);

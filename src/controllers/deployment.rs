@@ -28,6 +28,7 @@ use super::informer::Change;
 use super::informers::{Informers, StoreReady};
 use super::podutil::{self, controller_of, key_of, selector_matches, split_key};
 use super::queue::WorkQueue;
+use super::recheck::OwnerRecheck;
 use super::rollout::{self, Share, POD_TEMPLATE_HASH_LABEL};
 pub use super::rollout::{
     DESIRED_REPLICAS_ANNOTATION, MAX_REPLICAS_ANNOTATION, REVISION_ANNOTATION,
@@ -237,18 +238,6 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, DeploymentError> {
     }
 }
 
-/// Whether the deployment, read live, is still the same one and not being deleted.
-async fn still_live(view: &View<'_>, d: &Deployment) -> Result<bool, DeploymentError> {
-    let api: Api<Deployment> =
-        Api::namespaced(view.ctx.client.clone(), &d.namespace().unwrap_or_default());
-    let live = api.get_opt(&d.name_any()).await.map_err(|source| DeploymentError::Api {
-        action: "read the deployment",
-        key: view.key.to_string(),
-        source,
-    })?;
-    Ok(live.is_some_and(|l| l.uid() == d.uid() && l.metadata.deletion_timestamp.is_none()))
-}
-
 /// Sorts the deployment's ReplicaSets, adopting orphans whose labels match and releasing owned
 /// sets that no longer match, and finds the one of the current template.
 async fn claim(view: &mut View<'_>) -> Result<(), DeploymentError> {
@@ -256,6 +245,7 @@ async fn claim(view: &mut View<'_>) -> Result<(), DeploymentError> {
     let Some(spec) = d.spec.as_ref() else { return Ok(()) };
     let uid = d.uid().unwrap_or_default();
     let ns = d.namespace().unwrap_or_default();
+    let mut recheck = OwnerRecheck::new(view.ctx.client.clone(), d.as_ref());
     let mut mine = vec![];
     for rs in view.ctx.sets.state() {
         if rs.namespace().as_deref() != Some(ns.as_str()) {
@@ -278,11 +268,7 @@ async fn claim(view: &mut View<'_>) -> Result<(), DeploymentError> {
                 }
             }
             None if matches && d.metadata.deletion_timestamp.is_none() => {
-                // The cached deployment may lag a delete that is orphaning its sets: adopt
-                // only if the live one is still this deployment and not being deleted (as
-                // upstream's RecheckDeletionTimestamp), or the set would be adopted back and
-                // then collected with its owner.
-                if !still_live(view, &d).await? {
+                if !recheck.may_adopt().await.map_err(view.err("read the deployment"))? {
                     continue;
                 }
                 let patch = json!({"metadata": {
@@ -786,4 +772,91 @@ async fn cleanup(view: &View<'_>) -> Result<(), DeploymentError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::cluster::LocalCluster;
+    use crate::controllers::ComponentOptions;
+    use kube::runtime::reflector::store;
+
+    fn deployment() -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                             "spec": {"containers": [{"name": "c", "image": "pause"}]}},
+            },
+        }))
+        .expect("deployment")
+    }
+
+    fn orphan() -> ReplicaSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-orphan", "namespace": "default", "labels": {"app": "web"}},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                             "spec": {"containers": [{"name": "c", "image": "other"}]}},
+            },
+        }))
+        .expect("replica set")
+    }
+
+    /// Caches that hold exactly the given objects, whatever the API holds now: a lagging
+    /// informer, on purpose.
+    fn caches(d: &Deployment, rs: &ReplicaSet) -> (Store<Deployment>, Store<ReplicaSet>) {
+        let (deployments, mut dw) = store::<Deployment>();
+        dw.apply_watcher_event(&watcher::Event::Apply(d.clone()));
+        let (sets, mut sw) = store::<ReplicaSet>();
+        sw.apply_watcher_event(&watcher::Event::Apply(rs.clone()));
+        (deployments, sets)
+    }
+
+    async fn owners(api: &Api<ReplicaSet>) -> Vec<String> {
+        let rs = api.get("web-orphan").await.expect("read replica set");
+        rs.owner_references().iter().map(|o| format!("{}/{}", o.kind, o.name)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_lagging_cache_adopts_no_orphan_for_a_deployment_deleted_meanwhile() {
+        let cluster =
+            LocalCluster::start_with(ComponentOptions { controllers: false, ..Default::default() })
+                .await
+                .expect("cluster");
+        let client = cluster.client.clone();
+        let d_api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+        let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+        let pp = PostParams::default();
+        let d = d_api.create(&pp, &deployment()).await.expect("create deployment");
+        let rs = rs_api.create(&pp, &orphan()).await.expect("create replica set");
+
+        // Live and current: the orphan is adopted (the scenario can adopt at all).
+        let (deployments, sets) = caches(&d, &rs);
+        let ctx = Ctx { client: client.clone(), deployments, sets };
+        sync(&ctx, "default/web").await.expect("sync");
+        assert_eq!(owners(&rs_api).await, ["Deployment/web"]);
+
+        // Released again, and the deployment deleted; the caches still show both as before.
+        let released = json!({"metadata": {"ownerReferences": null}});
+        let rs = rs_api
+            .patch("web-orphan", &PatchParams::default(), &Patch::Merge(released))
+            .await
+            .expect("release");
+        assert!(owners(&rs_api).await.is_empty());
+        d_api.delete("web", &DeleteParams::default()).await.expect("delete deployment");
+        let (deployments, sets) = caches(&d, &rs);
+        let ctx = Ctx { client: client.clone(), deployments, sets };
+        sync(&ctx, "default/web").await.expect("sync");
+        assert!(owners(&rs_api).await.is_empty(), "adopted by a deleted deployment");
+
+        // Replaced by a new deployment of the same name: the cached one's uid is not it.
+        d_api.create(&pp, &deployment()).await.expect("create again");
+        sync(&ctx, "default/web").await.expect("sync");
+        assert!(owners(&rs_api).await.is_empty(), "adopted for another deployment's uid");
+    }
 }

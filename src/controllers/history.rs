@@ -20,6 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{json, Value};
 
 use super::podutil::{self, controller_of, selector_matches};
+use super::recheck::{Owner, OwnerRecheck};
 
 /// The label on revisions (and DaemonSet pods: the hash; StatefulSet pods: the revision name)
 /// that says which revision an object belongs to.
@@ -127,11 +128,13 @@ pub fn next_number(revs: &[ControllerRevision]) -> i64 {
 }
 
 /// Revisions of `owner` in the cache: its own that still match `selector`, plus orphans that
-/// match (adopted through the API). Owned ones that stopped matching are released.
-pub async fn claim<K: Resource<DynamicType = ()>>(
+/// match (adopted through the API, once `recheck` finds the owner live). Owned ones that stopped
+/// matching are released.
+pub async fn claim<K: Owner>(
     api: &Api<ControllerRevision>,
     cache: &Store<ControllerRevision>,
     owner: &K,
+    recheck: &mut OwnerRecheck<K>,
     selector: &LabelSelector,
 ) -> Result<Vec<ControllerRevision>, kube::Error> {
     let uid = owner.uid().unwrap_or_default();
@@ -164,6 +167,9 @@ pub async fn claim<K: Resource<DynamicType = ()>>(
                 }
             }
             None if matches && !deleting && !podutil::selector_is_empty(selector) => {
+                if !recheck.may_adopt().await? {
+                    continue;
+                }
                 let patch = json!({"metadata": {
                     "ownerReferences": [podutil::controller_ref(owner)],
                     "uid": rev.metadata.uid,
@@ -270,10 +276,11 @@ pub async fn truncate(
 /// Pods of `owner` in the cache: its own that still match `selector`, plus active orphans that
 /// match and pass `member` (adopted through the API). Owned ones that stopped matching are
 /// released. (Not revisions, but the same claiming rules, shared by StatefulSets and DaemonSets.)
-pub async fn claim_pods<K: Resource<DynamicType = ()>>(
+pub async fn claim_pods<K: Owner>(
     api: &Api<Pod>,
     cache: &Store<Pod>,
     owner: &K,
+    recheck: &mut OwnerRecheck<K>,
     selector: &LabelSelector,
     member: impl Fn(&Pod) -> bool,
 ) -> Result<Vec<Arc<Pod>>, kube::Error> {
@@ -305,6 +312,9 @@ pub async fn claim_pods<K: Resource<DynamicType = ()>>(
                 && !podutil::selector_is_empty(selector)
                 && member(&pod) =>
             {
+                if !recheck.may_adopt().await? {
+                    continue;
+                }
                 let patch = json!({"metadata": {
                     "ownerReferences": [podutil::controller_ref(owner)],
                     "uid": pod.metadata.uid,

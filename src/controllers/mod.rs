@@ -30,6 +30,7 @@ pub mod podgc;
 pub mod podindex;
 pub mod podutil;
 pub mod queue;
+pub mod recheck;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod resourcequota;

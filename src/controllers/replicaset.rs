@@ -32,6 +32,7 @@ use super::podindex::PodIndex;
 use super::podutil::{self, controller_of, is_active, key_of, selector_matches, split_key};
 use super::podutil::{api_message, namespace_terminating};
 use super::queue::WorkQueue;
+use super::recheck::OwnerRecheck;
 use super::worker::{run_workers, Action};
 
 /// The condition a set carries while creating or deleting its pods fails.
@@ -177,6 +178,7 @@ async fn sync<K: Replicated>(ctx: &Ctx<K>, key: &str) -> Result<Action, ReplicaS
 
     // Claim: owned pods that still match, plus orphans that match (adopted).
     let mut owned: Vec<Arc<Pod>> = vec![];
+    let mut recheck = OwnerRecheck::new(ctx.client.clone(), owner.as_ref());
     let claimable = ctx.index.claimable(ns, &uid);
     let claimable = claimable.iter().filter_map(|k| {
         let (_, pod_name) = split_key(k);
@@ -201,6 +203,9 @@ async fn sync<K: Replicated>(ctx: &Ctx<K>, key: &str) -> Result<Action, ReplicaS
                 && rs.metadata.deletion_timestamp.is_none()
                 && !podutil::selector_is_empty(&spec.selector) =>
             {
+                if !recheck.may_adopt().await.map_err(err("read the owner"))? {
+                    continue;
+                }
                 match adopt(&pods_api, &pod, &owner_ref).await {
                     Ok(()) => owned.push(pod),
                     Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}

@@ -38,6 +38,7 @@ use super::informers::{Informers, StoreReady};
 use super::podutil::api_message;
 use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
+use super::recheck::OwnerRecheck;
 use super::worker::{run_workers, Action};
 use super::AbortOnDrop;
 
@@ -307,10 +308,18 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, StatefulSetError> {
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let revs_api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), ns);
     let set_name = set.name_any();
-    let pods = history::claim_pods(&pods_api, &ctx.pods, set.as_ref(), &spec.selector, |p| {
-        parent_and_ordinal(p.metadata.name.as_deref().unwrap_or(""))
-            .is_some_and(|(parent, _)| parent == set_name)
-    })
+    let mut recheck = OwnerRecheck::new(ctx.client.clone(), set.as_ref());
+    let pods = history::claim_pods(
+        &pods_api,
+        &ctx.pods,
+        set.as_ref(),
+        &mut recheck,
+        &spec.selector,
+        |p| {
+            parent_and_ordinal(p.metadata.name.as_deref().unwrap_or(""))
+                .is_some_and(|(parent, _)| parent == set_name)
+        },
+    )
     .await
     .map_err(err("claim pods"))?;
     let pods: Vec<Arc<Pod>> = pods
@@ -320,9 +329,10 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, StatefulSetError> {
                 .is_some_and(|(parent, _)| parent == set_name)
         })
         .collect();
-    let revisions = history::claim(&revs_api, &ctx.revisions, set.as_ref(), &spec.selector)
-        .await
-        .map_err(err("claim revisions"))?;
+    let revisions =
+        history::claim(&revs_api, &ctx.revisions, set.as_ref(), &mut recheck, &spec.selector)
+            .await
+            .map_err(err("claim revisions"))?;
 
     // The update revision is the current template's; the current one is the status's.
     let status = set.status.clone().unwrap_or_default();

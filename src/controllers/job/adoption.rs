@@ -2,7 +2,7 @@
 //! pods that still match the selector; orphans that match are adopted (the job becomes their
 //! controller and they get the tracking finalizer, so their end is counted); its pods that stopped
 //! matching are released (owner reference and tracking finalizer removed). Adoption first checks,
-//! with a live read, that the job is still there and not being deleted.
+//! with a live read, that the job is still there and not being deleted ([`OwnerRecheck`]).
 
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use serde_json::json;
 use super::TRACKING_FINALIZER;
 use crate::controllers::podindex::{lookup, PodIndex};
 use crate::controllers::podutil::{self, controller_of, selector_matches};
+use crate::controllers::recheck::OwnerRecheck;
 
 /// The job's pods after adopting matching orphans and releasing pods that no longer match.
 pub async fn claim_pods(
@@ -34,7 +35,7 @@ pub async fn claim_pods(
         .as_ref()
         .and_then(|s| s.selector.as_ref())
         .filter(|s| !podutil::selector_is_empty(s));
-    let mut may_adopt: Option<bool> = None;
+    let mut recheck = OwnerRecheck::new(jobs_api.clone().into_client(), job);
     let mut out = vec![];
     // Its own pods and the orphans of its namespace: pods of other controllers are never
     // claimed, so they need not be read.
@@ -54,10 +55,7 @@ pub async fn claim_pods(
                 }
             }
             None if matches && !deleting && !pod_deleting => {
-                if may_adopt.is_none() {
-                    may_adopt = Some(still_there(jobs_api, job).await?);
-                }
-                if may_adopt != Some(true) {
+                if !recheck.may_adopt().await? {
                     continue;
                 }
                 if let Some(p) = adopt(pods_api, &pod, job).await? {
@@ -69,15 +67,6 @@ pub async fn claim_pods(
         }
     }
     Ok(out)
-}
-
-/// Whether a live read finds the same job, not being deleted.
-async fn still_there(jobs_api: &Api<Job>, job: &Job) -> Result<bool, kube::Error> {
-    match jobs_api.get(&job.name_any()).await {
-        Ok(fresh) => Ok(fresh.uid() == job.uid() && fresh.metadata.deletion_timestamp.is_none()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
-        Err(e) => Err(e),
-    }
 }
 
 async fn adopt(api: &Api<Pod>, pod: &Pod, job: &Job) -> Result<Option<Pod>, kube::Error> {
