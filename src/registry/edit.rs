@@ -1,56 +1,63 @@
 //! Edit: a write that changes the stored object in place, for subresources whose handler decides
 //! exactly what changes and that need nothing of the object as it was (pods/binding). The
 //! general update ([`super::update`]) copies the object for its transform, then compares the two
-//! (metadata rules, generation, no-op detection, admission, managed fields); an edit reads and
-//! decodes the object once, applies the edit, defaults it and writes it back with the read
-//! revision as precondition, retrying from the read when someone else wrote in between.
+//! (metadata rules, generation, no-op detection, admission, managed fields); an edit reads the
+//! object once, decodes only the fields it names ([`partial`]), applies the edit to them and
+//! writes the object back with the read revision as precondition, retrying from the read when
+//! someone else wrote in between. The fields it does not name are written back as stored.
 //!
 //! What an edit may not do, because nothing here checks it: change metadata other than labels
-//! and annotations, change anything a strategy's validation, generation, allocation or admission
-//! looks at. An edit records no managed fields (upstream's binding records none either).
+//! and annotations, change anything a strategy's defaulting, validation, generation, allocation
+//! or admission looks at. An edit records no managed fields (upstream's binding records none
+//! either).
 
-use serde_json::{json, Value};
+use bytes::Bytes;
+use serde_json::Value;
 
 use super::catalog::ResourceInfo;
-use super::generic::{decode_kv, not_found, store_error, target, Registry};
-use super::object;
+use super::generic::{not_found, store_error, target, Registry};
 use super::options::WriteOptions;
+use super::partial;
 use super::update::{CONFLICT_MODIFIED, MAX_ATTEMPTS};
 use crate::apiserver::status::ApiError;
-use crate::store::StoreError;
+use crate::store::{Revision, StoreError};
 
 /// Changes the current object (which carries its resourceVersion) in place.
 pub type Edit<'a> = dyn Fn(&mut Value) -> Result<(), ApiError> + Send + Sync + 'a;
 
 impl Registry {
-    /// Edits one existing object and returns it as written.
+    /// Edits one existing object, of which the edit sees only the `wanted` fields (dot-separated
+    /// paths) as one object; only for resources stored as served (no conversion). Returns the
+    /// revision written (None for a dry run).
     pub async fn edit(
         &self,
         res: &ResourceInfo,
         namespace: Option<&str>,
         name: &str,
         opts: &WriteOptions,
+        wanted: &[&str],
         edit: &Edit<'_>,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Option<Revision>, ApiError> {
+        if res.conversion.is_some() {
+            return Err(ApiError::internal(format!("{} cannot be edited in part", res.plural)));
+        }
         let key = Self::key(res, namespace, name);
+        let wanted = partial::Wanted::paths(wanted);
+        let stored_json = |e: serde_json::Error| {
+            ApiError::internal(format!("stored {} object is not valid JSON: {e}", res.plural))
+        };
         for _ in 0..MAX_ATTEMPTS {
             let Some(kv) = self.get_kv(res, namespace, name).await? else {
                 return Err(not_found(res, name));
             };
-            let mut obj = decode_kv(res, &kv)?;
-            edit(&mut obj)?;
-            res.strategy.default(&mut obj);
+            let (mut view, skeleton) = partial::split(&kv.value, &wanted).map_err(stored_json)?;
+            edit(&mut view)?;
             if opts.dry_run {
-                return Ok(obj);
+                return Ok(None);
             }
-            let bytes = Self::encode(res, &obj)?;
-            match self.store.update(&key, bytes, Some(kv.mod_revision)).await {
-                Ok(written) => {
-                    object::meta_mut(&mut obj)
-                        .insert("resourceVersion".into(), json!(written.mod_revision.to_string()));
-                    return Ok(obj);
-                }
-                // Someone wrote in between: read again and edit that.
+            let bytes = partial::join(&skeleton, &view).map_err(stored_json)?;
+            match self.store.update(&key, Bytes::from(bytes), Some(kv.mod_revision)).await {
+                Ok(written) => return Ok(Some(written.mod_revision)),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound { .. }) => return Err(not_found(res, name)),
                 Err(e) => return Err(store_error(e, res, name)),
@@ -66,6 +73,7 @@ mod tests {
 
     use super::*;
     use crate::registry::catalog::catalog;
+    use crate::registry::object;
     use crate::testing::skiff_server::TempDir;
 
     async fn registry(dir: &TempDir) -> Registry {
@@ -92,7 +100,7 @@ mod tests {
             let reg = &reg;
             let opts = &opts;
             async move {
-                reg.edit(res, Some("default"), "c", opts, &|obj| {
+                reg.edit(res, Some("default"), "c", opts, &["data"], &|obj| {
                     let data = object::ensure_object(obj, "data").unwrap();
                     data.insert(format!("k{i}"), json!("v"));
                     Ok(())
@@ -108,23 +116,23 @@ mod tests {
 
         // An edit's error and a dry run leave the object as it was.
         let refused = reg
-            .edit(res, Some("default"), "c", &opts, &|_| Err(ApiError::bad_request("no")))
+            .edit(res, Some("default"), "c", &opts, &[], &|_| Err(ApiError::bad_request("no")))
             .await
             .unwrap_err();
         assert_eq!(refused.code, 400);
         let dry = WriteOptions { dry_run: true, ..Default::default() };
         let answered = reg
-            .edit(res, Some("default"), "c", &dry, &|obj| {
+            .edit(res, Some("default"), "c", &dry, &["data"], &|obj| {
                 obj["data"] = json!({});
                 Ok(())
             })
             .await
             .unwrap();
-        assert_eq!(count(&answered), 0);
+        assert_eq!(answered, None);
         let after = reg.get(res, Some("default"), "c").await.unwrap();
         assert_eq!(after, stored);
 
-        let missing = reg.edit(res, Some("default"), "gone", &opts, &|_| Ok(())).await;
+        let missing = reg.edit(res, Some("default"), "gone", &opts, &[], &|_| Ok(())).await;
         assert_eq!(missing.unwrap_err().reason, "NotFound");
     }
 }

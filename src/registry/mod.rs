@@ -19,6 +19,7 @@ pub mod merge;
 pub mod meta;
 pub mod object;
 pub mod options;
+pub mod partial;
 pub mod resources;
 pub mod selector;
 pub mod served;
