@@ -56,7 +56,11 @@ impl Registry {
                 return Ok(None);
             }
             let bytes = partial::join(&skeleton, &view).map_err(stored_json)?;
-            match self.store.update(&key, Bytes::from(bytes), Some(kv.mod_revision)).await {
+            match self
+                .store
+                .update(&key, Bytes::from(bytes.into_boxed_slice()), Some(kv.mod_revision))
+                .await
+            {
                 Ok(written) => return Ok(Some(written.mod_revision)),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound { .. }) => return Err(not_found(res, name)),
