@@ -22,7 +22,7 @@ use super::update::{CONFLICT_MODIFIED, MAX_ATTEMPTS};
 use crate::apiserver::status::ApiError;
 use crate::store::{Revision, StoreError};
 
-/// Changes the current object (which carries its resourceVersion) in place.
+/// Changes the wanted fields of the current object (the view [`Registry::edit`] gives) in place.
 pub type Edit<'a> = dyn Fn(&mut Value) -> Result<(), ApiError> + Send + Sync + 'a;
 
 impl Registry {
