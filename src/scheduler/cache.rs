@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 
 use super::resources::{node_allocatable, pod_requests, Resources};
+use super::rows::FitRow;
 
 /// A host port a pod uses: (protocol, host IP, port).
 pub type HostPort = (String, String, i32);
@@ -231,6 +232,8 @@ struct Placement {
 #[derive(Default)]
 pub struct Cache {
     nodes: Vec<NodeInfo>,
+    /// Each node's [`FitRow`], in the order of `nodes`, kept current with it.
+    rows: Vec<FitRow>,
     index: HashMap<String, usize>,
     pods: HashMap<String, Placement>,
     /// Pods placed on nodes the cache does not know yet.
@@ -262,6 +265,10 @@ fn revision_of(pod: &Pod) -> u64 {
 impl Cache {
     pub fn nodes(&self) -> &[NodeInfo] {
         &self.nodes
+    }
+
+    pub fn rows(&self) -> &[FitRow] {
+        &self.rows
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
@@ -355,10 +362,13 @@ impl Cache {
                 let old = self.nodes[i].node.clone();
                 self.count_hostname(&old, false);
                 self.nodes[i].set_node(node);
+                self.rows[i] = FitRow::of(&self.nodes[i]);
             }
             None => {
                 self.index.insert(name.clone(), self.nodes.len());
-                self.nodes.push(NodeInfo::new(node));
+                let info = NodeInfo::new(node);
+                self.rows.push(FitRow::of(&info));
+                self.nodes.push(info);
                 let orphans: Vec<String> = self.orphans.iter().cloned().collect();
                 for uid in orphans {
                     if let Some(p) = self.pods.get(&uid).cloned().filter(|p| p.node == name) {
@@ -373,6 +383,7 @@ impl Cache {
     pub fn remove_node(&mut self, name: &str) {
         let Some(i) = self.index.remove(name) else { return };
         let gone = self.nodes.swap_remove(i);
+        self.rows.swap_remove(i);
         self.count_hostname(&gone.node, false);
         self.with_scoring_terms -= gone.pods_with_scoring_terms;
         self.with_required_anti_affinity -= gone.pods_with_required_anti_affinity;
@@ -449,8 +460,8 @@ impl Cache {
     }
 
     fn apply(&mut self, p: &Placement, add: bool) {
-        let Some(i) = self.index.get(&p.node) else { return };
-        let info = &mut self.nodes[*i];
+        let Some(&i) = self.index.get(&p.node) else { return };
+        let info = &mut self.nodes[i];
         let (scoring, anti) =
             (usize::from(p.info.has_scoring_terms), usize::from(p.info.has_required_anti_affinity));
         if add {
@@ -461,6 +472,7 @@ impl Cache {
             self.with_scoring_terms -= scoring;
             self.with_required_anti_affinity -= anti;
         }
+        self.rows[i] = FitRow::of(&self.nodes[i]);
     }
 }
 

@@ -14,6 +14,7 @@ pub mod interpod;
 pub mod preemption;
 pub mod queue;
 pub mod resources;
+pub mod rows;
 pub mod scheduled;
 pub mod scores;
 mod shared;
@@ -425,13 +426,24 @@ impl Scheduler {
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut potential = vec![];
         let mut processed = 0;
+        // A plain pod is checked on its node's fit row (see [`rows`]) where the row is plain.
+        let plain = rows::plain_pod(facts, state);
+        let fit_rows = cache.rows();
+        let mut feasible_rows: Vec<&rows::FitRow> = vec![];
         for i in 0..total {
             let index = (start + i) % total;
             let info = &nodes[index];
             processed += 1;
-            match filters::check(facts, info, state) {
+            let row = &fit_rows[index];
+            let verdict = if plain && row.plain && row.fits(&facts.requests) {
+                None
+            } else {
+                filters::check(facts, info, state)
+            };
+            match verdict {
                 None => {
                     feasible.push(info);
+                    feasible_rows.push(row);
                     if feasible.len() >= want {
                         break;
                     }
@@ -454,7 +466,11 @@ impl Scheduler {
         if feasible.len() == 1 {
             return Ok(feasible[0].name().to_string());
         }
-        let mut scores = scores::score(facts.spec, non_zero, &feasible);
+        let mut scores = if plain && feasible_rows.iter().all(|r| r.plain) {
+            scores::score_rows(non_zero, &feasible_rows)
+        } else {
+            scores::score(facts.spec, non_zero, &feasible)
+        };
         let affinity = interpod::score(
             facts.pod,
             terms,

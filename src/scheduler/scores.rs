@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::PodSpec;
 use super::cache::NodeInfo;
 use super::filters::{term_matches, tolerated};
 use super::resources::Resources;
+use super::rows::FitRow;
 
 const MAX_SCORE: i64 = 100;
 /// The default profile's weight of InterPodAffinity.
@@ -34,34 +35,30 @@ pub fn score(spec: &PodSpec, non_zero: &Resources, nodes: &[&NodeInfo]) -> Vec<i
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            least_allocated(non_zero, n) + balanced(non_zero, n) + 2 * affinity[i] + 3 * taints[i]
+            let used = FitRow::of(n).fractions(non_zero);
+            least_allocated(used) + balanced(used) + 2 * affinity[i] + 3 * taints[i]
         })
         .collect()
 }
 
-fn fractions(req: &Resources, n: &NodeInfo) -> (f64, f64) {
-    let frac = |used: i64, want: i64, alloc: i64| {
-        if alloc <= 0 {
-            1.0
-        } else {
-            ((used + want) as f64 / alloc as f64).min(1.0)
-        }
-    };
-    (
-        frac(n.non_zero_requested.milli_cpu, req.milli_cpu, n.allocatable.milli_cpu),
-        frac(n.non_zero_requested.memory, req.memory, n.allocatable.memory),
-    )
+/// [`score`] for a plain pod on plain nodes, from their fit rows: no preferred node affinity
+/// (0) and no taints (the reversed PreferNoSchedule count normalizes to 100 on every node).
+pub fn score_rows(non_zero: &Resources, rows: &[&FitRow]) -> Vec<i64> {
+    rows.iter()
+        .map(|r| {
+            let used = r.fractions(non_zero);
+            least_allocated(used) + balanced(used) + 3 * MAX_SCORE
+        })
+        .collect()
 }
 
 /// Mean free fraction of cpu and memory after placing the pod, 0..=100.
-fn least_allocated(req: &Resources, n: &NodeInfo) -> i64 {
-    let (cpu, mem) = fractions(req, n);
+fn least_allocated((cpu, mem): (f64, f64)) -> i64 {
     (((1.0 - cpu) + (1.0 - mem)) / 2.0 * MAX_SCORE as f64) as i64
 }
 
 /// How evenly cpu and memory would be used: 100 minus the standard deviation, 0..=100.
-fn balanced(req: &Resources, n: &NodeInfo) -> i64 {
-    let (cpu, mem) = fractions(req, n);
+fn balanced((cpu, mem): (f64, f64)) -> i64 {
     let std = (cpu - mem).abs() / 2.0;
     ((1.0 - std) * MAX_SCORE as f64) as i64
 }
