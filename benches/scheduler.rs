@@ -215,5 +215,6 @@ async fn main() {
     }
     plain.sort_by(|a, b| a.steady.total_cmp(&b.steady));
     show("plain pods, median run", &plain[plain.len() / 2]);
-    show(&format!("required pod anti-affinity ({GROUPS} groups, hostname; {count} plain pods already bound)"), &anti);
+    let bound = count * runs;
+    show(&format!("required pod anti-affinity ({GROUPS} groups, hostname; {bound} plain pods already bound)"), &anti);
 }
