@@ -16,10 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetSpec};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
@@ -30,8 +29,8 @@ use super::expectations::Expectations;
 use super::history::{self, CONTROLLER_REVISION_HASH_LABEL};
 use super::informer::Change;
 use super::informers::{Informers, StoreReady};
+use super::podcontrol::PodControl;
 use super::podutil::{self, key_of, split_key};
-use super::podutil::{api_message, namespace_terminating};
 use super::queue::WorkQueue;
 use super::recheck::OwnerRecheck;
 use super::worker::{run_workers, Action};
@@ -438,82 +437,18 @@ async fn sync_nodes(
     delete: Vec<Arc<Pod>>,
 ) -> Result<(), DaemonSetError> {
     let ctx = view.ctx;
-    let delete: Vec<Arc<Pod>> = delete.into_iter().take(BURST).collect();
-    if !delete.is_empty() {
-        ctx.expectations.expect_deletions(
-            view.key,
-            delete.iter().filter_map(|p| p.metadata.uid.clone()).collect(),
-        );
-        let results = join_all(delete.iter().map(|p| {
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: p.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            let name = p.name_any();
-            async move { (view.pods_api.delete(&name, &dp).await, name) }
-        }))
-        .await;
-        for (r, name) in results {
-            match r {
-                Ok(_) => view.event(false, "SuccessfulDelete", format!("Deleted pod: {name}")),
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                Err(e) => {
-                    view.event(
-                        true,
-                        "FailedDelete",
-                        format!("Error deleting: {}", api_message(&e)),
-                    );
-                    ctx.expectations.clear(view.key);
-                    return Err(view.err("delete pods")(e));
-                }
-            }
-        }
-        tracing::debug!(daemonset = %view.key, deleted = delete.len(), "deleted daemon pods");
-    }
-    let mut remaining: Vec<String> = create.into_iter().take(BURST).collect();
-    let mut batch = 1usize;
-    while !remaining.is_empty() {
-        let now: Vec<String> = remaining.drain(..batch.min(remaining.len())).collect();
-        let pp = PostParams::default();
-        let results = join_all(now.iter().map(|node| {
-            let pod = new_pod(&view.ds, node, &view.hash);
-            let pp = &pp;
-            async move { view.pods_api.create(pp, &pod).await }
-        }))
-        .await;
-        let mut created = vec![];
-        let mut failure = None;
-        for r in results {
-            match r {
-                Ok(p) => {
-                    view.event(false, "SuccessfulCreate", format!("Created pod: {}", p.name_any()));
-                    created.push(p.name_any());
-                }
-                // No event while the namespace terminates, as upstream.
-                Err(e) if namespace_terminating(&e) => failure = Some(e),
-                Err(e) => {
-                    view.event(
-                        true,
-                        "FailedCreate",
-                        format!("Error creating: {}", api_message(&e)),
-                    );
-                    failure = Some(e);
-                }
-            }
-        }
-        tracing::debug!(daemonset = %view.key, created = created.len(), "created daemon pods");
-        ctx.expectations.expect_creations(view.key, created);
-        if let Some(e) = failure {
-            if namespace_terminating(&e) {
-                return Ok(());
-            }
-            return Err(view.err("create pods")(e));
-        }
-        batch *= 2;
-    }
+    let control = PodControl {
+        client: &ctx.client,
+        component: MANAGER,
+        owner: view.ds.as_ref(),
+        api: &view.pods_api,
+        expectations: &ctx.expectations,
+        key: view.key,
+    };
+    let delete = delete.iter().take(BURST).map(|p| p.as_ref());
+    control.delete(delete).await.map_err(view.err("delete pods"))?;
+    let pods = create.iter().take(BURST).map(|node| new_pod(&view.ds, node, &view.hash)).collect();
+    control.create(pods).await.map_err(view.err("create pods"))?;
     Ok(())
 }
 

@@ -604,7 +604,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
     if let Some(end) = &ending {
         // Stop what still runs; finish once nothing runs and every pod is counted.
         if !active.is_empty() {
-            delete_pods(ctx, key, &pods_api, &active).await.map_err(err("delete pods"))?;
+            delete_pods(ctx, key, &pods_api, &job, &active).await.map_err(err("delete pods"))?;
             active_count = 0;
         }
         let pending = pods.iter().any(|p| {
@@ -636,7 +636,7 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
         }
     } else if suspended {
         if !active.is_empty() {
-            delete_pods(ctx, key, &pods_api, &active).await.map_err(err("delete pods"))?;
+            delete_pods(ctx, key, &pods_api, &job, &active).await.map_err(err("delete pods"))?;
             active_count = 0;
         }
         if condition_true(&status, "Suspended").is_none() {
@@ -682,7 +682,9 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, JobError> {
             };
             let (create, delete) = plan.diff(&active);
             if !delete.is_empty() {
-                delete_pods(ctx, key, &pods_api, &delete).await.map_err(err("delete pods"))?;
+                delete_pods(ctx, key, &pods_api, &job, &delete)
+                    .await
+                    .map_err(err("delete pods"))?;
                 active_count -= delete.len() as i32;
             }
             if !create.is_empty() {

@@ -26,6 +26,7 @@ pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod podcontrol;
 pub mod podgc;
 pub mod podindex;
 pub mod podutil;

@@ -14,23 +14,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use super::events::record;
 use super::expectations::Expectations;
 use super::informer::Change;
 use super::informers::{Informers, StoreReady};
+use super::podcontrol::PodControl;
 use super::podindex::PodIndex;
+use super::podutil::api_message;
 use super::podutil::{self, controller_of, is_active, key_of, selector_matches, split_key};
-use super::podutil::{api_message, namespace_terminating};
 use super::queue::WorkQueue;
 use super::recheck::OwnerRecheck;
 use super::worker::{run_workers, Action};
@@ -282,88 +281,24 @@ async fn manage_replicas<K: Replicated>(
 ) -> Result<(), ReplicaSetError> {
     let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
     let have = active.len();
+    let control = PodControl {
+        client: &ctx.client,
+        component: K::CONTROLLER,
+        owner: obj,
+        api: pods_api,
+        expectations: &ctx.expectations,
+        key,
+    };
+    let err = |action| move |source| ReplicaSetError::Api { action, key: key.to_string(), source };
     if have < want {
-        let mut remaining = (want - have).min(BURST_REPLICAS);
         let pod = pod_for(rs, owner.clone());
-        let mut batch = 1usize;
-        while remaining > 0 {
-            let n = batch.min(remaining);
-            let pp = PostParams::default();
-            let results = join_all((0..n).map(|_| pods_api.create(&pp, &pod))).await;
-            let mut created = vec![];
-            let mut failure = None;
-            for r in results {
-                match r {
-                    Ok(p) => {
-                        let message = format!("Created pod: {}", p.name_any());
-                        record(&ctx.client, K::CONTROLLER, obj, false, "SuccessfulCreate", message);
-                        created.push(p.name_any());
-                    }
-                    Err(e) => {
-                        // No event while the namespace terminates, as upstream.
-                        if !namespace_terminating(&e) {
-                            let message = format!("Error creating: {}", api_message(&e));
-                            record(&ctx.client, K::CONTROLLER, obj, true, "FailedCreate", message);
-                        }
-                        failure = Some(e);
-                    }
-                }
-            }
-            tracing::debug!(replicaset = %key, created = created.len(), "created pods");
-            ctx.expectations.expect_creations(key, created);
-            if let Some(e) = failure {
-                // A terminating namespace refuses new pods; that is not worth retrying.
-                if namespace_terminating(&e) {
-                    return Ok(());
-                }
-                return Err(ReplicaSetError::Api {
-                    action: "create pods",
-                    key: key.to_string(),
-                    source: e,
-                });
-            }
-            remaining -= n;
-            batch = (batch * 2).min(remaining.max(1));
-        }
+        let pods = vec![pod; (want - have).min(BURST_REPLICAS)];
+        control.create(pods).await.map_err(err("create pods"))?;
     } else if have > want {
         let mut victims: Vec<&Arc<Pod>> = active.iter().collect();
         victims.sort_by_key(|p| deletion_rank(p));
-        let victims: Vec<&Arc<Pod>> =
-            victims.into_iter().take((have - want).min(BURST_REPLICAS)).collect();
-        ctx.expectations
-            .expect_deletions(key, victims.iter().filter_map(|p| p.metadata.uid.clone()).collect());
-        let results = join_all(victims.iter().map(|p| {
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: p.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            let name = p.name_any();
-            async move { (pods_api.delete(&name, &dp).await, name) }
-        }))
-        .await;
-        for (r, name) in results {
-            match r {
-                Ok(_) => {
-                    let message = format!("Deleted pod: {name}");
-                    record(&ctx.client, K::CONTROLLER, obj, false, "SuccessfulDelete", message);
-                }
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                Err(e) => {
-                    let message = format!("Error deleting: {}", api_message(&e));
-                    record(&ctx.client, K::CONTROLLER, obj, true, "FailedDelete", message);
-                    ctx.expectations.clear(key);
-                    return Err(ReplicaSetError::Api {
-                        action: "delete pods",
-                        key: key.to_string(),
-                        source: e,
-                    });
-                }
-            }
-        }
-        tracing::debug!(replicaset = %key, deleted = have - want, "deleted pods");
+        let victims = victims.into_iter().take((have - want).min(BURST_REPLICAS));
+        control.delete(victims.map(|p| p.as_ref())).await.map_err(err("delete pods"))?;
     }
     Ok(())
 }

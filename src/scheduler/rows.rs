@@ -130,8 +130,13 @@ mod tests {
         for (row, info) in rows.iter().zip(cache.nodes()) {
             assert_eq!(*row, FitRow::of(info), "row of {} is current", info.name());
         }
-        let plain: Vec<&str> =
-            cache.nodes().iter().zip(rows).filter(|(_, r)| r.plain).map(|(n, _)| n.name()).collect();
+        let plain: Vec<&str> = cache
+            .nodes()
+            .iter()
+            .zip(rows)
+            .filter(|(_, r)| r.plain)
+            .map(|(n, _)| n.name())
+            .collect();
         assert_eq!(plain.len(), 3, "cordoned and tainted nodes are not plain: {plain:?}");
 
         let state = CycleState::default();

@@ -1,21 +1,19 @@
 //! The pods a Job makes and removes: a pod from the template (tracking finalizer, controller
-//! reference, completion index), creation in slow-start batches with SuccessfulCreate events,
-//! deletion, and removal of the tracking finalizer once a pod is counted.
+//! reference, completion index), their creation and deletion through [`PodControl`], and
+//! removal of the tracking finalizer once a pod is counted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::future::join_all;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::{
-    record_event, Ctx, BURST, COMPLETION_INDEX, INDEX_FAILURE_COUNT, MANAGER, TRACKING_FINALIZER,
-};
+use super::{Ctx, BURST, COMPLETION_INDEX, INDEX_FAILURE_COUNT, MANAGER, TRACKING_FINALIZER};
+use crate::controllers::podcontrol::PodControl;
 use crate::controllers::podutil;
 
 /// A pod for `job` (with `index` for Indexed jobs): the template, the tracking finalizer, the
@@ -77,6 +75,19 @@ pub fn pod_from_template(job: &Job, index: Option<i32>) -> Pod {
     }
 }
 
+fn control<'a>(ctx: &'a Ctx, key: &'a str, api: &'a Api<Pod>, job: &'a Job) -> PodControl<'a, Job> {
+    PodControl {
+        client: &ctx.client,
+        component: MANAGER,
+        owner: job,
+        api,
+        expectations: &ctx.expectations,
+        key,
+    }
+}
+
+/// Creates a pod per entry of `indexes` (see [`PodControl::create`]); a pod of an index that
+/// failed before carries its failure count.
 pub(super) async fn create_pods(
     ctx: &Ctx,
     key: &str,
@@ -85,82 +96,29 @@ pub(super) async fn create_pods(
     indexes: &[Option<i32>],
     failures: &HashMap<i32, i32>,
 ) -> Result<usize, kube::Error> {
-    let mut done = 0;
-    let mut batch = 1usize;
-    while done < indexes.len() {
-        let chunk = &indexes[done..(done + batch).min(indexes.len())];
-        let results = join_all(chunk.iter().map(|i| {
+    let pods = indexes
+        .iter()
+        .map(|i| {
             let mut pod = pod_from_template(job, *i);
             if let Some(n) = i.and_then(|i| failures.get(&i)).filter(|n| **n > 0) {
                 let a = pod.metadata.annotations.get_or_insert_with(Default::default);
                 a.insert(INDEX_FAILURE_COUNT.into(), n.to_string());
             }
-            async move { api.create(&PostParams::default(), &pod).await }
-        }))
-        .await;
-        let mut failure = None;
-        let mut created = vec![];
-        for r in results {
-            match r {
-                Ok(p) => {
-                    record_event(
-                        &ctx.client,
-                        MANAGER,
-                        job,
-                        false,
-                        "SuccessfulCreate",
-                        format!("Created pod: {}", p.name_any()),
-                    );
-                    created.push(p.name_any());
-                }
-                Err(e) => failure = Some(e),
-            }
-        }
-        done += created.len();
-        ctx.expectations.expect_creations(key, created);
-        if let Some(e) = failure {
-            if matches!(&e, kube::Error::Api(ae) if ae.code == 403 && ae.message.contains("being terminated"))
-            {
-                return Ok(done);
-            }
-            return Err(e);
-        }
-        batch *= 2;
-    }
-    Ok(done)
+            pod
+        })
+        .collect();
+    control(ctx, key, api, job).create(pods).await
 }
 
+/// Deletes up to [`BURST`] of `victims`.
 pub(super) async fn delete_pods(
     ctx: &Ctx,
     key: &str,
     api: &Api<Pod>,
+    job: &Job,
     victims: &[Arc<Pod>],
 ) -> Result<(), kube::Error> {
-    ctx.expectations
-        .expect_deletions(key, victims.iter().filter_map(|p| p.metadata.uid.clone()).collect());
-    let results = join_all(victims.iter().take(BURST).map(|p| {
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: p.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        let name = p.name_any();
-        async move { api.delete(&name, &dp).await }
-    }))
-    .await;
-    for r in results {
-        match r {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => {
-                ctx.expectations.clear(key);
-                return Err(e);
-            }
-        }
-    }
-    Ok(())
+    control(ctx, key, api, job).delete(victims.iter().take(BURST).map(|p| p.as_ref())).await
 }
 
 /// Removes the tracking finalizer from `pod`: true when it is gone (or the pod is), false when
