@@ -455,6 +455,9 @@ pub fn score(
     // Borrowed keys: this runs for every feasible node of every pod.
     let mut counts: HashMap<(&str, &str), i64> = HashMap::new();
     let mut sizes = vec![0usize; cs.len()];
+    // Whether a domain count of the constraint is read at all: only a scored node that has the
+    // topology label reads one (without any, e.g. zones on unzoned nodes, nothing is counted).
+    let mut read = vec![false; cs.len()];
     for (j, n) in feasible.iter().enumerate() {
         if !has_all_keys(n, &cs) {
             ignored.insert(j);
@@ -464,8 +467,9 @@ pub fn score(
             if c.topology_key == HOSTNAME {
                 continue;
             }
-            let pair =
-                (c.topology_key.as_str(), n.label(&c.topology_key).map_or("", String::as_str));
+            let value = n.label(&c.topology_key);
+            read[i] |= value.is_some();
+            let pair = (c.topology_key.as_str(), value.map_or("", String::as_str));
             if !counts.contains_key(&pair) {
                 counts.insert(pair, 0);
                 sizes[i] += 1;
@@ -481,12 +485,14 @@ pub fn score(
             ((size + 2) as f64).ln()
         })
         .collect();
-    for n in all {
+    let counted = |i: usize, c: &Constraint| c.topology_key != HOSTNAME && read[i];
+    let any_counted = cs.iter().enumerate().any(|(i, c)| counted(i, c));
+    for n in all.iter().filter(|_| any_counted) {
         if !has_all_keys(n, &cs) {
             continue;
         }
-        for c in &cs {
-            if c.topology_key == HOSTNAME || !c.includes(pod, &n.node) {
+        for (i, c) in cs.iter().enumerate() {
+            if !counted(i, c) || !c.includes(pod, &n.node) {
                 continue;
             }
             let pair =
