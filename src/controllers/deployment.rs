@@ -26,6 +26,7 @@ use serde_json::json;
 use super::events;
 use super::informer::Change;
 use super::informers::{Informers, StoreReady};
+use super::ownerindex::{lookup, OwnerIndex};
 use super::podutil::{self, controller_of, key_of, selector_matches, split_key};
 use super::queue::WorkQueue;
 use super::recheck::OwnerRecheck;
@@ -63,6 +64,8 @@ struct Ctx {
     client: Client,
     deployments: Store<Deployment>,
     sets: Store<ReplicaSet>,
+    /// The replica sets by controller, and the orphans by namespace.
+    index: OwnerIndex<ReplicaSet>,
 }
 
 /// Runs the controller until an informer stops.
@@ -83,32 +86,17 @@ pub async fn run(
         },
     );
     let (q, ds) = (queue.clone(), deployments.clone());
+    let index = OwnerIndex::default();
+    let idx = index.clone();
     let (sets, rs_task) = informers.spawn(
         "deployment-replicaset-informer",
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
-        move |c| match c {
-            Change::Applied(rs) | Change::Deleted(rs) => {
-                let ns = rs.namespace().unwrap_or_default();
-                match controller_of(&rs.metadata) {
-                    Some(o) if o.kind == "Deployment" => q.add(format!("{ns}/{}", o.name)),
-                    Some(_) => {}
-                    None => {
-                        for d in ds.state() {
-                            let sel = d.spec.as_ref().map(|s| &s.selector);
-                            if d.namespace().as_deref() == Some(ns.as_str())
-                                && sel.is_some_and(|s| {
-                                    !podutil::selector_is_empty(s)
-                                        && selector_matches(s, rs.labels())
-                                })
-                            {
-                                q.add(key_of(d.as_ref()));
-                            }
-                        }
-                    }
-                }
+        move |c| {
+            idx.observe(&c);
+            if let Change::Applied(rs) | Change::Deleted(rs) = c {
+                queue_owners(&q, &ds, rs);
             }
-            Change::Synced => {}
         },
     );
     let _guard = AbortOnDrop(vec![d_task.abort_handle(), rs_task.abort_handle()]);
@@ -116,7 +104,7 @@ pub async fn run(
     if ready.0.is_err() || ready.1.is_err() {
         return Err(DeploymentError::InformerStopped);
     }
-    let ctx = Arc::new(Ctx { client, deployments, sets });
+    let ctx = Arc::new(Ctx { client, deployments, sets, index });
     let workers = run_workers("deployment", queue, workers, move |key| {
         let ctx = ctx.clone();
         async move { sync(&ctx, &key).await }
@@ -127,6 +115,28 @@ pub async fn run(
         _ = rs_task => {}
     }
     Err(DeploymentError::InformerStopped)
+}
+
+/// Queues the deployment controlling `rs` or, for an orphan, every deployment of its namespace
+/// whose selector matches it.
+fn queue_owners(q: &WorkQueue, ds: &Store<Deployment>, rs: &ReplicaSet) {
+    let ns = rs.namespace().unwrap_or_default();
+    match controller_of(&rs.metadata) {
+        Some(o) if o.kind == "Deployment" => q.add(format!("{ns}/{}", o.name)),
+        Some(_) => {}
+        None => {
+            for d in ds.state() {
+                let sel = d.spec.as_ref().map(|s| &s.selector);
+                if d.namespace().as_deref() == Some(ns.as_str())
+                    && sel.is_some_and(|s| {
+                        !podutil::selector_is_empty(s) && selector_matches(s, rs.labels())
+                    })
+                {
+                    q.add(key_of(d.as_ref()));
+                }
+            }
+        }
+    }
 }
 
 /// One sync's view of a deployment and its replica sets.
@@ -247,10 +257,7 @@ async fn claim(view: &mut View<'_>) -> Result<(), DeploymentError> {
     let ns = d.namespace().unwrap_or_default();
     let mut recheck = OwnerRecheck::new(view.ctx.client.clone(), d.as_ref());
     let mut mine = vec![];
-    for rs in view.ctx.sets.state() {
-        if rs.namespace().as_deref() != Some(ns.as_str()) {
-            continue;
-        }
+    for rs in lookup(&view.ctx.sets, &view.ctx.index.claimable(&ns, &uid)) {
         let matches = selector_matches(&spec.selector, rs.labels());
         match controller_of(&rs.metadata) {
             Some(o) if o.uid == uid => {

@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 
 use super::informer::Change;
 use super::informers::{Informers, StoreReady};
-use super::podindex::{lookup, PodIndex};
+use super::ownerindex::{lookup, PodIndex};
 use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};

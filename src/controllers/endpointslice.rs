@@ -29,7 +29,7 @@ use super::endpoints::{
 };
 use super::informer::Change;
 use super::informers::{Informers, StoreReady};
-use super::podindex::PodIndex;
+use super::ownerindex::PodIndex;
 use super::podutil::{self, key_of, split_key};
 use super::queue::WorkQueue;
 use super::worker::{run_workers, Action};

@@ -31,14 +31,16 @@ fn orphan() -> ReplicaSet {
     .expect("replica set")
 }
 
-/// Caches that hold exactly the given objects, whatever the API holds now: a lagging
-/// informer, on purpose.
-fn caches(d: &Deployment, rs: &ReplicaSet) -> (Store<Deployment>, Store<ReplicaSet>) {
+/// A controller whose caches hold exactly the given objects, whatever the API holds now: a
+/// lagging informer, on purpose.
+fn lagging(client: &Client, d: &Deployment, rs: &ReplicaSet) -> Ctx {
     let (deployments, mut dw) = store::<Deployment>();
     dw.apply_watcher_event(&watcher::Event::Apply(d.clone()));
     let (sets, mut sw) = store::<ReplicaSet>();
     sw.apply_watcher_event(&watcher::Event::Apply(rs.clone()));
-    (deployments, sets)
+    let index = OwnerIndex::default();
+    index.observe(&Change::Applied(rs));
+    Ctx { client: client.clone(), deployments, sets, index }
 }
 
 async fn owners(api: &Api<ReplicaSet>) -> Vec<String> {
@@ -60,8 +62,7 @@ async fn a_lagging_cache_adopts_no_orphan_for_a_deployment_deleted_meanwhile() {
     let rs = rs_api.create(&pp, &orphan()).await.expect("create replica set");
 
     // Live and current: the orphan is adopted (the scenario can adopt at all).
-    let (deployments, sets) = caches(&d, &rs);
-    let ctx = Ctx { client: client.clone(), deployments, sets };
+    let ctx = lagging(&client, &d, &rs);
     sync(&ctx, "default/web").await.expect("sync");
     assert_eq!(owners(&rs_api).await, ["Deployment/web"]);
 
@@ -73,8 +74,7 @@ async fn a_lagging_cache_adopts_no_orphan_for_a_deployment_deleted_meanwhile() {
         .expect("release");
     assert!(owners(&rs_api).await.is_empty());
     d_api.delete("web", &DeleteParams::default()).await.expect("delete deployment");
-    let (deployments, sets) = caches(&d, &rs);
-    let ctx = Ctx { client: client.clone(), deployments, sets };
+    let ctx = lagging(&client, &d, &rs);
     sync(&ctx, "default/web").await.expect("sync");
     assert!(owners(&rs_api).await.is_empty(), "adopted by a deleted deployment");
 

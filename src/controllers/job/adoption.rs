@@ -14,7 +14,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::TRACKING_FINALIZER;
-use crate::controllers::podindex::{lookup, PodIndex};
+use crate::controllers::ownerindex::{lookup, PodIndex};
 use crate::controllers::podutil::{self, controller_of, selector_matches};
 use crate::controllers::recheck::OwnerRecheck;
 

@@ -1,30 +1,49 @@
-//! Pods indexed by their controller: what a workload controller claims from (its own pods and
-//! the orphans of its namespace) without scanning every pod in the cluster on each sync, as
-//! upstream's controller-UID and orphan indexes. Fed from a pod informer's handler, before the
-//! handler queues anything, so a sync never reads an index behind the cache.
+//! Objects indexed by their controller: what a workload controller claims from (its own pods or
+//! replica sets and the orphans of its namespace) without scanning every object in the cluster
+//! on each sync, as upstream's controller-UID and orphan indexes. Fed from an informer's
+//! handler, before the handler queues anything, so a sync never reads an index behind the cache.
 
 use std::collections::{HashMap, HashSet};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::Resource;
 use parking_lot::RwLock;
 
 use super::informer::Change;
 use super::podutil::{controller_of, key_of, split_key};
 
-/// Pod keys (`namespace/name`) by controller uid, and orphans by namespace. Cheap to clone.
-#[derive(Clone, Debug, Default)]
-pub struct PodIndex {
+/// Object keys (`namespace/name`) by controller uid, and orphans by namespace. Cheap to clone.
+#[derive(Debug)]
+pub struct OwnerIndex<K> {
     inner: Arc<RwLock<State>>,
+    kind: PhantomData<fn(&K)>,
+}
+
+/// Pods by controller: the ReplicaSet, Job, disruption and endpoints controllers' index.
+pub type PodIndex = OwnerIndex<Pod>;
+
+impl<K> Clone for OwnerIndex<K> {
+    fn clone(&self) -> Self {
+        OwnerIndex { inner: self.inner.clone(), kind: PhantomData }
+    }
+}
+
+impl<K> Default for OwnerIndex<K> {
+    fn default() -> Self {
+        OwnerIndex { inner: Arc::default(), kind: PhantomData }
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Bucket -> pod keys.
+    /// Bucket -> object keys.
     buckets: HashMap<Bucket, HashSet<String>>,
-    /// Pod key -> its bucket.
-    of_pod: HashMap<String, Bucket>,
-    /// Namespace -> keys of all its pods.
+    /// Object key -> its bucket.
+    of_key: HashMap<String, Bucket>,
+    /// Namespace -> keys of all its objects.
     namespaces: HashMap<String, HashSet<String>>,
 }
 
@@ -34,36 +53,37 @@ enum Bucket {
     Orphan(String),
 }
 
-fn bucket_of(pod: &Pod) -> Bucket {
-    match controller_of(&pod.metadata) {
+fn bucket_of<K: Resource>(obj: &K) -> Bucket {
+    let meta = obj.meta();
+    match controller_of(meta) {
         Some(owner) => Bucket::Owner(owner.uid.clone()),
-        None => Bucket::Orphan(pod.metadata.namespace.clone().unwrap_or_default()),
+        None => Bucket::Orphan(meta.namespace.clone().unwrap_or_default()),
     }
 }
 
-impl PodIndex {
+impl<K: Resource> OwnerIndex<K> {
     /// Applies one informer change.
-    pub fn observe(&self, change: &Change<'_, Pod>) {
+    pub fn observe(&self, change: &Change<'_, K>) {
         match change {
-            Change::Applied(pod) => {
-                let key = key_of(*pod);
-                let bucket = bucket_of(pod);
+            Change::Applied(obj) => {
+                let key = key_of(*obj);
+                let bucket = bucket_of(*obj);
                 let mut st = self.inner.write();
-                if st.of_pod.get(&key) == Some(&bucket) {
+                if st.of_key.get(&key) == Some(&bucket) {
                     return;
                 }
                 st.remove(&key);
-                let ns = pod.metadata.namespace.clone().unwrap_or_default();
+                let ns = obj.meta().namespace.clone().unwrap_or_default();
                 st.namespaces.entry(ns).or_default().insert(key.clone());
                 st.buckets.entry(bucket.clone()).or_default().insert(key.clone());
-                st.of_pod.insert(key, bucket);
+                st.of_key.insert(key, bucket);
             }
-            Change::Deleted(pod) => self.inner.write().remove(&key_of(*pod)),
+            Change::Deleted(obj) => self.inner.write().remove(&key_of(*obj)),
             Change::Synced => {}
         }
     }
 
-    /// Keys of the pods controlled by `owner_uid` and of the orphans in `namespace`.
+    /// Keys of the objects controlled by `owner_uid` and of the orphans in `namespace`.
     pub fn claimable(&self, namespace: &str, owner_uid: &str) -> Vec<String> {
         let st = self.inner.read();
         let owned = st.buckets.get(&Bucket::Owner(owner_uid.to_string()));
@@ -71,7 +91,7 @@ impl PodIndex {
         owned.into_iter().chain(orphans).flatten().cloned().collect()
     }
 
-    /// Keys of the pods controlled by `owner_uid`.
+    /// Keys of the objects controlled by `owner_uid`.
     pub fn owned_by(&self, owner_uid: &str) -> Vec<String> {
         let st = self.inner.read();
         st.buckets
@@ -82,20 +102,23 @@ impl PodIndex {
             .collect()
     }
 
-    /// Keys of every pod in `namespace`.
+    /// Keys of every object in `namespace`.
     pub fn in_namespace(&self, namespace: &str) -> Vec<String> {
         let st = self.inner.read();
         st.namespaces.get(namespace).into_iter().flatten().cloned().collect()
     }
 }
 
-/// The cached pods behind index keys (keys whose pod has left the cache are skipped).
-pub fn lookup(pods: &kube::runtime::reflector::Store<Pod>, keys: &[String]) -> Vec<Arc<Pod>> {
+/// The cached objects behind index keys (keys whose object has left the cache are skipped).
+pub fn lookup<K>(store: &Store<K>, keys: &[String]) -> Vec<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
     keys.iter()
         .filter_map(|k| {
             let (ns, name) = split_key(k);
-            let r = kube::runtime::reflector::ObjectRef::new(name);
-            pods.get(&match ns {
+            let r = ObjectRef::new(name);
+            store.get(&match ns {
                 Some(ns) => r.within(ns),
                 None => r,
             })
@@ -105,7 +128,7 @@ pub fn lookup(pods: &kube::runtime::reflector::Store<Pod>, keys: &[String]) -> V
 
 impl State {
     fn remove(&mut self, key: &str) {
-        let Some(old) = self.of_pod.remove(key) else { return };
+        let Some(old) = self.of_key.remove(key) else { return };
         let (ns, _) = split_key(key);
         let ns = ns.unwrap_or_default();
         if let Some(keys) = self.namespaces.get_mut(ns) {
