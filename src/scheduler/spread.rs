@@ -8,6 +8,7 @@
 //! the pods the Services, ReplicationControllers, ReplicaSets and StatefulSets that select the
 //! pod select ([`SelectingObjects::default_selector`]); a pod selected by none gets none.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -470,8 +471,8 @@ pub fn score(
             let value = n.label(&c.topology_key);
             read[i] |= value.is_some();
             let pair = (c.topology_key.as_str(), value.map_or("", String::as_str));
-            if !counts.contains_key(&pair) {
-                counts.insert(pair, 0);
+            if let Entry::Vacant(e) = counts.entry(pair) {
+                e.insert(0);
                 sizes[i] += 1;
             }
         }
