@@ -5,11 +5,12 @@
 //!
 //! Admission charges a quota before the object it admitted is stored, so a recount can briefly
 //! miss an object being created. The controller therefore lowers a usage only once the quota
-//! has stayed unchanged for [`SETTLE`] with the lower count seen on both sides of that wait.
+//! has stayed unchanged for [`SETTLE`] with the lower count seen on both sides of that wait;
+//! a recount sooner (its own status write or any object change queues one) waits out the rest.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -51,8 +52,9 @@ pub enum QuotaError {
 
 struct Ctx {
     client: Client,
-    /// Quotas holding back a lower count: the resourceVersion they had when it was first seen.
-    settling: Mutex<HashMap<String, String>>,
+    /// Quotas holding back a lower count: the resourceVersion they have had since, and when
+    /// it was first seen.
+    settling: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 /// The kinds whose changes trigger a recount of their namespace's quotas.
@@ -148,7 +150,8 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, QuotaError> {
     let rv = rq.resource_version().unwrap_or_default();
     // Lower counts wait until the quota has settled (see the module comment).
     let lowers = counted.iter().any(|(k, q)| current.get(k).is_some_and(|c| q < c));
-    let confirmed = lowers && ctx.settling.lock().get(key) == Some(&rv);
+    let since = ctx.settling.lock().get(key).filter(|(r, _)| *r == rv).map(|(_, t)| *t);
+    let confirmed = lowers && since.is_some_and(|t| t.elapsed() >= SETTLE);
     let mut used = counted.clone();
     if lowers && !confirmed {
         for (k, q) in used.iter_mut() {
@@ -180,8 +183,12 @@ async fn sync(ctx: &Ctx, key: &str) -> Result<Action, QuotaError> {
         published_rv = written.resource_version().unwrap_or_default();
     }
     if lowers && !confirmed {
-        ctx.settling.lock().insert(key.to_string(), published_rv);
-        return Ok(Action::RequeueAfter(SETTLE));
+        // The wait runs from the first sight of the lower count; this controller's own write
+        // (which never lowers) does not restart it.
+        let since = since.unwrap_or_else(Instant::now);
+        ctx.settling.lock().insert(key.to_string(), (published_rv, since));
+        let rest = SETTLE.saturating_sub(since.elapsed()).max(Duration::from_millis(10));
+        return Ok(Action::RequeueAfter(rest));
     }
     ctx.settling.lock().remove(key);
     Ok(Action::Done)
@@ -251,6 +258,41 @@ fn resource_for(name: &str) -> Option<ApiResource> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controllers::cluster::LocalCluster;
+    use crate::controllers::ComponentOptions;
+
+    async fn used_pods(api: &Api<ResourceQuota>) -> String {
+        let rq = api.get("q").await.expect("quota");
+        let used = rq.status.and_then(|s| s.used).unwrap_or_default();
+        used.get("pods").map(|q| q.0.clone()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_lower_count_is_published_only_after_it_held_for_the_settle_time() {
+        let opts = ComponentOptions { controllers: false, ..Default::default() };
+        let cluster = LocalCluster::start_with(opts).await.expect("cluster");
+        let client = cluster.client.clone();
+        let api: Api<ResourceQuota> = Api::namespaced(client.clone(), "default");
+        let rq = serde_json::from_value(json!({"metadata": {"name": "q"},
+            "spec": {"hard": {"pods": "5"}}}))
+        .expect("quota");
+        let mut rq = api.create(&PostParams::default(), &rq).await.expect("create");
+        // Five pods charged by admission whose objects are not stored yet: none exist.
+        rq.status = serde_json::from_value(json!({"hard": {"pods": "5"}, "used": {"pods": "5"}}))
+            .expect("status");
+        api.replace_status("q", &PostParams::default(), &rq).await.expect("charge");
+        let ctx = Ctx { client: client.clone(), settling: Mutex::new(HashMap::new()) };
+
+        let started = Instant::now();
+        assert!(matches!(sync(&ctx, "default/q").await, Ok(Action::RequeueAfter(_))));
+        // A recount at once (any object change queues one) does not confirm the lower count.
+        let again = sync(&ctx, "default/q").await.expect("sync");
+        assert!(matches!(again, Action::RequeueAfter(d) if d <= SETTLE), "{again:?}");
+        assert_eq!(used_pods(&api).await, "5", "lowered before the settle time");
+        tokio::time::sleep(SETTLE.saturating_sub(started.elapsed())).await;
+        assert!(matches!(sync(&ctx, "default/q").await, Ok(Action::Done)));
+        assert_eq!(used_pods(&api).await, "0");
+    }
 
     #[test]
     fn quota_names_map_to_kinds() {
